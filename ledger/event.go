@@ -1,0 +1,130 @@
+package ledger
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// EventType names an event. The set only grows; a name never changes.
+type EventType string
+
+const (
+	AccountOpened      EventType = "AccountOpened"
+	AccountClosedEv    EventType = "AccountClosed"
+	TransferPosted     EventType = "TransferPosted"
+	TransferPending    EventType = "TransferPending"
+	PendingPosted      EventType = "PendingPosted"
+	PendingVoided      EventType = "PendingVoided"
+	PendingExpiredEv   EventType = "PendingExpired"
+	TransferRejected   EventType = "TransferRejected"
+	SagaDebitHeld      EventType = "SagaDebitHeld"
+	SagaCredited       EventType = "SagaCredited"
+	SagaCreditRejected EventType = "SagaCreditRejected"
+	SagaCompleted      EventType = "SagaCompleted"
+	SagaAborted        EventType = "SagaAborted"
+)
+
+// Hash is a SHA-256 digest, hex in JSON.
+type Hash [32]byte
+
+func (h Hash) String() string { return hex.EncodeToString(h[:]) }
+
+// MarshalText encodes h as lowercase hex.
+func (h Hash) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
+
+// UnmarshalText decodes 64 hex digits.
+func (h *Hash) UnmarshalText(b []byte) error {
+	if len(b) != 2*len(h) {
+		return fmt.Errorf("hash: want %d hex digits, got %d", 2*len(h), len(b))
+	}
+	_, err := hex.Decode(h[:], b)
+	return err
+}
+
+// Time is log time in unix nanoseconds, RFC 3339 in JSON.
+type Time int64
+
+// MarshalText encodes t as RFC 3339 with nanoseconds, in UTC.
+func (t Time) MarshalText() ([]byte, error) {
+	return []byte(time.Unix(0, int64(t)).UTC().Format(time.RFC3339Nano)), nil
+}
+
+// UnmarshalText parses RFC 3339.
+func (t *Time) UnmarshalText(b []byte) error {
+	v, err := time.Parse(time.RFC3339Nano, string(b))
+	if err != nil {
+		return err
+	}
+	*t = Time(v.UnixNano())
+	return nil
+}
+
+// Data holds an event's fields; each type uses a few of them.
+type Data struct {
+	Account   *Account  `json:"account,omitempty"`    // AccountOpened
+	AccountID string    `json:"account_id,omitempty"` // AccountClosed
+	Transfer  *Transfer `json:"transfer,omitempty"`   // transfers, posts, voids, rejections
+	Result    Code      `json:"result,omitempty"`     // TransferRejected
+	PendingID string    `json:"pending_id,omitempty"` // PendingPosted/Voided/Expired
+	Amount    int64     `json:"amount,omitempty"`     // amount posted or released
+	Currency  string    `json:"currency,omitempty"`
+	ExpiresAt Time      `json:"expires_at,omitempty"` // TransferPending with a timeout
+}
+
+// Balance is an account's balances right after an event.
+type Balance struct {
+	Account        string `json:"account"`
+	Currency       string `json:"currency"`
+	DebitsPosted   int64  `json:"debits_posted"`
+	CreditsPosted  int64  `json:"credits_posted"`
+	DebitsPending  int64  `json:"debits_pending"`
+	CreditsPending int64  `json:"credits_pending"`
+	Balance        int64  `json:"balance"`
+	Available      int64  `json:"available"`
+}
+
+func balanceOf(a *Account) Balance {
+	return Balance{Account: a.ID, Currency: a.Currency, DebitsPosted: a.DebitsPosted,
+		CreditsPosted: a.CreditsPosted, DebitsPending: a.DebitsPending,
+		CreditsPending: a.CreditsPending, Balance: a.Balance(), Available: a.Available()}
+}
+
+// Event is an immutable fact in a shard's log.
+type Event struct {
+	Shard     int       `json:"shard"`
+	Seq       uint64    `json:"seq"`
+	RaftIndex uint64    `json:"raft_index"`
+	Time      Time      `json:"time"`
+	Type      EventType `json:"type"`
+	Data      Data      `json:"data"`
+	Balances  []Balance `json:"balances"`
+	PrevHash  Hash      `json:"prev_hash"`
+	Hash      Hash      `json:"hash"`
+}
+
+// Canonical is the encoding the hash covers: the event without its hashes.
+// JSON of a struct is deterministic (fields in declaration order, map keys
+// sorted), so every replica produces the same bytes.
+func (e *Event) Canonical() []byte {
+	c := *e
+	c.PrevHash, c.Hash = Hash{}, Hash{}
+	b, err := json.Marshal(&c)
+	if err != nil {
+		// Every field is a plain value; failing here is a programming error.
+		panic(fmt.Sprintf("ledger: encode event %d: %v", e.Seq, err))
+	}
+	return b
+}
+
+// ComputeHash returns SHA-256(prev_hash || canonical encoding).
+func (e *Event) ComputeHash() Hash {
+	h := sha256.New()
+	h.Write(e.PrevHash[:])
+	h.Write(e.Canonical())
+	var out Hash
+	h.Sum(out[:0])
+	return out
+}

@@ -1,0 +1,204 @@
+// Package ledger holds Tally's rules: accounts, transfers, result codes,
+// events and how they change balances. It is pure and deterministic: no
+// clocks, randomness, I/O, logging or goroutines. Time and the Raft index
+// arrive as inputs, so every replica that folds the same commands reaches
+// the same state and the same hash chain.
+package ledger
+
+import "math"
+
+// Limits. Every input is checked against these at the edge and again in
+// Decide, so a command that slipped past the edge still cannot break state.
+const (
+	MaxIDLen        = 64
+	MaxCurrencyLen  = 12
+	MaxMetaKeys     = 16
+	MaxMetaBytes    = 1024
+	MaxReferenceLen = 256
+	MaxBatch        = 8190
+	MaxAmount       = math.MaxInt64
+	// MaxTimeoutSeconds caps a pending transfer's timeout (about ten years)
+	// so that time + timeout cannot overflow.
+	MaxTimeoutSeconds = 10 * 365 * 24 * 3600
+)
+
+// World is the implicit counterparty of deposits and withdrawals. It exists
+// on every shard for every currency and may go negative.
+const World = "@world"
+
+// ClearingPrefix names the per-shard-pair counterparties of saga legs.
+const ClearingPrefix = "@clearing:"
+
+// Code is a per-item result. The transfer codes are listed in the order
+// Decide checks them: the first failing check wins.
+type Code string
+
+const (
+	OK                        Code = "ok"
+	Exists                    Code = "exists"
+	ExistsWithDifferentFields Code = "exists_with_different_fields"
+	InvalidID                 Code = "invalid_id"
+	AmountInvalid             Code = "amount_invalid"
+	LimitExceeded             Code = "limit_exceeded"
+	AccountsMustBeDifferent   Code = "accounts_must_be_different"
+	PendingNotFound           Code = "pending_not_found"
+	PendingAlreadyResolved    Code = "pending_already_resolved"
+	PendingExpired            Code = "pending_expired"
+	DebitAccountNotFound      Code = "debit_account_not_found"
+	CreditAccountNotFound     Code = "credit_account_not_found"
+	AccountClosed             Code = "account_closed"
+	CurrencyMismatch          Code = "currency_mismatch"
+	InsufficientFunds         Code = "insufficient_funds"
+	LinkedEventFailed         Code = "linked_event_failed"
+	CrossShardNotSupported    Code = "cross_shard_not_supported"
+
+	// Codes for account commands.
+	AccountNotFound Code = "account_not_found"
+	CurrencyInvalid Code = "currency_invalid"
+	MetadataInvalid Code = "metadata_invalid"
+	// WrongShard means a command reached a shard that does not own the
+	// account: a routing bug in the caller, never a client error.
+	WrongShard Code = "wrong_shard"
+)
+
+// Status is where a transfer stands.
+type Status string
+
+const (
+	StatusPosted   Status = "posted"
+	StatusPending  Status = "pending"
+	StatusVoided   Status = "voided"
+	StatusRejected Status = "rejected"
+	StatusInFlight Status = "in_flight"
+)
+
+// Account is one balance in one currency. Balance fields are minor units.
+// Invariants kept by Decide: every field is >= 0,
+// DebitsPosted+DebitsPending and CreditsPosted+CreditsPending never exceed
+// MaxInt64, and without AllowNegative DebitsPosted+DebitsPending never
+// exceeds CreditsPosted.
+type Account struct {
+	ID             string            `json:"id"`
+	Currency       string            `json:"currency"`
+	AllowNegative  bool              `json:"allow_negative"`
+	Metadata       map[string]string `json:"metadata,omitempty"`
+	Closed         bool              `json:"closed"`
+	DebitsPosted   int64             `json:"debits_posted"`
+	CreditsPosted  int64             `json:"credits_posted"`
+	DebitsPending  int64             `json:"debits_pending"`
+	CreditsPending int64             `json:"credits_pending"`
+	CreatedSeq     uint64            `json:"created_seq"`
+	CreatedAt      int64             `json:"created_at"` // unix nanoseconds, log time
+}
+
+// Balance is credits_posted - debits_posted. It cannot overflow because
+// both fields are in [0, MaxInt64].
+func (a *Account) Balance() int64 { return a.CreditsPosted - a.DebitsPosted }
+
+// Available is the balance less the holds. It cannot overflow because
+// DebitsPosted+DebitsPending <= MaxInt64.
+func (a *Account) Available() int64 { return a.CreditsPosted - (a.DebitsPosted + a.DebitsPending) }
+
+// Key is the account's key in a shard's state: its id, or for a system
+// account its id and currency ("@world/USD"). '/' is not in the id
+// alphabet, so a key never collides with a client account.
+func (a *Account) Key() string { return AccountKey(a.ID, a.Currency) }
+
+// AccountKey returns the state key of account id in currency cur (cur only
+// matters for system accounts).
+func AccountKey(id, cur string) string {
+	if IsSystem(id) {
+		return id + "/" + cur
+	}
+	return id
+}
+
+// IsSystem reports whether id names a reserved system account.
+func IsSystem(id string) bool { return len(id) > 0 && id[0] == '@' }
+
+// Transfer is a client's request to move money. ID is the idempotency key:
+// every field takes part in the "same request" comparison.
+type Transfer struct {
+	ID             string            `json:"id"`
+	Debit          string            `json:"debit"`
+	Credit         string            `json:"credit"`
+	Amount         int64             `json:"amount"`
+	Pending        bool              `json:"pending,omitempty"`
+	TimeoutSeconds int64             `json:"timeout_seconds,omitempty"`
+	PostPendingID  string            `json:"post_pending_id,omitempty"`
+	VoidPendingID  string            `json:"void_pending_id,omitempty"`
+	Linked         bool              `json:"linked,omitempty"`
+	Reference      string            `json:"reference,omitempty"`
+	Metadata       map[string]string `json:"metadata,omitempty"`
+}
+
+// Same reports whether t and u are the same request.
+func (t *Transfer) Same(u *Transfer) bool {
+	return t.ID == u.ID && t.Debit == u.Debit && t.Credit == u.Credit &&
+		t.Amount == u.Amount && t.Pending == u.Pending &&
+		t.TimeoutSeconds == u.TimeoutSeconds && t.PostPendingID == u.PostPendingID &&
+		t.VoidPendingID == u.VoidPendingID && t.Linked == u.Linked &&
+		t.Reference == u.Reference && sameMeta(t.Metadata, u.Metadata)
+}
+
+// Resolves returns the pending id a post or void names, or "".
+func (t *Transfer) Resolves() string {
+	if t.PostPendingID != "" {
+		return t.PostPendingID
+	}
+	return t.VoidPendingID
+}
+
+// Record is what a shard remembers of a transfer id: the request, the
+// outcome, and for a pending transfer how it was resolved. Records are
+// derived from events, so replay rebuilds them.
+type Record struct {
+	Transfer  Transfer `json:"transfer"`
+	Result    Code     `json:"result"`
+	Status    Status   `json:"status"` // current status
+	Seq       uint64   `json:"seq"`    // seq of the deciding event
+	Time      int64    `json:"time"`   // log time of the deciding event
+	ExpiresAt int64    `json:"expires_at,omitempty"`
+	// Set when a pending transfer is resolved.
+	ResolvedSeq    uint64 `json:"resolved_seq,omitempty"`
+	ResolvedBy     string `json:"resolved_by,omitempty"` // post/void transfer id, or "expired"
+	ResolvedAmount int64  `json:"resolved_amount,omitempty"`
+}
+
+// Outcome is the status the transfer had when it was decided: the answer a
+// retry of the same request gets.
+func (r *Record) Outcome() Status {
+	switch {
+	case r.Result != OK:
+		return StatusRejected
+	case r.Transfer.Pending:
+		return StatusPending
+	case r.Transfer.VoidPendingID != "":
+		return StatusVoided
+	default:
+		return StatusPosted
+	}
+}
+
+// Result is the answer to one item of a command.
+type Result struct {
+	ID     string `json:"id"`
+	Result Code   `json:"result"`
+	Status Status `json:"status,omitempty"`
+	// Original is the first outcome's code when Result is Exists.
+	Original Code   `json:"original,omitempty"`
+	Shard    int    `json:"shard"`
+	Seq      uint64 `json:"seq"`
+}
+
+func sameMeta(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}

@@ -43,6 +43,9 @@ func NewState(shard, shards int, store Store) *State {
 		records: map[string]*Record{}, dirtyAcc: map[string]bool{}, dirtyRec: map[string]bool{}}
 }
 
+// SetStore sets where the state reads records it does not hold.
+func (st *State) SetStore(s Store) { st.store = s }
+
 // Load puts an open pending record into the state, for a caller that
 // rebuilds it from storage.
 func (st *State) Load(r *Record) {

@@ -1,0 +1,196 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/raft"
+
+	"tally/ledger"
+)
+
+// Response is what ApplyBatch returns for one command entry: the results of
+// each command, in order. Entries skipped on replay return nil.
+type Response struct {
+	Results [][]ledger.Result
+}
+
+// Apply applies one log entry. Raft uses ApplyBatch; this serves the
+// raft.FSM interface.
+func (f *FSM) Apply(l *raft.Log) interface{} { return f.ApplyBatch([]*raft.Log{l})[0] }
+
+// ApplyBatch applies committed entries in one Badger transaction (more only
+// when they do not fit one), together with the applied index, so a crash
+// leaves either all of an entry or none of it. Entries at or below the
+// persisted applied index were applied before a restart and are skipped.
+// An entry that cannot be decoded panics: diverging replicas are worse
+// than a stopped one.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	out := make([]interface{}, len(logs))
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	w := f.newWriter()
+	for i, l := range logs {
+		if l.Index <= f.applied.Index {
+			continue
+		}
+		if l.Type != raft.LogCommand {
+			w.entry(l.Index, nil)
+			continue
+		}
+		e, err := ledger.DecodeEntry(l.Data)
+		if err != nil {
+			panic(fmt.Sprintf("fsm: shard %d: entry %d: %v", f.shard, l.Index, err))
+		}
+		f.txn = w.txn
+		f.st.Begin(l.Index, e.Time)
+		res := make([][]ledger.Result, len(e.Commands))
+		for j := range e.Commands {
+			res[j] = f.st.Execute(&e.Commands[j])
+		}
+		w.entry(l.Index, f.changes(f.st.Flush()))
+		out[i] = &Response{Results: res}
+	}
+	w.commit()
+	w.txn.Discard()
+	f.txn = nil
+	f.publish()
+	return out
+}
+
+type kv struct {
+	k, v []byte
+	del  bool
+}
+
+// changes turns a batch's changes into Badger writes: events, history
+// index, accounts, records and the open-pending index.
+func (f *FSM) changes(c ledger.Changes) []kv {
+	out := make([]kv, 0, len(c.Events)*3+len(c.Accounts)+len(c.Records))
+	for i := range c.Events {
+		e := &c.Events[i]
+		out = append(out, kv{k: eventKey(e.Seq), v: mustJSON(e)})
+		for _, b := range e.Balances {
+			out = append(out, kv{k: histKey(ledger.AccountKey(b.Account, b.Currency), e.Seq), v: nil})
+		}
+	}
+	for _, a := range c.Accounts {
+		out = append(out, kv{k: key(preAcct, a.Key()), v: mustJSON(a)})
+	}
+	for _, r := range c.Records {
+		out = append(out, kv{k: key(preRec, r.Transfer.ID), v: mustJSON(r)})
+		if r.Transfer.Pending && r.Result == ledger.OK {
+			p := kv{k: key(preOpen, r.Transfer.ID), del: r.Status != ledger.StatusPending}
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("fsm: encode %T: %v", v, err))
+	}
+	return b
+}
+
+// writer packs entries into Badger transactions. An entry's writes never
+// straddle two transactions unless the entry alone is too large for one;
+// then the dirty marker guards the gap (see resetIfDirty).
+type writer struct {
+	f        *FSM
+	txn      *badger.Txn
+	size, n  int64
+	maxSize  int64
+	maxCount int64
+	pending  bool // txn holds writes not yet committed
+	last     meta
+}
+
+func (f *FSM) newWriter() *writer {
+	db := f.db
+	return &writer{f: f, txn: db.NewTransaction(true), last: f.applied,
+		maxSize: db.MaxBatchSize() * 8 / 10, maxCount: db.MaxBatchCount() * 8 / 10}
+}
+
+// estimate is a generous bound of Badger's own accounting of one write.
+func estimate(x kv) int64 { return int64(len(x.k)+len(x.v)) + 32 }
+
+func (w *writer) entry(index uint64, kvs []kv) {
+	var size int64
+	for _, x := range kvs {
+		size += estimate(x)
+	}
+	n := int64(len(kvs)) + 1
+	if w.pending && (w.size+size > w.maxSize || w.n+n > w.maxCount) {
+		w.commit()
+	}
+	if size > w.maxSize || n > w.maxCount {
+		w.large(index, kvs)
+	} else {
+		for _, x := range kvs {
+			w.set(x)
+		}
+		w.size += size
+		w.n += n
+	}
+	w.pending = true
+	w.last = meta{Index: index, Seq: w.f.st.Seq, Head: w.f.st.Head, Time: w.f.st.Time}
+	w.f.applied = w.last
+}
+
+// large writes one oversized entry across several transactions between a
+// dirty marker and the commit that clears it with the new applied index.
+func (w *writer) large(index uint64, kvs []kv) {
+	mark := binary.BigEndian.AppendUint64(nil, index)
+	w.set(kv{k: keyDirty, v: mark})
+	w.flush()
+	for _, x := range kvs {
+		if w.size+estimate(x) > w.maxSize || w.n+1 > w.maxCount {
+			w.flush()
+		}
+		w.set(x)
+		w.size += estimate(x)
+		w.n++
+	}
+	w.set(kv{k: keyDirty, del: true})
+}
+
+func (w *writer) set(x kv) {
+	var err error
+	if x.del {
+		err = w.txn.Delete(x.k)
+	} else {
+		err = w.txn.Set(x.k, x.v)
+	}
+	if err != nil {
+		panic(fmt.Sprintf("fsm: shard %d: write: %v", w.f.shard, err))
+	}
+}
+
+// flush commits what the transaction holds, without touching the applied
+// index, and starts a new one.
+func (w *writer) flush() {
+	if err := w.txn.Commit(); err != nil {
+		// The state cannot be persisted: stopping is the only safe answer;
+		// after a restart the boot rule replays from the last good index.
+		panic(fmt.Sprintf("fsm: shard %d: commit: %v", w.f.shard, err))
+	}
+	w.txn = w.f.db.NewTransaction(true)
+	w.f.txn = w.txn
+	w.size, w.n = 0, 0
+}
+
+// commit writes the applied index with the effects and commits, if any
+// entry was added since the last commit.
+func (w *writer) commit() {
+	if !w.pending {
+		return
+	}
+	w.set(kv{k: keyMeta, v: w.last.encode()})
+	w.flush()
+	w.pending = false
+}

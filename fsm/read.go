@@ -1,0 +1,210 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"tally/ledger"
+)
+
+// ErrNotFound is returned by reads of an absent account or transfer.
+var ErrNotFound = errors.New("not found")
+
+// MaxPage bounds a page of events.
+const MaxPage = 1000
+
+// view runs fn in a read transaction of the live database and returns the
+// seq that transaction reflects.
+func (f *FSM) view(fn func(txn *badger.Txn) error) (uint64, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var seq uint64
+	err := f.db.View(func(txn *badger.Txn) error {
+		m, err := readMeta(txn)
+		if err != nil {
+			return err
+		}
+		seq = m.Seq
+		return fn(txn)
+	})
+	return seq, err
+}
+
+func readMeta(txn *badger.Txn) (meta, error) {
+	item, err := txn.Get(keyMeta)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return meta{}, nil
+	}
+	if err != nil {
+		return meta{}, err
+	}
+	var m meta
+	err = item.Value(func(v []byte) error {
+		m, err = decodeMeta(v)
+		return err
+	})
+	return m, err
+}
+
+// Account returns the committed account with key k and the seq it reflects.
+func (f *FSM) Account(k string) (ledger.Account, uint64, error) {
+	var a ledger.Account
+	seq, err := f.view(func(txn *badger.Txn) error {
+		item, err := txn.Get(key(preAcct, k))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error { return json.Unmarshal(v, &a) })
+	})
+	if err != nil {
+		return ledger.Account{}, 0, fmt.Errorf("account %s: %w", k, err)
+	}
+	return a, seq, nil
+}
+
+// Transfer returns the committed record of transfer id and the seq it
+// reflects.
+func (f *FSM) Transfer(id string) (ledger.Record, uint64, error) {
+	var r ledger.Record
+	seq, err := f.view(func(txn *badger.Txn) error {
+		rec, ok, err := getRecord(txn, id)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return ErrNotFound
+		}
+		r = *rec
+		return nil
+	})
+	if err != nil {
+		return ledger.Record{}, 0, fmt.Errorf("transfer %s: %w", id, err)
+	}
+	return r, seq, nil
+}
+
+// Events returns up to limit events with seq > after, in order.
+func (f *FSM) Events(after uint64, limit int) ([]ledger.Event, error) {
+	limit = clampLimit(limit)
+	var out []ledger.Event
+	_, err := f.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: min(limit, 100)})
+		defer it.Close()
+		for it.Seek(eventKey(after + 1)); it.Valid() && len(out) < limit; it.Next() {
+			var e ledger.Event
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &e) }); err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("events after %d: %w", after, err)
+	}
+	return out, nil
+}
+
+// History returns up to limit events that touched account key k: with
+// seq > after in ascending order, or with seq < before (0: the newest) in
+// descending order.
+func (f *FSM) History(k string, after uint64, limit int, desc bool) ([]ledger.Event, error) {
+	limit = clampLimit(limit)
+	var out []ledger.Event
+	_, err := f.view(func(txn *badger.Txn) error {
+		prefix := histPrefix(k)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, Reverse: desc})
+		defer it.Close()
+		start := histKey(k, after+1)
+		if desc {
+			start = histKey(k, after-1)
+			if after == 0 {
+				start = histKey(k, ^uint64(0))
+			}
+		}
+		for it.Seek(start); it.Valid() && len(out) < limit; it.Next() {
+			kb := it.Item().Key()
+			seq := binary.BigEndian.Uint64(kb[len(kb)-8:])
+			item, err := txn.Get(eventKey(seq))
+			if err != nil {
+				return fmt.Errorf("event %d: %w", seq, err)
+			}
+			var e ledger.Event
+			if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &e) }); err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("history of %s: %w", k, err)
+	}
+	return out, nil
+}
+
+func clampLimit(n int) int {
+	if n <= 0 {
+		return 100
+	}
+	return min(n, MaxPage)
+}
+
+// HashAt returns the hash-chain value right after seq (the zero hash for
+// seq 0).
+func (f *FSM) HashAt(seq uint64) (ledger.Hash, error) {
+	var h ledger.Hash
+	if seq == 0 {
+		return h, nil
+	}
+	_, err := f.view(func(txn *badger.Txn) error {
+		item, err := txn.Get(eventKey(seq))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		var e ledger.Event
+		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &e) }); err != nil {
+			return err
+		}
+		h = e.Hash
+		return nil
+	})
+	if err != nil {
+		return h, fmt.Errorf("hash at %d: %w", seq, err)
+	}
+	return h, nil
+}
+
+// Status is a summary of the committed state.
+type Status struct {
+	AppliedIndex uint64      `json:"applied_index"`
+	AppliedSeq   uint64      `json:"applied_seq"`
+	Head         ledger.Hash `json:"head_hash"`
+	StateHash    ledger.Hash `json:"state_hash"`
+	Accounts     int         `json:"accounts"`
+	Pending      int         `json:"pending"`
+}
+
+// Status loads the committed balances at one point in time and digests
+// them. It costs a scan of the accounts: for operators and tests, not for
+// the request path.
+func (f *FSM) Status() (Status, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	st, m, err := loadState(f.db, f.shard, f.shards)
+	if err != nil {
+		return Status{}, err
+	}
+	return Status{AppliedIndex: m.Index, AppliedSeq: m.Seq, Head: m.Head,
+		StateHash: st.StateHash(), Accounts: len(st.Accounts), Pending: st.Pending()}, nil
+}

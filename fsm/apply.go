@@ -40,6 +40,10 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			w.entry(l.Index, nil)
 			continue
 		}
+		if len(l.Data) > 0 && l.Data[0] == nodeEntry {
+			w.entry(l.Index, f.applyNode(l.Index, l.Data))
+			continue
+		}
 		e, err := ledger.DecodeEntry(l.Data)
 		if err != nil {
 			panic(fmt.Sprintf("fsm: shard %d: entry %d: %v", f.shard, l.Index, err))

@@ -47,6 +47,9 @@ type FSM struct {
 
 	txn *badger.Txn // the batch being written; FSM goroutine only
 
+	nodesMu sync.Mutex
+	nodes   map[string]string // node directory, replaced on change
+
 	snaps  sync.WaitGroup // open snapshot read transactions
 	closed atomic.Bool
 }
@@ -159,10 +162,17 @@ func (f *FSM) load(db *badger.DB) error {
 	if err != nil {
 		return err
 	}
+	nodes, err := loadNodes(db)
+	if err != nil {
+		return fmt.Errorf("fsm: load nodes: %w", err)
+	}
 	st.SetStore(f)
 	f.mu.Lock()
 	f.db, f.st, f.applied = db, st, m
 	f.mu.Unlock()
+	f.nodesMu.Lock()
+	f.nodes = nodes
+	f.nodesMu.Unlock()
 	f.publish()
 	return nil
 }

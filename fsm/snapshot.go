@@ -112,6 +112,12 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		os.RemoveAll(path)
 		return err
 	}
+	nodes, err := loadNodes(db)
+	if err != nil {
+		db.Close()
+		os.RemoveAll(path)
+		return fmt.Errorf("fsm: restore nodes: %w", err)
+	}
 	st.SetStore(f)
 	f.snaps.Wait()
 	f.mu.Lock()
@@ -123,6 +129,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.db, f.st, f.applied = db, st, m
 	f.mu.Unlock()
+	f.nodesMu.Lock()
+	f.nodes = nodes
+	f.nodesMu.Unlock()
 	if err := old.Close(); err != nil {
 		f.log.Warn("close replaced state", "err", err)
 	}

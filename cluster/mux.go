@@ -1,0 +1,156 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Mux shares one TCP port among the Raft groups of a node: every new
+// connection starts with one byte naming the group, and the mux hands the
+// connection to that group's stream layer. Each group keeps hashicorp/raft's
+// stock NetworkTransport (and with it pre-vote) on top.
+type Mux struct {
+	ln  net.Listener
+	log *slog.Logger
+
+	mu     sync.Mutex
+	layers map[byte]*Layer
+	done   chan struct{}
+	once   sync.Once
+}
+
+// handshakeTimeout bounds how long a new connection may take to name its
+// group before the mux drops it.
+const handshakeTimeout = 5 * time.Second
+
+// Listen opens the node's Raft port.
+func Listen(addr string, log *slog.Logger) (*Mux, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("raft listen %s: %w", addr, err)
+	}
+	m := &Mux{ln: ln, log: log, layers: map[byte]*Layer{}, done: make(chan struct{})}
+	go m.serve()
+	return m, nil
+}
+
+// Addr returns the listening address.
+func (m *Mux) Addr() net.Addr { return m.ln.Addr() }
+
+// Layer returns the stream layer of group id, creating it on first use.
+func (m *Mux) Layer(id byte) *Layer {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l, ok := m.layers[id]; ok {
+		return l
+	}
+	l := &Layer{mux: m, id: id, conns: make(chan net.Conn, 16), closed: make(chan struct{})}
+	m.layers[id] = l
+	return l
+}
+
+func (m *Mux) serve() {
+	for {
+		c, err := m.ln.Accept()
+		if err != nil {
+			select {
+			case <-m.done:
+				return
+			default:
+			}
+			m.log.Warn("raft accept", "err", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		go m.route(c)
+	}
+}
+
+func (m *Mux) route(c net.Conn) {
+	var b [1]byte
+	c.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	if _, err := c.Read(b[:]); err != nil {
+		c.Close()
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	m.mu.Lock()
+	l := m.layers[b[0]]
+	m.mu.Unlock()
+	if l == nil {
+		c.Close()
+		return
+	}
+	select {
+	case l.conns <- c:
+	case <-l.closed:
+		c.Close()
+	case <-m.done:
+		c.Close()
+	}
+}
+
+// Close stops accepting connections. It is idempotent.
+func (m *Mux) Close() error {
+	var err error
+	m.once.Do(func() {
+		close(m.done)
+		err = m.ln.Close()
+	})
+	return err
+}
+
+// Layer is one group's raft.StreamLayer on a shared port.
+type Layer struct {
+	mux    *Mux
+	id     byte
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+var errLayerClosed = errors.New("raft stream layer closed")
+
+// Accept waits for the next connection for this group.
+func (l *Layer) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, errLayerClosed
+	case <-l.mux.done:
+		return nil, errLayerClosed
+	}
+}
+
+// Close stops this layer's Accept. It is idempotent.
+func (l *Layer) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+// Addr returns the shared listening address.
+func (l *Layer) Addr() net.Addr { return l.mux.Addr() }
+
+// Dial connects to a peer's shared port and names this group.
+func (l *Layer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", string(addr), timeout)
+	if err != nil {
+		return nil, err
+	}
+	c.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := c.Write([]byte{l.id}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	c.SetWriteDeadline(time.Time{})
+	return c, nil
+}
+
+var _ raft.StreamLayer = (*Layer)(nil)

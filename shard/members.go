@@ -1,0 +1,86 @@
+package shard
+
+import (
+	"context"
+	"fmt"
+
+	"tally/cluster"
+	"tally/fsm"
+)
+
+// Join adds node id as a voter of shard i and records its HTTP address.
+// This node must lead shard i. Joining again with the same addresses is
+// harmless.
+func (h *Host) Join(ctx context.Context, i int, id, raftAddr, httpAddr string) error {
+	r, err := h.Replica(i)
+	if err != nil {
+		return err
+	}
+	if !r.Group.IsLeader() {
+		return h.notLeader(r)
+	}
+	if err := r.Group.AddVoter(ctx, id, raftAddr); err != nil {
+		return h.mapErr(r, fmt.Errorf("shard %d: add %s: %w", i, id, err))
+	}
+	if _, err := r.Group.Apply(ctx, fsm.EncodeNode(id, httpAddr)); err != nil {
+		return h.mapErr(r, fmt.Errorf("shard %d: record %s: %w", i, id, err))
+	}
+	return nil
+}
+
+// Leave removes node id from shard i. This node must lead shard i.
+func (h *Host) Leave(ctx context.Context, i int, id string) error {
+	r, err := h.Replica(i)
+	if err != nil {
+		return err
+	}
+	if !r.Group.IsLeader() {
+		return h.notLeader(r)
+	}
+	if _, err := r.Group.Apply(ctx, fsm.EncodeNode(id, "")); err != nil {
+		return h.mapErr(r, fmt.Errorf("shard %d: forget %s: %w", i, id, err))
+	}
+	if err := r.Group.RemoveServer(ctx, id); err != nil {
+		return h.mapErr(r, fmt.Errorf("shard %d: remove %s: %w", i, id, err))
+	}
+	return nil
+}
+
+// TransferLeader hands shard i's leadership to node `to` (any voter when
+// empty). This node must lead shard i.
+func (h *Host) TransferLeader(ctx context.Context, i int, to string) error {
+	r, err := h.Replica(i)
+	if err != nil {
+		return err
+	}
+	return h.mapErr(r, r.Group.TransferLeadership(ctx, to))
+}
+
+// ReplicaStatus is this node's view of one shard.
+type ReplicaStatus struct {
+	Shard        int
+	Node         string
+	Raft         cluster.Status
+	LeaderHTTP   string
+	AppliedIndex uint64
+	AppliedSeq   uint64
+	Servers      []cluster.Server
+	Nodes        map[string]string // node directory: id -> HTTP address
+}
+
+// Status returns this node's view of shard i.
+func (h *Host) Status(i int) (ReplicaStatus, error) {
+	r, err := h.Replica(i)
+	if err != nil {
+		return ReplicaStatus{}, err
+	}
+	st := r.Group.Status()
+	idx, seq := r.FSM.Applied()
+	servers, err := r.Group.Servers()
+	if err != nil {
+		return ReplicaStatus{}, err
+	}
+	nodes := r.FSM.Nodes()
+	return ReplicaStatus{Shard: i, Node: h.cfg.NodeID, Raft: st, LeaderHTTP: nodes[st.LeaderID],
+		AppliedIndex: idx, AppliedSeq: seq, Servers: servers, Nodes: nodes}, nil
+}

@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -337,7 +338,13 @@ func (c *Client) roundTrip(ctx context.Context, op, method, path string, q url.V
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, &transportError{op: op, err: err, sent: gotConn.Load() && !isDialError(err)}
+		sent := gotConn.Load() && !isDialError(err)
+		// *url.Error repeats the method and the whole URL; op and the
+		// host say the same more briefly.
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			err = ue.Err
+		}
+		return nil, &transportError{op: op + " at " + req.URL.Host, err: err, sent: sent}
 	}
 	return resp, nil
 }

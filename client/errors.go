@@ -54,7 +54,12 @@ type transportError struct {
 	sent bool
 }
 
-func (e *transportError) Error() string { return e.op + ": " + e.err.Error() }
+func (e *transportError) Error() string {
+	if e.sent {
+		return e.op + ": " + e.err.Error() + " (the request may have been applied)"
+	}
+	return e.op + ": " + e.err.Error()
+}
 func (e *transportError) Unwrap() error { return e.err }
 
 // IsUnavailable reports whether err says the request was not applied and

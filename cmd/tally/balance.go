@@ -1,0 +1,114 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"tally/client"
+	"tally/ledger"
+)
+
+// readOptions are the flags of an account read (balance, account get).
+type readOptions struct {
+	stale    bool
+	minSeq   uint64
+	atSeq    uint64
+	currency string
+	shard    int
+}
+
+func (o *readOptions) bind(f *pflag.FlagSet) {
+	f.BoolVar(&o.stale, "stale", false, "read the answering replica's local state (may lag)")
+	f.Uint64Var(&o.minSeq, "min-seq", 0, "wait until the replica has applied this seq of the account's shard")
+	f.Uint64Var(&o.atSeq, "at-seq", 0, "the balance right after this seq of the account's shard")
+	f.StringVar(&o.currency, "currency", "", "currency of a system account such as @world")
+	f.IntVar(&o.shard, "shard", -1, "one shard of a system account (default: the sum over all shards)")
+}
+
+func (o *readOptions) opts() (client.ReadOpts, error) {
+	r := client.ReadOpts{MinSeq: o.minSeq, AtSeq: o.atSeq, Currency: o.currency}
+	if o.stale {
+		r.Consistency = client.Stale
+	}
+	if o.shard >= 0 {
+		r.Shard = &o.shard
+	}
+	if o.currency != "" && !ledger.ValidCurrency(o.currency) {
+		return r, fmt.Errorf("currency %q must be 1 to %d uppercase letters or digits", o.currency, ledger.MaxCurrencyLen)
+	}
+	return r, nil
+}
+
+func newBalanceCmd(a *app) *cobra.Command {
+	var o readOptions
+	cmd := &cobra.Command{
+		Use:   "balance ACCOUNT",
+		Short: "Show an account's balance",
+		Long: `Show an account's balance, what is available (the balance less holds), and
+the pending amounts. Reads are linearizable by default (served by the shard's
+leader); --stale reads any replica, --min-seq waits for a seq you have seen.`,
+		Example: `  tally balance alice
+  tally balance alice --stale --min-seq 42
+  tally balance @world --currency USD
+  tally balance @world --currency USD --shard 2 --json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := readAccount(cmd, a, args[0], &o)
+			if err != nil {
+				return err
+			}
+			if a.json {
+				return writeJSON(cmd.OutOrStdout(), v)
+			}
+			printBalance(cmd.OutOrStdout(), v)
+			return nil
+		},
+	}
+	o.bind(cmd.Flags())
+	return cmd
+}
+
+func readAccount(cmd *cobra.Command, a *app, id string, o *readOptions) (*client.AccountView, error) {
+	if !ledger.ValidID(id) {
+		return nil, fmt.Errorf("account id %q must be 1 to %d bytes of [A-Za-z0-9._:@-{}]", id, ledger.MaxIDLen)
+	}
+	ro, err := o.opts()
+	if err != nil {
+		return nil, err
+	}
+	if ledger.IsSystem(id) && ro.Currency == "" {
+		return nil, fmt.Errorf("%s needs --currency", id)
+	}
+	return a.client().Account(cmd.Context(), id, ro)
+}
+
+func printBalance(w io.Writer, v *client.AccountView) {
+	t := newTable(w)
+	row(t, "ACCOUNT", "CURRENCY", "BALANCE", "AVAILABLE", "DEBITS_PENDING", "CREDITS_PENDING", "SHARD", "SEQ")
+	row(t, v.ID, v.Currency, v.Balance, v.Available, v.DebitsPending, v.CreditsPending, v.Shard, v.Seq)
+	t.Flush()
+}
+
+// printAccount shows every field of an account, one per line.
+func printAccount(w io.Writer, v *client.AccountView) {
+	t := newTable(w)
+	row(t, "id", v.ID)
+	row(t, "currency", v.Currency)
+	row(t, "balance", v.Balance)
+	row(t, "available", v.Available)
+	row(t, "debits_posted", v.DebitsPosted)
+	row(t, "credits_posted", v.CreditsPosted)
+	row(t, "debits_pending", v.DebitsPending)
+	row(t, "credits_pending", v.CreditsPending)
+	row(t, "allow_negative", v.AllowNegative)
+	row(t, "closed", v.Closed)
+	row(t, "metadata", fmtMeta(v.Metadata))
+	row(t, "shard", v.Shard)
+	row(t, "seq", v.Seq)
+	row(t, "created_seq", v.CreatedSeq)
+	row(t, "created_at", fmtTime(v.CreatedAt))
+	t.Flush()
+}

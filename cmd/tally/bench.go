@@ -1,0 +1,300 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"tally/client"
+	"tally/ledger"
+)
+
+// setupBatch is the number of accounts (or funding deposits) per request
+// while the benchmark sets up; setupWorkers is how many such requests run
+// at once.
+const (
+	setupBatch   = 1000
+	setupWorkers = 8
+	// readBatch is the number of balances one reader fetches in turn
+	// during the conservation check; readWorkers read at once.
+	readBatch   = 50
+	readWorkers = 32
+	// conservationTries bounds how often the final balance check is
+	// repeated while cross-shard sagas or unknown outcomes may still be
+	// settling; one second apart.
+	conservationTries = 10
+)
+
+type benchOptions struct {
+	accounts    int
+	duration    time.Duration
+	count       int
+	concurrency int
+	batch       int
+	initial     int64
+	maxAmount   int64
+	currency    string
+	crossShard  float64
+	hot         int
+	prefix      string
+	seed        uint64
+}
+
+func newBenchCmd(a *app) *cobra.Command {
+	var o benchOptions
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure transfers per second and latency against a cluster",
+		Long: `Create --accounts accounts funded from @world with --initial each, then run
+closed-loop random transfers between them from --concurrency clients, each
+request carrying --batch transfers, for --duration (or until --count transfers).
+Progress is printed on stderr every second. At the end it prints transfers/s,
+latency percentiles per request, errors and rejections by kind, and checks
+conservation: the bench accounts' balances must sum to accounts x initial, or
+the command exits with status 1 (a fast wrong answer does not pass).
+
+Transfers stay within one shard unless --cross-shard says otherwise; same-shard
+and cross-shard requests are reported separately. Account ids start with a
+random prefix, so runs do not collide. Durability is never relaxed.`,
+		Example: `  tally bench
+  tally bench --accounts 1000 --concurrency 64 --duration 20s
+  tally bench --batch 1000 --concurrency 8 --count 1000000
+  tally bench --hot 10 --cross-shard 0.2 --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.check(cmd); err != nil {
+				return err
+			}
+			return runBench(cmd, a, &o)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.accounts, "accounts", 1000, "number of accounts")
+	f.DurationVar(&o.duration, "duration", 10*time.Second, "how long to run (a cap when --count is given)")
+	f.IntVar(&o.count, "count", 0, "stop after this many transfers (default: run for --duration)")
+	f.IntVar(&o.concurrency, "concurrency", 64, "closed-loop clients")
+	f.IntVar(&o.batch, "batch", 1, "transfers per request")
+	f.Int64Var(&o.initial, "initial", 1_000_000, "initial balance of each account, minor units")
+	f.Int64Var(&o.maxAmount, "max-amount", 100, "transfer amounts are uniform in 1..max-amount")
+	f.StringVar(&o.currency, "currency", "BENCH", "currency of the bench accounts")
+	f.Float64Var(&o.crossShard, "cross-shard", 0, "fraction of requests whose transfers cross shards, 0 to 1")
+	f.IntVar(&o.hot, "hot", 0, "draw transfers from only this many accounts (contention; 0: all)")
+	f.StringVar(&o.prefix, "prefix", "", "account and transfer id prefix (default: bench-<random>-)")
+	f.Uint64Var(&o.seed, "seed", 0, "random seed (default: random)")
+	return cmd
+}
+
+func (o *benchOptions) check(cmd *cobra.Command) error {
+	switch {
+	case o.accounts < 2:
+		return errors.New("--accounts must be at least 2")
+	case o.concurrency < 1:
+		return errors.New("--concurrency must be at least 1")
+	case o.batch < 1 || o.batch > ledger.MaxBatch:
+		return fmt.Errorf("--batch must be 1 to %d", ledger.MaxBatch)
+	case o.initial < 1 || o.initial > math.MaxInt64/int64(o.accounts):
+		return fmt.Errorf("--initial must be 1 to %d for %d accounts", math.MaxInt64/int64(o.accounts), o.accounts)
+	case o.maxAmount < 1:
+		return errors.New("--max-amount must be at least 1")
+	case !ledger.ValidCurrency(o.currency):
+		return fmt.Errorf("--currency %q must be 1 to %d uppercase letters or digits", o.currency, ledger.MaxCurrencyLen)
+	case o.crossShard < 0 || o.crossShard > 1:
+		return errors.New("--cross-shard must be 0 to 1")
+	case o.hot != 0 && (o.hot < 2 || o.hot > o.accounts):
+		return errors.New("--hot must be 0, or 2 to --accounts")
+	case o.count < 0:
+		return errors.New("--count must be 0 or more")
+	case o.count == 0 && o.duration <= 0:
+		return errors.New("--duration must be positive (or give --count)")
+	}
+	if o.count > 0 && !cmd.Flags().Changed("duration") {
+		o.duration = 0 // run until the count alone
+	}
+	if o.prefix == "" {
+		o.prefix = "bench-" + newTransferID()[:8] + "-"
+	}
+	if !ledger.ValidID(fmt.Sprintf("%st%d-%d-%d", o.prefix, o.concurrency, 999999999, o.batch)) ||
+		!ledger.ValidID(fmt.Sprintf("%s%d-fund", o.prefix, o.accounts)) {
+		return fmt.Errorf("--prefix %q makes invalid or too long ids", o.prefix)
+	}
+	if o.seed == 0 {
+		o.seed = rand.Uint64()
+	}
+	return nil
+}
+
+func runBench(cmd *cobra.Command, a *app, o *benchOptions) error {
+	ctx := cmd.Context()
+	c := a.client()
+	errw := cmd.ErrOrStderr()
+	shards := 1
+	if st, err := c.Cluster(ctx); err != nil {
+		fmt.Fprintf(errw, "bench: cannot read the cluster status (%v); assuming 1 shard\n", err)
+	} else if len(st.Shards) > 0 {
+		shards = len(st.Shards)
+	}
+	w, err := newWorkload(o, shards)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(errw, "bench: creating and funding %d accounts (%s*) on %d shards\n", o.accounts, o.prefix, shards)
+	if err := benchSetup(ctx, c, o, w.ids); err != nil {
+		return err
+	}
+	fmt.Fprintf(errw, "bench: running %d clients, batch %d, %s\n", o.concurrency, o.batch, runLength(o))
+	st := runLoad(ctx, c, o, w, errw)
+	rep := st.report(o, shards)
+	// Check conservation even after an interrupt: the run's result is
+	// worthless without it.
+	rep.Conservation = checkConservation(context.WithoutCancel(ctx), c, o, w.ids, rep.settling())
+	if a.json {
+		if err := writeJSON(cmd.OutOrStdout(), rep); err != nil {
+			return err
+		}
+	} else {
+		rep.print(cmd.OutOrStdout())
+	}
+	if !rep.Conservation.OK {
+		return fmt.Errorf("bench: conservation check failed: %s", rep.Conservation.Detail)
+	}
+	return nil
+}
+
+func runLength(o *benchOptions) string {
+	switch {
+	case o.count > 0 && o.duration > 0:
+		return fmt.Sprintf("%d transfers or %v", o.count, o.duration)
+	case o.count > 0:
+		return fmt.Sprintf("%d transfers", o.count)
+	}
+	return o.duration.String()
+}
+
+// workload chooses the accounts of each transfer.
+type workload struct {
+	ids []string // every bench account
+	// pool is the accounts transfers are drawn from (the hot ones, or all),
+	// shardOf their shards, and same the pool indexes whose shard holds
+	// another pool account.
+	pool    []string
+	shardOf []int
+	byShard map[int][]int
+	same    []int
+	shards  int
+}
+
+func newWorkload(o *benchOptions, shards int) (*workload, error) {
+	w := &workload{ids: make([]string, o.accounts), byShard: map[int][]int{}, shards: shards}
+	for i := range w.ids {
+		w.ids[i] = fmt.Sprintf("%s%d", o.prefix, i)
+	}
+	w.pool = w.ids
+	if o.hot > 0 {
+		w.pool = w.ids[:o.hot]
+	}
+	w.shardOf = make([]int, len(w.pool))
+	for i, id := range w.pool {
+		s := ledger.ShardOf(id, shards)
+		w.shardOf[i] = s
+		w.byShard[s] = append(w.byShard[s], i)
+	}
+	for i, s := range w.shardOf {
+		if len(w.byShard[s]) >= 2 {
+			w.same = append(w.same, i)
+		}
+	}
+	if o.crossShard < 1 && len(w.same) == 0 {
+		return nil, errors.New("no shard holds two of the chosen accounts: raise --accounts or --hot, or use --cross-shard 1")
+	}
+	if o.crossShard > 0 && len(w.byShard) < 2 {
+		return nil, errors.New("--cross-shard needs accounts on at least two shards")
+	}
+	return w, nil
+}
+
+// pair returns the debit and credit of one transfer.
+func (w *workload) pair(rng *rand.Rand, cross bool) (string, string) {
+	if cross {
+		i := rng.IntN(len(w.pool))
+		for {
+			j := rng.IntN(len(w.pool))
+			if w.shardOf[j] != w.shardOf[i] {
+				return w.pool[i], w.pool[j]
+			}
+		}
+	}
+	i := w.same[rng.IntN(len(w.same))]
+	g := w.byShard[w.shardOf[i]]
+	j := g[rng.IntN(len(g)-1)]
+	if j == i {
+		j = g[len(g)-1] // i was drawn once; the last member takes its place
+	}
+	return w.pool[i], w.pool[j]
+}
+
+// benchSetup creates the accounts and funds each with o.initial from
+// @world. Ids are fixed, so a retried setup is idempotent.
+func benchSetup(ctx context.Context, c *client.Client, o *benchOptions, ids []string) error {
+	err := inBatches(ctx, len(ids), setupBatch, setupWorkers, func(ctx context.Context, lo, hi int) error {
+		accs := make([]ledger.Account, 0, hi-lo)
+		for _, id := range ids[lo:hi] {
+			accs = append(accs, ledger.Account{ID: id, Currency: o.currency})
+		}
+		res, err := c.CreateAccounts(ctx, accs)
+		if err != nil {
+			return fmt.Errorf("create accounts: %w", err)
+		}
+		for _, r := range res {
+			if r.Result != ledger.OK && r.Result != ledger.Exists {
+				return fmt.Errorf("create account %s: %s", r.ID, r.Result)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return inBatches(ctx, len(ids), setupBatch, setupWorkers, func(ctx context.Context, lo, hi int) error {
+		ts := make([]ledger.Transfer, 0, hi-lo)
+		for _, id := range ids[lo:hi] {
+			ts = append(ts, ledger.Transfer{ID: id + "-fund", Debit: ledger.World, Credit: id, Amount: o.initial})
+		}
+		res, err := c.CreateTransfers(ctx, ts)
+		if err != nil {
+			return fmt.Errorf("fund accounts: %w", err)
+		}
+		for _, r := range res {
+			if err := transferFailure(r); err != nil {
+				return fmt.Errorf("fund accounts: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// inBatches runs f over [0, n) in ranges of size, workers at a time, and
+// returns the first error.
+func inBatches(ctx context.Context, n, size, workers int, f func(ctx context.Context, lo, hi int) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	sem := make(chan struct{}, workers)
+	var wg sync.WaitGroup
+	for lo := 0; lo < n && ctx.Err() == nil; lo += size {
+		hi := min(lo+size, n)
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := f(ctx, lo, hi); err != nil {
+				cancel(err)
+			}
+		})
+	}
+	wg.Wait()
+	return context.Cause(ctx) // the first failure, the parent's cancellation, or nil
+}

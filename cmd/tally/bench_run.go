@@ -1,0 +1,416 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"tally/client"
+	"tally/ledger"
+)
+
+// Request kinds, indexes of per-kind stats.
+const (
+	sameShard = iota
+	crossShard
+	kinds
+)
+
+var kindNames = [kinds]string{"same-shard", "cross-shard"}
+
+// workerStats is what one bench client measured; merged at the end.
+type workerStats struct {
+	lat       [kinds][]time.Duration // latency of each answered request
+	requests  [kinds]int64           // answered requests
+	transfers [kinds]int64           // transfers in answered requests
+	applied   int64                  // transfers answered ok or exists
+	unknown   int64                  // transfers whose request had an unknown outcome
+	rejected  map[string]int64       // by result code
+	errs      map[string]*errorRow   // failed requests by kind
+}
+
+func newWorkerStats() *workerStats {
+	return &workerStats{rejected: map[string]int64{}, errs: map[string]*errorRow{}}
+}
+
+func (s *workerStats) record(kind int, lat time.Duration, size int, res []ledger.Result, err error) {
+	if err != nil {
+		k := errKind(err)
+		e := s.errs[k]
+		if e == nil {
+			e = &errorRow{Kind: k, Example: err.Error()}
+			s.errs[k] = e
+		}
+		e.Count++
+		if client.IsOutcomeUnknown(err) {
+			s.unknown += int64(size)
+		}
+		return
+	}
+	s.lat[kind] = append(s.lat[kind], lat)
+	s.requests[kind]++
+	s.transfers[kind] += int64(len(res))
+	for _, r := range res {
+		if transferFailure(r) == nil {
+			s.applied++
+			continue
+		}
+		code := string(r.Result)
+		if r.Result == ledger.Exists {
+			code = string(r.Original)
+		}
+		s.rejected[code]++
+	}
+}
+
+func (s *workerStats) merge(o *workerStats) {
+	for k := range kinds {
+		s.lat[k] = append(s.lat[k], o.lat[k]...)
+		s.requests[k] += o.requests[k]
+		s.transfers[k] += o.transfers[k]
+	}
+	s.applied += o.applied
+	s.unknown += o.unknown
+	for c, n := range o.rejected {
+		s.rejected[c] += n
+	}
+	for k, e := range o.errs {
+		if m := s.errs[k]; m != nil {
+			m.Count += e.Count
+		} else {
+			s.errs[k] = e
+		}
+	}
+}
+
+// errKind names the kind of a failed request for the error table.
+func errKind(err error) string {
+	if e, ok := errors.AsType[*client.Error](err); ok {
+		return e.Code
+	}
+	switch {
+	case client.IsOutcomeUnknown(err):
+		return "outcome_unknown (transport)"
+	case client.IsUnavailable(err):
+		return "unavailable (transport)"
+	}
+	return "other"
+}
+
+// loadRun is one run of the load: the shared counters the progress line
+// reads and the merged stats.
+type loadRun struct {
+	o        *benchOptions
+	c        *client.Client
+	w        *workload
+	stop     atomic.Bool
+	issued   atomic.Int64 // transfers handed to workers (for --count)
+	answered atomic.Int64 // transfers in answered requests
+	failed   atomic.Int64 // failed requests
+	mu       sync.Mutex
+	total    *workerStats
+	elapsed  time.Duration
+}
+
+// runLoad runs the closed loop until the duration passes, the count is
+// reached, or ctx ends, printing progress to errw once a second.
+func runLoad(ctx context.Context, c *client.Client, o *benchOptions, w *workload, errw io.Writer) *loadRun {
+	r := &loadRun{o: o, c: c, w: w, total: newWorkerStats()}
+	start := time.Now()
+	if o.duration > 0 {
+		t := time.AfterFunc(o.duration, func() { r.stop.Store(true) })
+		defer t.Stop()
+	}
+	done := make(chan struct{})
+	var progress sync.WaitGroup
+	progress.Go(func() { r.progress(errw, start, done) })
+	var wg sync.WaitGroup
+	for id := range o.concurrency {
+		wg.Go(func() { r.worker(ctx, id) })
+	}
+	wg.Wait()
+	r.elapsed = time.Since(start)
+	close(done)
+	progress.Wait()
+	return r
+}
+
+func (r *loadRun) worker(ctx context.Context, id int) {
+	o := r.o
+	rng := rand.New(rand.NewPCG(o.seed, uint64(id)))
+	s := newWorkerStats()
+	ts := make([]ledger.Transfer, 0, o.batch)
+	for n := 0; !r.stop.Load() && ctx.Err() == nil; n++ {
+		size := o.batch
+		if o.count > 0 {
+			end := r.issued.Add(int64(size))
+			if end-int64(size) >= int64(o.count) {
+				break
+			}
+			size -= int(max(end-int64(o.count), 0))
+		}
+		kind := sameShard
+		if o.crossShard > 0 && rng.Float64() < o.crossShard {
+			kind = crossShard
+		}
+		ts = ts[:0]
+		for k := range size {
+			d, cr := r.w.pair(rng, kind == crossShard)
+			ts = append(ts, ledger.Transfer{ID: fmt.Sprintf("%st%d-%d-%d", o.prefix, id, n, k),
+				Debit: d, Credit: cr, Amount: 1 + rng.Int64N(o.maxAmount)})
+		}
+		t0 := time.Now()
+		res, err := r.c.CreateTransfers(ctx, ts)
+		lat := time.Since(t0)
+		if err != nil && ctx.Err() != nil {
+			break // interrupted: the cut request is not a measurement
+		}
+		s.record(kind, lat, size, res, err)
+		if err != nil {
+			r.failed.Add(1)
+		} else {
+			r.answered.Add(int64(len(res)))
+		}
+	}
+	r.mu.Lock()
+	r.total.merge(s)
+	r.mu.Unlock()
+}
+
+// progress prints one line a second until done closes.
+func (r *loadRun) progress(w io.Writer, start time.Time, done <-chan struct{}) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var last int64
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+			n := r.answered.Load()
+			fmt.Fprintf(w, "%6.1fs  %10d transfers  %9d/s  %d failed requests\n",
+				time.Since(start).Seconds(), n, n-last, r.failed.Load())
+			last = n
+		}
+	}
+}
+
+// latencyRow is one line of the result table. Latencies are of requests,
+// in milliseconds.
+type latencyRow struct {
+	Kind            string  `json:"kind"`
+	Requests        int64   `json:"requests"`
+	Transfers       int64   `json:"transfers"`
+	TransfersPerSec float64 `json:"transfers_per_sec"`
+	P50             float64 `json:"p50_ms"`
+	P90             float64 `json:"p90_ms"`
+	P99             float64 `json:"p99_ms"`
+	P999            float64 `json:"p999_ms"`
+	Max             float64 `json:"max_ms"`
+}
+
+type errorRow struct {
+	Kind    string `json:"kind"`
+	Count   int64  `json:"count"`
+	Example string `json:"example"`
+}
+
+type conservation struct {
+	OK       bool   `json:"ok"`
+	Accounts int    `json:"accounts"`
+	Sum      string `json:"sum"`
+	Want     string `json:"want"`
+	Detail   string `json:"detail"`
+}
+
+// benchReport is the outcome of a run; --json prints it as is.
+type benchReport struct {
+	Accounts     int              `json:"accounts"`
+	Shards       int              `json:"shards"`
+	Concurrency  int              `json:"concurrency"`
+	Batch        int              `json:"batch"`
+	CrossShard   float64          `json:"cross_shard"`
+	Hot          int              `json:"hot"`
+	Seed         uint64           `json:"seed"`
+	Seconds      float64          `json:"seconds"`
+	Latency      []latencyRow     `json:"latency"`
+	Applied      int64            `json:"applied"`
+	Unknown      int64            `json:"outcome_unknown_transfers"`
+	Rejected     map[string]int64 `json:"rejected"`
+	Errors       []errorRow       `json:"errors"`
+	Conservation conservation     `json:"conservation"`
+}
+
+func (r *loadRun) report(o *benchOptions, shards int) *benchReport {
+	t := r.total
+	rep := &benchReport{Accounts: o.accounts, Shards: shards, Concurrency: o.concurrency, Batch: o.batch,
+		CrossShard: o.crossShard, Hot: o.hot, Seed: o.seed, Seconds: r.elapsed.Seconds(),
+		Applied: t.applied, Unknown: t.unknown, Rejected: t.rejected, Errors: []errorRow{}}
+	var all []time.Duration
+	var allReq, allTr int64
+	for k := range kinds {
+		if t.requests[k] == 0 {
+			continue
+		}
+		rep.Latency = append(rep.Latency, latencyOf(kindNames[k], t.lat[k], t.requests[k], t.transfers[k], r.elapsed))
+		all = append(all, t.lat[k]...)
+		allReq += t.requests[k]
+		allTr += t.transfers[k]
+	}
+	rep.Latency = append(rep.Latency, latencyOf("total", all, allReq, allTr, r.elapsed))
+	for _, e := range t.errs {
+		rep.Errors = append(rep.Errors, *e)
+	}
+	sort.Slice(rep.Errors, func(i, j int) bool { return rep.Errors[i].Count > rep.Errors[j].Count })
+	return rep
+}
+
+// settling reports whether money may still be moving after the run: a
+// saga in flight or a request whose outcome is unknown.
+func (rep *benchReport) settling() bool {
+	return rep.CrossShard > 0 || rep.Unknown > 0 || len(rep.Errors) > 0
+}
+
+func latencyOf(kind string, lat []time.Duration, requests, transfers int64, elapsed time.Duration) latencyRow {
+	slices.Sort(lat)
+	row := latencyRow{Kind: kind, Requests: requests, Transfers: transfers}
+	if s := elapsed.Seconds(); s > 0 {
+		row.TransfersPerSec = float64(transfers) / s
+	}
+	row.P50, row.P90, row.P99, row.P999 = pct(lat, 0.50), pct(lat, 0.90), pct(lat, 0.99), pct(lat, 0.999)
+	if len(lat) > 0 {
+		row.Max = ms(lat[len(lat)-1])
+	}
+	return row
+}
+
+// pct is the p-quantile (nearest rank) of sorted latencies, in ms.
+func pct(sorted []time.Duration, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted))*p+0.999999) - 1
+	return ms(sorted[min(max(i, 0), len(sorted)-1)])
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func (rep *benchReport) print(w io.Writer) {
+	fmt.Fprintf(w, "%d accounts on %d shards, %d clients, batch %d, %.1fs, seed %d\n",
+		rep.Accounts, rep.Shards, rep.Concurrency, rep.Batch, rep.Seconds, rep.Seed)
+	t := newTable(w)
+	row(t, "KIND", "REQUESTS", "TRANSFERS", "TRANSFERS/S", "P50_MS", "P90_MS", "P99_MS", "P999_MS", "MAX_MS")
+	for _, l := range rep.Latency {
+		row(t, l.Kind, l.Requests, l.Transfers, fmt.Sprintf("%.0f", l.TransfersPerSec),
+			fmt.Sprintf("%.2f", l.P50), fmt.Sprintf("%.2f", l.P90), fmt.Sprintf("%.2f", l.P99),
+			fmt.Sprintf("%.2f", l.P999), fmt.Sprintf("%.2f", l.Max))
+	}
+	t.Flush()
+	fmt.Fprintf(w, "\napplied: %d transfers", rep.Applied)
+	if rep.Unknown > 0 {
+		fmt.Fprintf(w, ", outcome unknown: %d", rep.Unknown)
+	}
+	fmt.Fprintln(w)
+	if len(rep.Rejected) > 0 {
+		t = newTable(w)
+		row(t, "REJECTED", "COUNT")
+		codes := make([]string, 0, len(rep.Rejected))
+		for c := range rep.Rejected {
+			codes = append(codes, c)
+		}
+		sort.Strings(codes)
+		for _, c := range codes {
+			row(t, c, rep.Rejected[c])
+		}
+		t.Flush()
+	}
+	if len(rep.Errors) == 0 {
+		fmt.Fprintln(w, "errors: none")
+	} else {
+		t = newTable(w)
+		row(t, "ERROR", "REQUESTS", "EXAMPLE")
+		for _, e := range rep.Errors {
+			row(t, e.Kind, e.Count, e.Example)
+		}
+		t.Flush()
+	}
+	verdict := "ok"
+	if !rep.Conservation.OK {
+		verdict = "FAILED"
+	}
+	fmt.Fprintf(w, "conservation: %s: %s\n", verdict, rep.Conservation.Detail)
+}
+
+// checkConservation sums the bench accounts' balances, which must equal
+// accounts x initial: transfers between them move money but never create
+// or destroy it. While money may still be settling the check is repeated.
+func checkConservation(ctx context.Context, c *client.Client, o *benchOptions, ids []string, settling bool) conservation {
+	want := new(big.Int).Mul(big.NewInt(int64(len(ids))), big.NewInt(o.initial))
+	tries := 1
+	if settling {
+		tries = conservationTries
+	}
+	var res conservation
+	for try := range tries {
+		if try > 0 {
+			select {
+			case <-ctx.Done():
+				return res
+			case <-time.After(time.Second):
+			}
+		}
+		sum, negative, err := sumBalances(ctx, c, o, ids)
+		res = conservation{Accounts: len(ids), Want: want.String()}
+		switch {
+		case err != nil:
+			res.Detail = fmt.Sprintf("could not read the balances: %v", err)
+		case negative != "":
+			res.Sum, res.Detail = sum.String(), fmt.Sprintf("account %s is overdrawn", negative)
+			return res // a negative balance does not heal by waiting
+		case sum.Cmp(want) != 0:
+			res.Sum = sum.String()
+			res.Detail = fmt.Sprintf("sum of %d balances is %s, want %s (%d x %d)", len(ids), sum, want, len(ids), o.initial)
+		default:
+			res.OK, res.Sum = true, sum.String()
+			res.Detail = fmt.Sprintf("sum of %d balances = %s (%d x %d)", len(ids), sum, len(ids), o.initial)
+			return res
+		}
+	}
+	return res
+}
+
+// sumBalances reads every account linearizably and adds up the balances;
+// it also names an account with a negative balance, which the bench
+// accounts (created without allow_negative) must never have.
+func sumBalances(ctx context.Context, c *client.Client, o *benchOptions, ids []string) (*big.Int, string, error) {
+	var mu sync.Mutex
+	sum, negative := new(big.Int), ""
+	err := inBatches(ctx, len(ids), readBatch, readWorkers, func(ctx context.Context, lo, hi int) error {
+		part := new(big.Int)
+		for _, id := range ids[lo:hi] {
+			v, err := c.Account(ctx, id, client.ReadOpts{})
+			if err != nil {
+				return fmt.Errorf("read %s: %w", id, err)
+			}
+			part.Add(part, big.NewInt(v.Balance))
+			if v.Balance < 0 {
+				mu.Lock()
+				negative = id
+				mu.Unlock()
+			}
+		}
+		mu.Lock()
+		sum.Add(sum, part)
+		mu.Unlock()
+		return nil
+	})
+	return sum, negative, err
+}

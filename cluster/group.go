@@ -80,6 +80,12 @@ type Config struct {
 	// SnapshotThreshold and TrailingLogs default to 4096 entries.
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
+	// Fence is a no-op command that the FSM applies like any other. A new
+	// leader applies it as its term's barrier instead of raft.Barrier:
+	// Raft hands neither barriers nor no-ops to the FSM, so a read index
+	// pointing at one could never be waited for with the FSM's own
+	// applied index. Nil uses raft.Barrier.
+	Fence []byte
 	// Transport and Store override the TCP transport and the bolt store,
 	// for in-process tests.
 	Transport raft.Transport
@@ -132,7 +138,7 @@ func Open(cfg Config) (*Group, error) {
 	if err := g.openStores(hl); err != nil {
 		return nil, err
 	}
-	snaps := cfg.Snapshots
+	snaps := g.cfg.Snapshots
 	list, err := snaps.List()
 	if err != nil {
 		g.closeStores()

@@ -39,7 +39,13 @@ func (g *Group) Barrier(ctx context.Context, term uint64) error {
 	if d, ok := ctx.Deadline(); ok {
 		timeout = max(time.Until(d), time.Millisecond)
 	}
-	if err := wait(ctx, g.r.Barrier(timeout)); err != nil {
+	var f raft.Future
+	if g.cfg.Fence != nil {
+		f = g.r.Apply(g.cfg.Fence, timeout)
+	} else {
+		f = g.r.Barrier(timeout)
+	}
+	if err := wait(ctx, f); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return g.notLeader()
 		}

@@ -70,6 +70,10 @@ type nodeFile struct {
 	Shards int `json:"shards"`
 }
 
+// fence is an entry with no commands: applying it changes nothing but the
+// applied index, which is what a term's barrier needs.
+var fence = (&ledger.Entry{}).Encode(nil)
+
 // Open starts every shard's replica. The shard count is read from the data
 // directory when the node has state, else taken from cfg.Shards and saved.
 func Open(cfg Config) (*Host, error) {
@@ -81,7 +85,7 @@ func Open(cfg Config) (*Host, error) {
 		return nil, err
 	}
 	cfg.Shards = n
-	h := &Host{cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), stop: make(chan struct{})}
+	h := &Host{cfg: cfg, log: cfg.Logger, stop: make(chan struct{})}
 	if cfg.Transports == nil {
 		if h.mux, err = cluster.Listen(cfg.RaftAddr, h.log); err != nil {
 			return nil, err
@@ -140,7 +144,7 @@ func (h *Host) openReplica(i int) (*Replica, error) {
 	}
 	gc := cluster.Config{NodeID: h.cfg.NodeID, Addr: h.cfg.RaftAddr, Dir: filepath.Join(dir, "raft"),
 		FSM: f, Applied: func() uint64 { idx, _ := f.Applied(); return idx },
-		Logger: log, Timing: h.cfg.Timing, Bootstrap: h.cfg.Bootstrap}
+		Logger: log, Timing: h.cfg.Timing, Bootstrap: h.cfg.Bootstrap, Fence: fence}
 	if h.cfg.Transports != nil {
 		gc.Transport = h.cfg.Transports(i)
 	} else {

@@ -143,7 +143,7 @@ func runBench(cmd *cobra.Command, a *app, o *benchOptions) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(errw, "bench: creating and funding %d accounts (%s*) on %d shards\n", o.accounts, o.prefix, shards)
+	fmt.Fprintf(errw, "bench: creating and funding %d accounts (%s*) on %s\n", o.accounts, o.prefix, plural(shards, "shard"))
 	if err := benchSetup(ctx, c, o, w.ids); err != nil {
 		return err
 	}

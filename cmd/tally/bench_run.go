@@ -304,8 +304,8 @@ func pct(sorted []time.Duration, p float64) float64 {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func (rep *benchReport) print(w io.Writer) {
-	fmt.Fprintf(w, "%d accounts on %d shards, %d clients, batch %d, %.1fs, seed %d\n",
-		rep.Accounts, rep.Shards, rep.Concurrency, rep.Batch, rep.Seconds, rep.Seed)
+	fmt.Fprintf(w, "%d accounts on %s, %s, batch %d, %.1fs, seed %d\n",
+		rep.Accounts, plural(rep.Shards, "shard"), plural(rep.Concurrency, "client"), rep.Batch, rep.Seconds, rep.Seed)
 	t := newTable(w)
 	row(t, "KIND", "REQUESTS", "TRANSFERS", "TRANSFERS/S", "P50_MS", "P90_MS", "P99_MS", "P999_MS", "MAX_MS")
 	for _, l := range rep.Latency {

@@ -127,3 +127,11 @@ func fmtResult(r ledger.Result) string {
 func writeCompactJSON(w io.Writer, v any) error {
 	return json.NewEncoder(w).Encode(v)
 }
+
+// plural writes a count and a noun: "1 shard", "4 shards".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+func TestBenchCountJSON(t *testing.T) {
+	f := newFakeLedger(t)
+	out, stderr, err := run(t, f.addr(), "--json", "bench", "--accounts", "20", "--initial", "1000",
+		"--count", "300", "--concurrency", "4", "--batch", "7", "--max-amount", "400", "--seed", "1")
+	if err != nil {
+		t.Fatalf("bench: %v\n%s\n%s", err, out, stderr)
+	}
+	var rep benchReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("json: %v\n%s", err, out)
+	}
+	var rejected int64
+	for _, n := range rep.Rejected {
+		rejected += n
+	}
+	total := rep.Latency[len(rep.Latency)-1]
+	if total.Kind != "total" || total.Transfers != 300 || rep.Applied+rejected != 300 || rep.Applied == 0 {
+		t.Errorf("want 300 transfers answered: %+v", rep)
+	}
+	if total.Requests != 43 { // 42 full batches of 7 and one of 6
+		t.Errorf("requests %d, want 43", total.Requests)
+	}
+	if !rep.Conservation.OK || rep.Conservation.Sum != "20000" || len(rep.Errors) != 0 {
+		t.Errorf("conservation %+v, errors %+v", rep.Conservation, rep.Errors)
+	}
+	if total.P50 <= 0 || total.P50 > total.P99 || total.P99 > total.Max {
+		t.Errorf("latency %+v", total)
+	}
+}
+
+func TestBenchDurationTable(t *testing.T) {
+	f := newFakeLedger(t)
+	out, stderr, err := run(t, f.addr(), "bench", "--accounts", "10", "--hot", "3", "--duration", "1100ms", "--concurrency", "2")
+	if err != nil {
+		t.Fatalf("bench: %v\n%s\n%s", err, out, stderr)
+	}
+	if got := fields(t, out, "same-shard"); got[1] == "0" {
+		t.Errorf("same-shard line %v", got)
+	}
+	fields(t, out, "total")
+	if !strings.Contains(out, "conservation: ok: sum of 10 balances = 10000000 (10 x 1000000)") || !strings.Contains(out, "errors: none") {
+		t.Errorf("report:\n%s", out)
+	}
+	if !strings.Contains(stderr, "1.0s") || !strings.Contains(stderr, "transfers") {
+		t.Errorf("no progress line on stderr:\n%s", stderr)
+	}
+	// Only the hot accounts moved money.
+	moved := map[string]bool{}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, e := range f.events {
+		if e.Data.Transfer != nil && e.Data.Transfer.Debit != "@world" {
+			moved[e.Data.Transfer.Debit], moved[e.Data.Transfer.Credit] = true, true
+		}
+	}
+	if len(moved) == 0 || len(moved) > 3 {
+		t.Errorf("accounts that moved money: %v, want at most the 3 hot ones", moved)
+	}
+}
+
+func TestBenchCatchesCreatedMoney(t *testing.T) {
+	f := newFakeLedger(t)
+	f.mint = 1
+	out, _, err := run(t, f.addr(), "bench", "--accounts", "5", "--count", "20", "--concurrency", "1")
+	if err == nil || !strings.Contains(err.Error(), "conservation check failed: sum of 5 balances is 5000005, want 5000000") {
+		t.Errorf("err = %v", err)
+	}
+	if !strings.Contains(out, "conservation: FAILED") {
+		t.Errorf("report:\n%s", out)
+	}
+}
+
+func TestBenchCountsErrors(t *testing.T) {
+	f := newFakeLedger(t)
+	out, _, err := run(t, f.addr(), "bench", "--accounts", "4", "--count", "10", "--concurrency", "1", "--prefix", "b-")
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, out)
+	}
+	// A second run with the same prefix repeats the setup harmlessly; its
+	// transfers with the same ids but other amounts are rejections.
+	out, _, err = run(t, f.addr(), "--json", "bench", "--accounts", "4", "--count", "10", "--concurrency", "1", "--prefix", "b-", "--seed", "99")
+	if err != nil {
+		t.Fatalf("second bench: %v\n%s", err, out)
+	}
+	var rep benchReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Rejected["exists_with_different_fields"] == 0 {
+		t.Errorf("rejections %v (%v)", rep.Rejected, err)
+	}
+}
+
+func TestWorkloadPairs(t *testing.T) {
+	o := &benchOptions{accounts: 200, prefix: "p-", crossShard: 0.5}
+	w, err := newWorkload(o, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shard := map[string]int{}
+	for i, id := range w.pool {
+		shard[id] = w.shardOf[i]
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 1000 {
+		for _, cross := range []bool{false, true} {
+			d, c := w.pair(rng, cross)
+			if d == c || (shard[d] != shard[c]) != cross {
+				t.Fatalf("pair(cross=%v) = %s (shard %d), %s (shard %d)", cross, d, shard[d], c, shard[c])
+			}
+		}
+	}
+	if _, err := newWorkload(&benchOptions{accounts: 2, prefix: "p-", crossShard: 0}, 64); err == nil {
+		t.Error("two accounts on different shards cannot make same-shard pairs")
+	}
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs a local cluster: three nodes (n1, n2, n3) and the proxy, data and
+# logs under ./data. Ctrl-C stops everything. A node that dies or is killed
+# leaves the others running; restart it with `make node N=<1|2|3>`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-./tally}
+DATA=${DATA:-./data}
+SHARDS=${SHARDS:-4}
+mkdir -p "$DATA"
+
+pids=()
+stop() {
+	trap - INT TERM EXIT
+	echo
+	echo "stopping cluster..."
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -f "$DATA"/*.pid
+	echo "stopped"
+}
+trap stop INT TERM EXIT
+
+start_node() { # start_node N [extra flags...]
+	local n=$1; shift
+	"$BIN" server --id "n$n" --data "$DATA/n$n" --raft "127.0.0.1:700$n" --http "127.0.0.1:800$n" \
+		--shards "$SHARDS" "$@" >>"$DATA/n$n.log" 2>&1 &
+	pids+=($!)
+	echo $! >"$DATA/n$n.pid"
+}
+
+wait_http() { # wait_http ADDR
+	for _ in $(seq 1 100); do
+		if curl -sf "http://$1/healthz" >/dev/null 2>&1; then return 0; fi
+		sleep 0.1
+	done
+	echo "node at $1 did not come up; see $DATA/*.log" >&2
+	return 1
+}
+
+if [ -f "$DATA/n1/node.json" ]; then
+	start_node 1
+else
+	start_node 1 --bootstrap
+fi
+wait_http 127.0.0.1:8001
+for n in 2 3; do
+	if [ -f "$DATA/n$n/node.json" ]; then start_node "$n"; else start_node "$n" --join 127.0.0.1:8001; fi
+done
+"$BIN" proxy --listen 127.0.0.1:8080 --nodes 127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003 >>"$DATA/proxy.log" 2>&1 &
+pids+=($!)
+echo $! >"$DATA/proxy.pid"
+
+for _ in $(seq 1 150); do
+	if curl -sf http://127.0.0.1:8001/readyz >/dev/null 2>&1 && curl -sf http://127.0.0.1:8080/v1/cluster >/dev/null 2>&1; then break; fi
+	sleep 0.2
+done
+cat <<MSG
+Tally is running: 3 nodes x $SHARDS shards, proxy on 127.0.0.1:8080.
+  nodes  n1 127.0.0.1:8001  n2 127.0.0.1:8002  n3 127.0.0.1:8003  (Raft on 7001-7003)
+  data   $DATA/n1 $DATA/n2 $DATA/n3     logs  $DATA/*.log
+Try, in another terminal:
+  ./tally cluster status
+  ./tally account create alice --currency USD
+Kill a node to watch failover (kill -9 \$(cat $DATA/n2.pid)); restart it with 'make node N=2'.
+Press Ctrl-C to stop.
+MSG
+wait

@@ -8,7 +8,6 @@
 package client
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -349,16 +348,24 @@ func (c *Client) roundTrip(ctx context.Context, op, method, path string, q url.V
 	return resp, nil
 }
 
-// maxEventLine bounds one event of a followed stream.
-const maxEventLine = 1 << 20
+// pollInterval is how long FollowEvents waits before asking again for
+// new events from a server that answers pages instead of a stream.
+const pollInterval = 500 * time.Millisecond
+
+// streamItem is one JSON value of a followed stream: an event, or a whole
+// page from a server that does not stream.
+type streamItem struct {
+	ledger.Event
+	Events []ledger.Event `json:"events"`
+}
 
 // FollowEvents streams a shard's events after seq after, as they commit,
 // calling fn for each in order. It returns when ctx ends (with ctx's
 // error), when fn returns an error (that error), or when the server ends
 // the stream (nil): the caller resumes from the last seq it saw. The
 // client's timeout does not apply, since a stream has no natural end.
-// The stream is NDJSON; server-sent-event framing ("data: ...") is also
-// accepted.
+// The stream is NDJSON; a server that answers with a page instead is
+// polled for the following pages.
 func (c *Client) FollowEvents(ctx context.Context, shard int, after uint64, fn func(ledger.Event) error) error {
 	path := shardPath(shard, "events")
 	op := http.MethodGet + " " + path
@@ -373,27 +380,57 @@ func (c *Client) FollowEvents(ctx context.Context, shard int, after uint64, fn f
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody)) // a cut body still decodes to an *Error
 		return decodeError(resp.StatusCode, body)
 	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), maxEventLine)
-	for sc.Scan() {
-		line := bytes.TrimSpace(sc.Bytes())
-		line = bytes.TrimSpace(bytes.TrimPrefix(line, []byte("data:")))
-		if len(line) == 0 || line[0] != '{' {
-			continue // blank keep-alive, SSE comment or event name
-		}
-		var e ledger.Event
-		if err := json.Unmarshal(line, &e); err != nil {
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var it streamItem
+		if err := dec.Decode(&it); err != nil {
+			switch {
+			case ctx.Err() != nil:
+				return ctx.Err()
+			case errors.Is(err, io.EOF):
+				return nil
+			}
 			return fmt.Errorf("%s: decode event: %w", op, err)
 		}
-		if err := fn(e); err != nil {
+		if it.Events != nil {
+			resp.Body.Close() // a page: this server does not stream
+			for _, e := range it.Events {
+				if err := fn(e); err != nil {
+					return err
+				}
+				after = e.Seq
+			}
+			return c.pollEvents(ctx, shard, after, fn)
+		}
+		if err := fn(it.Event); err != nil {
 			return err
 		}
 	}
-	if ctx.Err() != nil {
-		return ctx.Err()
+}
+
+// pollEvents follows a shard's log by asking for page after page.
+func (c *Client) pollEvents(ctx context.Context, shard int, after uint64, fn func(ledger.Event) error) error {
+	for {
+		p, err := c.Events(ctx, shard, after, 0)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		for _, e := range p.Events {
+			if err := fn(e); err != nil {
+				return err
+			}
+			after = e.Seq
+		}
+		if len(p.Events) > 0 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pollInterval):
+		}
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -441,7 +442,7 @@ func TestTimeoutIsPassedToServer(t *testing.T) {
 func TestFollowEvents(t *testing.T) {
 	f, c := newFake(t, fixed(200, `{"shard": 0, "seq": 5, "type": "AccountOpened", "data": {}, "balances": []}
 
-data: {"shard": 0, "seq": 6, "type": "AccountClosed", "data": {}, "balances": []}
+{"shard": 0, "seq": 6, "type": "AccountClosed", "data": {}, "balances": []}
 {"shard": 0, "seq": 7, "type": "TransferPosted", "data": {}, "balances": []}
 `))
 	var seqs []uint64
@@ -461,5 +462,46 @@ data: {"shard": 0, "seq": 6, "type": "AccountClosed", "data": {}, "balances": []
 	}
 	if q := f.last(t).Query; q.Get("follow") != "true" || q.Get("after") != "4" {
 		t.Errorf("query %v", q)
+	}
+
+	// The end of the stream ends the call without an error.
+	seqs = nil
+	if err := c.FollowEvents(context.Background(), 0, 4, func(e ledger.Event) error { seqs = append(seqs, e.Seq); return nil }); err != nil {
+		t.Errorf("end of stream: %v", err)
+	}
+	if fmt.Sprint(seqs) != "[5 6 7]" {
+		t.Errorf("seqs %v", seqs)
+	}
+}
+
+func TestFollowEventsPollsAServerThatAnswersPages(t *testing.T) {
+	// The server ignores follow and answers pages of at most two events
+	// out of a log of five.
+	f, c := newFake(t, func(r seen) (int, string) {
+		after, _ := strconv.Atoi(r.Query.Get("after"))
+		var evs []string
+		for seq := after + 1; seq <= 5 && len(evs) < 2; seq++ {
+			evs = append(evs, fmt.Sprintf(`{"shard": 1, "seq": %d, "type": "AccountOpened", "data": {}, "balances": []}`, seq))
+		}
+		return 200, `{"events": [` + strings.Join(evs, ",") + `]}`
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var seqs []uint64
+	err := c.FollowEvents(ctx, 1, 0, func(e ledger.Event) error {
+		seqs = append(seqs, e.Seq)
+		if e.Seq == 5 {
+			cancel()
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("err = %v, want the context's", err)
+	}
+	if fmt.Sprint(seqs) != "[1 2 3 4 5]" {
+		t.Errorf("seqs %v", seqs)
+	}
+	if q := f.last(t).Query; q.Get("after") != "4" || q.Get("follow") != "" {
+		t.Errorf("last poll %v", q)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -18,12 +19,18 @@ import (
 // and the error main would print and exit 1 on.
 func run(t *testing.T, addr string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
+	return runCtx(t, context.Background(), addr, args...)
+}
+
+// runCtx is run with a context, which an interrupt would cancel.
+func runCtx(t *testing.T, ctx context.Context, addr string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
 	cmd := newRootCmd(&app{})
 	var out, errOut bytes.Buffer
 	cmd.SetOut(&out)
 	cmd.SetErr(&errOut)
 	cmd.SetArgs(append([]string{"--addr", addr}, args...))
-	err = cmd.ExecuteContext(context.Background())
+	err = cmd.ExecuteContext(ctx)
 	return out.String(), errOut.String(), err
 }
 
@@ -396,6 +403,26 @@ func TestHistoryAndEvents(t *testing.T) {
 	}
 	if _, _, err := run(t, f.addr(), "events", "--shard", "9"); !client.IsNotFound(err) {
 		t.Errorf("missing shard: %v", err)
+	}
+}
+
+func TestEventsFollow(t *testing.T) {
+	f := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+	defer cancel()
+	go func() {
+		time.Sleep(200 * time.Millisecond) // a transfer while the command follows
+		if _, _, err := run(t, f.addr(), "transfer", "alice", "bob", "5", "--id", "live"); err != nil {
+			t.Error(err)
+		}
+	}()
+	out, _, err := runCtx(t, ctx, f.addr(), "events", "tail", "--follow", "--after", "2")
+	if err != nil {
+		t.Errorf("an interrupted follow is a normal end: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "dep-1") || !strings.Contains(lines[1], "live alice -> bob 5") {
+		t.Errorf("followed:\n%s", out)
 	}
 }
 

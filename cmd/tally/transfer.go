@@ -181,6 +181,10 @@ func submitTransfer(cmd *cobra.Command, a *app, t ledger.Transfer, madeID bool) 
 	} else {
 		printResults(cmd.OutOrStdout(), results, true)
 	}
+	if r.Status == ledger.StatusInFlight {
+		// A cross-shard saga outlived the request; it will finish on its own.
+		fmt.Fprintf(cmd.ErrOrStderr(), "transfer %s is still in flight; see it with: tally transfer get %s\n", r.ID, r.ID)
+	}
 	return transferFailure(r)
 }
 

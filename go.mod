@@ -2,6 +2,9 @@ module tally
 
 go 1.26.0
 
+// hashicorp/raft stays at v1.7.3: v1.8.0 requires go-metrics v0.7.0, which
+// dropped the go-metrics/compat package that raft-boltdb/v2 v2.3.1 imports,
+// so the two do not build together.
 require (
 	github.com/dgraph-io/badger/v4 v4.9.6
 	github.com/hashicorp/go-hclog v1.6.3

@@ -1,5 +1,7 @@
 package ledger
 
+import "math"
+
 // Kind is a command's type.
 type Kind uint8
 
@@ -96,7 +98,9 @@ func (st *State) chain(ts []Transfer, out []Result) {
 	failed, code := -1, OK
 	for k := range ts {
 		out[k] = st.transfer(&ts[k])
-		if c := out[k].Result; c != OK && c != Exists {
+		// A member that exists as a rejection fails the chain too:
+		// applying the others without it would split what was linked.
+		if c := out[k].Result; c != OK && (c != Exists || out[k].Original != OK) {
 			failed, code = k, c
 			break
 		}
@@ -152,7 +156,9 @@ func (st *State) reject(t *Transfer, code Code) Result {
 	if r, ok := st.record(t.ID); ok {
 		return st.existing(t, r)
 	}
-	if code == WrongShard {
+	// A misrouted transfer is not this shard's to record, and one with
+	// invalid UTF-8 could not be replayed from the log (see validUTF8).
+	if code == WrongShard || !validUTF8(t) {
 		return Result{ID: t.ID, Result: code, Status: StatusRejected, Shard: st.Shard}
 	}
 	tc := *t
@@ -195,7 +201,12 @@ func (st *State) decide(t *Transfer) (Code, EventType, Data) {
 		return OK, TransferPosted, d
 	}
 	if t.TimeoutSeconds > 0 {
+		// Saturate: a log time near the end of int64 must not wrap the
+		// expiry into the past.
 		d.ExpiresAt = st.Time + Time(t.TimeoutSeconds*1e9)
+		if d.ExpiresAt < st.Time {
+			d.ExpiresAt = math.MaxInt64
+		}
 	}
 	return OK, TransferPending, d
 }

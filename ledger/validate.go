@@ -1,6 +1,9 @@
 package ledger
 
-import "fmt"
+import (
+	"fmt"
+	"unicode/utf8"
+)
 
 // InvalidRequest is the code for a request whose shape is wrong in a way no
 // other code names (for example both post_pending_id and void_pending_id).
@@ -39,14 +42,14 @@ func ValidCurrency(s string) bool {
 }
 
 // ValidMetadata reports whether m has at most 16 keys and 1 KiB of keys
-// and values together, with no empty key.
+// and values together, with no empty key, all valid UTF-8.
 func ValidMetadata(m map[string]string) bool {
 	if len(m) > MaxMetaKeys {
 		return false
 	}
 	n := 0
 	for k, v := range m {
-		if k == "" {
+		if k == "" || !utf8.ValidString(k) || !utf8.ValidString(v) {
 			return false
 		}
 		n += len(k) + len(v)
@@ -130,12 +133,31 @@ func checkShape(t *Transfer) *Problem {
 		return problem(InvalidRequest, "transfer %s: timeout_seconds must be 0 to %d", t.ID, MaxTimeoutSeconds)
 	case t.TimeoutSeconds != 0 && !t.Pending:
 		return problem(InvalidRequest, "transfer %s: timeout_seconds needs pending", t.ID)
+	case !validUTF8(t):
+		return problem(InvalidRequest, "transfer %s: reference and metadata must be valid UTF-8", t.ID)
 	case len(t.Reference) > MaxReferenceLen:
 		return problem(LimitExceeded, "transfer %s: reference is longer than %d bytes", t.ID, MaxReferenceLen)
 	case !ValidMetadata(t.Metadata):
 		return problem(LimitExceeded, "transfer %s: metadata must have at most %d non-empty keys and %d bytes", t.ID, MaxMetaKeys, MaxMetaBytes)
 	}
 	return nil
+}
+
+// validUTF8 reports whether every string of t is valid UTF-8. Events are
+// hashed and stored as JSON, which replaces invalid bytes, so an event
+// holding them would not replay to its own hash.
+func validUTF8(t *Transfer) bool {
+	for _, s := range []string{t.ID, t.Debit, t.Credit, t.PostPendingID, t.VoidPendingID, t.Reference} {
+		if !utf8.ValidString(s) {
+			return false
+		}
+	}
+	for k, v := range t.Metadata {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return false
+		}
+	}
+	return true
 }
 
 // validParty accepts a client account id or @world; other system

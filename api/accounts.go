@@ -142,7 +142,20 @@ func (s *Server) getAccount(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ae)
 		return
 	}
+	atSeq, ae := uintParam(r, "at_seq")
+	if ae != nil {
+		writeError(w, ae)
+		return
+	}
 	s.read(w, r, sh, func() error {
+		if atSeq > 0 {
+			a, err := s.h.AccountAt(r.Context(), sh, key, atSeq, o)
+			if err != nil {
+				return s.notFoundAs(err, "account_not_found", fmt.Sprintf("account %s did not exist at seq %d", id, atSeq))
+			}
+			writeJSON(w, http.StatusOK, viewOf(&a, sh, atSeq))
+			return nil
+		}
 		a, seq, err := s.h.Account(r.Context(), sh, key, o)
 		if err != nil {
 			return s.notFoundAs(err, "account_not_found", "account "+id+" does not exist")

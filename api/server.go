@@ -38,6 +38,7 @@ type Host interface {
 	Leader(i int) (id, http string)
 	Submit(ctx context.Context, i int, cmd ledger.Command) ([]ledger.Result, error)
 	Account(ctx context.Context, i int, key string, o shard.ReadOpts) (ledger.Account, uint64, error)
+	AccountAt(ctx context.Context, i int, key string, seq uint64, o shard.ReadOpts) (ledger.Account, error)
 	Transfer(ctx context.Context, i int, id string, o shard.ReadOpts) (ledger.Record, uint64, error)
 	History(ctx context.Context, i int, key string, after uint64, limit int, desc bool, o shard.ReadOpts) ([]ledger.Event, error)
 	Events(i int, after uint64, limit int) ([]ledger.Event, error)
@@ -204,6 +205,8 @@ func (s *Server) toAPI(err error) *apiError {
 	case errors.Is(err, cluster.ErrUnavailable), errors.Is(err, cluster.ErrNotLeader),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: err.Error()}
+	case errors.Is(err, shard.ErrFuture):
+		return badRequest(err.Error())
 	case errors.Is(err, shard.ErrNoShard):
 		return notFound("shard_not_found", err.Error())
 	}

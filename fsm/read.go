@@ -14,6 +14,9 @@ import (
 // ErrNotFound is returned by reads of an absent account or transfer.
 var ErrNotFound = errors.New("not found")
 
+// ErrFuture is returned for a read at a seq not applied yet.
+var ErrFuture = errors.New("seq in the future")
+
 // MaxPage bounds a page of events.
 const MaxPage = 1000
 
@@ -207,4 +210,80 @@ func (f *FSM) Status() (Status, error) {
 	}
 	return Status{AppliedIndex: m.Index, AppliedSeq: m.Seq, Head: m.Head,
 		StateHash: st.StateHash(), Accounts: len(st.Accounts), Pending: st.Pending()}, nil
+}
+
+// AccountAt returns account key k as it was right after seq: its balances
+// from the newest event at or before seq that touched it. It wraps
+// ErrNotFound when the account did not exist yet.
+func (f *FSM) AccountAt(k string, seq uint64) (ledger.Account, error) {
+	var a ledger.Account
+	_, err := f.view(func(txn *badger.Txn) error {
+		if m, err := readMeta(txn); err != nil || m.Seq < seq {
+			return fmt.Errorf("%w: seq %d is not applied here yet (applied %d)", ErrFuture, seq, m.Seq)
+		}
+		item, err := txn.Get(key(preAcct, k))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &a) }); err != nil {
+			return err
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: histPrefix(k), Reverse: true})
+		defer it.Close()
+		it.Seek(histKey(k, seq))
+		if !it.Valid() {
+			return ErrNotFound
+		}
+		kb := it.Item().Key()
+		at := binary.BigEndian.Uint64(kb[len(kb)-8:])
+		item, err = txn.Get(eventKey(at))
+		if err != nil {
+			return fmt.Errorf("event %d: %w", at, err)
+		}
+		var e ledger.Event
+		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &e) }); err != nil {
+			return err
+		}
+		for _, b := range e.Balances {
+			if ledger.AccountKey(b.Account, b.Currency) == k {
+				a.DebitsPosted, a.CreditsPosted = b.DebitsPosted, b.CreditsPosted
+				a.DebitsPending, a.CreditsPending = b.DebitsPending, b.CreditsPending
+				if a.Closed {
+					a.Closed, err = closedBy(txn, k, seq)
+				}
+				return err
+			}
+		}
+		return fmt.Errorf("event %d does not carry %s", at, k)
+	})
+	if err != nil {
+		return ledger.Account{}, fmt.Errorf("account %s at seq %d: %w", k, seq, err)
+	}
+	return a, nil
+}
+
+// closedBy reports whether the closed account k was closed at or before
+// seq: it looks for the AccountClosed event from the newest event back.
+func closedBy(txn *badger.Txn, k string, seq uint64) (bool, error) {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: histPrefix(k), Reverse: true})
+	defer it.Close()
+	for it.Seek(histKey(k, ^uint64(0))); it.Valid(); it.Next() {
+		kb := it.Item().Key()
+		at := binary.BigEndian.Uint64(kb[len(kb)-8:])
+		item, err := txn.Get(eventKey(at))
+		if err != nil {
+			return false, fmt.Errorf("event %d: %w", at, err)
+		}
+		var e ledger.Event
+		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &e) }); err != nil {
+			return false, err
+		}
+		if e.Type == ledger.AccountClosedEv {
+			return at <= seq, nil
+		}
+	}
+	return false, nil
 }

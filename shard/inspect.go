@@ -18,6 +18,9 @@ type (
 // ErrNotFound is wrapped by reads of an absent account or transfer.
 var ErrNotFound = fsm.ErrNotFound
 
+// ErrFuture is wrapped by a read at a seq the replica has not applied.
+var ErrFuture = fsm.ErrFuture
+
 // Summary digests this node's committed state of shard i.
 func (h *Host) Summary(i int) (Summary, error) {
 	r, err := h.Replica(i)

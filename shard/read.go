@@ -67,6 +67,15 @@ func (h *Host) Account(ctx context.Context, i int, k string, o ReadOpts) (a ledg
 	return a, seq, err
 }
 
+// AccountAt reads account key k of shard i as it was right after seq.
+func (h *Host) AccountAt(ctx context.Context, i int, k string, seq uint64, o ReadOpts) (a ledger.Account, err error) {
+	err = h.read(ctx, i, o, func(f *fsm.FSM) error {
+		a, err = f.AccountAt(k, seq)
+		return err
+	})
+	return a, err
+}
+
 // Transfer reads the record of transfer id from shard i.
 func (h *Host) Transfer(ctx context.Context, i int, id string, o ReadOpts) (r ledger.Record, seq uint64, err error) {
 	err = h.read(ctx, i, o, func(f *fsm.FSM) error {

@@ -246,4 +246,3 @@ func (d *decoder) transfer() Transfer {
 	t.Metadata = d.meta()
 	return t
 }
-

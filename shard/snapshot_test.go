@@ -1,0 +1,67 @@
+package shard_test
+
+import (
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"tally/shard/shardtest"
+)
+
+// TestSnapshotCatchUp wipes a follower's data while it is down and the
+// leaders snapshot and compact their logs, so that on restart it can only
+// catch up by installing a snapshot, then the rest of the log.
+func TestSnapshotCatchUp(t *testing.T) {
+	c := shardtest.New(t, 3, 4)
+	w := newWorkload(t, c) // for its accounts; the writes below are sequential
+	write := func(round string, n int) {
+		t.Helper()
+		for s, tg := range w.tags {
+			for i := 0; i < n; i++ {
+				wantOK(t, submit(t, c, transfers(xfer(fmt.Sprintf("%s.%d.%d", round, s, i), acct("src", tg), acct("dst", tg), 1))))
+			}
+		}
+	}
+	write("a", 5)
+
+	const victim = 3
+	c.Kill(victim)
+	if err := os.RemoveAll(c.Dir(victim)); err != nil {
+		t.Fatal(err)
+	}
+	write("b", 5)
+	// Keep only 2 entries behind each snapshot. shard.Config does not
+	// expose the threshold; Raft's reloadable config does.
+	for _, h := range c.Live() {
+		for s := 0; s < c.Shards(); s++ {
+			r, _ := h.Replica(s)
+			rf := r.Group.Raft()
+			err := rf.ReloadConfig(raft.ReloadableConfig{TrailingLogs: 2, SnapshotInterval: time.Minute,
+				SnapshotThreshold: 1 << 20, HeartbeatTimeout: c.Timing().Heartbeat, ElectionTimeout: c.Timing().Election})
+			if err != nil {
+				t.Fatalf("reload raft config of %s shard %d: %v", h.NodeID(), s, err)
+			}
+			if err := rf.Snapshot().Error(); err != nil {
+				t.Fatalf("snapshot %s shard %d: %v", h.NodeID(), s, err)
+			}
+		}
+	}
+	write("c", 3) // entries after the snapshot, replayed from the log
+
+	c.Restart(victim)
+	c.WaitConverged(t)
+	h := c.Host(victim)
+	for s := 0; s < c.Shards(); s++ {
+		r, _ := h.Replica(s)
+		if st := r.Group.Raft().Stats(); st["last_snapshot_index"] == "0" {
+			t.Errorf("shard %d: n%d caught up without a snapshot: %v", s, victim, st)
+		}
+	}
+	// The restored replica keeps up with new writes and replays cleanly.
+	write("d", 3)
+	c.WaitConverged(t)
+	c.VerifyAll(t)
+}

@@ -59,7 +59,7 @@ type Options struct {
 	Dir    string // the shard's state directory
 	Shard  int
 	Shards int
-	Logger *slog.Logger
+	Logger *slog.Logger // the caller names the shard in it
 }
 
 // Open opens (or creates) the shard's state in opts.Dir and loads the
@@ -69,7 +69,7 @@ func Open(opts Options) (*FSM, error) {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	f := &FSM{dir: opts.Dir, shard: opts.Shard, shards: opts.Shards,
-		log: opts.Logger.With("shard", opts.Shard), waitCh: make(chan struct{})}
+		log: opts.Logger, waitCh: make(chan struct{})}
 	if err := os.MkdirAll(f.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("fsm: %w", err)
 	}

@@ -38,6 +38,10 @@ type batcher struct {
 	stop chan struct{}
 	once sync.Once
 	wg   sync.WaitGroup
+	// mu makes enqueue and close exclusive: once close has run, no command
+	// can enter the queue, so the final drain answers every queued one.
+	mu     sync.RWMutex
+	closed bool
 }
 
 type call struct {
@@ -64,18 +68,28 @@ func newBatcher(g *cluster.Group, log *slog.Logger) *batcher {
 // deadline gives cluster.ErrOutcomeUnknown because it may still commit.
 func (b *batcher) submit(ctx context.Context, cmd ledger.Command) ([]ledger.Result, error) {
 	c := &call{cmd: cmd, size: estimate(&cmd), done: make(chan reply, 1)}
-	select {
-	case b.in <- c:
-	case <-b.stop:
-		return nil, fmt.Errorf("%w: %w", cluster.ErrUnavailable, ErrStopped)
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: queue full: %v", cluster.ErrUnavailable, ctx.Err())
+	if err := b.enqueue(ctx, c); err != nil {
+		return nil, err
 	}
 	select {
 	case r := <-c.done:
 		return r.res, r.err
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: %v", cluster.ErrOutcomeUnknown, ctx.Err())
+	}
+}
+
+func (b *batcher) enqueue(ctx context.Context, c *call) error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return fmt.Errorf("%w: %w", cluster.ErrUnavailable, ErrStopped)
+	}
+	select {
+	case b.in <- c:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: queue full: %v", cluster.ErrUnavailable, ctx.Err())
 	}
 }
 
@@ -173,7 +187,12 @@ func (b *batcher) drainStopped() {
 
 // close stops taking commands and waits for the entries in flight.
 func (b *batcher) close() {
-	b.once.Do(func() { close(b.stop) })
+	b.once.Do(func() {
+		b.mu.Lock()
+		b.closed = true
+		b.mu.Unlock()
+		close(b.stop)
+	})
 	b.wg.Wait()
 }
 

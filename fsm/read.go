@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -95,6 +96,10 @@ func (f *FSM) Transfer(id string) (ledger.Record, uint64, error) {
 
 // Events returns up to limit events with seq > after, in order.
 func (f *FSM) Events(after uint64, limit int) ([]ledger.Event, error) {
+	if after == math.MaxUint64 {
+		// No seq follows it; after+1 would wrap to the start of the log.
+		return nil, nil
+	}
 	limit = clampLimit(limit)
 	var out []ledger.Event
 	_, err := f.view(func(txn *badger.Txn) error {
@@ -119,6 +124,10 @@ func (f *FSM) Events(after uint64, limit int) ([]ledger.Event, error) {
 // seq > after in ascending order, or with seq < before (0: the newest) in
 // descending order.
 func (f *FSM) History(k string, after uint64, limit int, desc bool) ([]ledger.Event, error) {
+	if !desc && after == math.MaxUint64 {
+		// As in Events: after+1 would wrap to the oldest event.
+		return nil, nil
+	}
 	limit = clampLimit(limit)
 	var out []ledger.Event
 	_, err := f.view(func(txn *badger.Txn) error {

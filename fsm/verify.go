@@ -106,6 +106,15 @@ func compareStored(txn *badger.Txn, st *ledger.State, c ledger.Changes) error {
 	if stored != len(st.Accounts) {
 		return fmt.Errorf("%d accounts stored, %d replayed", stored, len(st.Accounts))
 	}
+	// Replay rebuilds every record, so a stored one it did not make (an
+	// id that would wrongly answer "exists") shows in the count.
+	records := 0
+	if err := eachValue(txn, preRec, func(_, _ []byte) error { records++; return nil }); err != nil {
+		return err
+	}
+	if records != len(c.Records) {
+		return fmt.Errorf("%d transfer records stored, %d replayed", records, len(c.Records))
+	}
 	for _, r := range c.Records {
 		got, ok, err := getRecord(txn, r.Transfer.ID)
 		if err != nil {

@@ -1,0 +1,217 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestSnapshotRestore takes a snapshot, goes on applying while it is
+// persisted, restores it elsewhere, and checks that the restored state is
+// the one at snapshot time and converges with the original on the same
+// later entries.
+func TestSnapshotRestore(t *testing.T) {
+	logs := logsOf(1, newGen(4).data(240))
+	orig := open(t, t.TempDir())
+	applyIn(orig, logs[:150], 10)
+	at := status(t, orig)
+	head, err := orig.HashAt(at.AppliedSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := orig.Nodes()
+
+	snap, err := orig.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Raft persists while apply goes on: the stream must still be the
+	// state at snapshot time.
+	applyIn(orig, logs[150:200], 10)
+	var sink memSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	if !sink.closed || sink.cancelled {
+		t.Fatalf("sink closed %v cancelled %v", sink.closed, sink.cancelled)
+	}
+	applyIn(orig, logs[200:], 10)
+	final := status(t, orig)
+
+	dir := t.TempDir()
+	restored := open(t, dir)
+	if err := restored.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if s := status(t, restored); s != at {
+		t.Fatalf("restored status %+v, original at snapshot time %+v", s, at)
+	}
+	if h, err := restored.HashAt(at.AppliedSeq); err != nil || h != head || h != at.Head {
+		t.Fatalf("restored head %s (%v), original %s", h, err, head)
+	}
+	if idx, seq := restored.Applied(); idx != 150 || seq != at.AppliedSeq {
+		t.Fatalf("restored Applied() = %d, %d; want 150, %d", idx, seq, at.AppliedSeq)
+	}
+	if got := restored.Nodes(); !reflect.DeepEqual(got, nodes) {
+		t.Fatalf("restored nodes %v, original %v", got, nodes)
+	}
+	verify(t, restored)
+
+	// Raft replays from the snapshot's index: the restored state must
+	// skip what it holds and converge with the original.
+	applyIn(restored, logs[100:], 10)
+	if s := status(t, restored); s != final {
+		t.Fatalf("restored then replayed %+v, original %+v", s, final)
+	}
+	if !reflect.DeepEqual(allEvents(t, restored), allEvents(t, orig)) {
+		t.Fatal("restored and replayed event log differs from the original's")
+	}
+	verify(t, restored)
+}
+
+// TestRestoreSwap restores into an FSM that already holds other state:
+// the new state directory replaces the old one through CURRENT, the old
+// one is removed, and a reopen keeps the restored state.
+func TestRestoreSwap(t *testing.T) {
+	src := open(t, t.TempDir())
+	applyIn(src, logsOf(1, newGen(5).data(80)), 16)
+	want := status(t, src)
+	stream := snapshotOf(t, src)
+
+	dir := t.TempDir()
+	f := open(t, dir)
+	other := logsOf(1, newGen(50).data(120))
+	applyIn(f, other, 16)
+	if s := status(t, f); s.Head == want.Head || s.AppliedIndex == want.AppliedIndex {
+		t.Fatalf("the other state %+v is too like the snapshot's %+v", s, want)
+	}
+	if c := currentOf(t, dir); c != "state-0" {
+		t.Fatalf("CURRENT %q before any restore", c)
+	}
+
+	for i, next := range []string{"state-1", "state-2"} {
+		if err := f.Restore(io.NopCloser(bytes.NewReader(stream))); err != nil {
+			t.Fatalf("restore %d: %v", i, err)
+		}
+		if c := currentOf(t, dir); c != next {
+			t.Fatalf("CURRENT %q after restore %d, want %s", c, i, next)
+		}
+		if d := stateDirs(t, dir); !slices.Equal(d, []string{next}) {
+			t.Fatalf("state directories %v after restore %d, want only %s", d, i, next)
+		}
+		if s := status(t, f); s != want {
+			t.Fatalf("status %+v after restore %d, want %+v", s, i, want)
+		}
+		if i, seq := f.Applied(); i != want.AppliedIndex || seq != want.AppliedSeq {
+			t.Fatalf("Applied() = %d, %d after restore, want %d, %d", i, seq, want.AppliedIndex, want.AppliedSeq)
+		}
+	}
+	verify(t, f)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f = open(t, dir)
+	if s := status(t, f); s != want {
+		t.Fatalf("reopened after restore: %+v, want %+v", s, want)
+	}
+	if !reflect.DeepEqual(f.Nodes(), src.Nodes()) {
+		t.Fatalf("reopened nodes %v, want %v", f.Nodes(), src.Nodes())
+	}
+	verify(t, f)
+
+	// The restored state applies new entries like the source does.
+	more := logsOf(want.AppliedIndex+1, newGen(51).data(30))
+	sameResponses(t, applyIn(f, more, 4), applyIn(src, more, 30))
+	if s, r := status(t, f), status(t, src); s != r {
+		t.Fatalf("after more entries: %+v, source %+v", s, r)
+	}
+}
+
+// TestRestoreBadStream feeds Restore streams that are not whole
+// snapshots: each must fail and leave the previous state untouched and
+// usable.
+func TestRestoreBadStream(t *testing.T) {
+	src := open(t, t.TempDir())
+	applyIn(src, logsOf(1, newGen(8).data(60)), 16)
+	good := snapshotOf(t, src)
+
+	dir := t.TempDir()
+	f := open(t, dir)
+	logs := logsOf(1, newGen(9).data(60))
+	applyIn(f, logs[:40], 8)
+	before := status(t, f)
+	ref := open(t, t.TempDir())
+	applyIn(ref, logs[:40], 8)
+
+	huge := []byte(snapMagic)
+	huge = binary.AppendUvarint(huge, 1)
+	huge = binary.AppendUvarint(huge, maxSnapItem+1)
+	for _, tc := range []struct {
+		name   string
+		stream []byte
+		want   string
+	}{
+		{"empty", nil, "not a tally snapshot"},
+		{"bad magic", append([]byte("TALLYSNAP9\n"), good[len(snapMagic):]...), "not a tally snapshot"},
+		{"truncated in the middle", good[:len(good)/2], "read"},
+		{"no end marker", good[:len(good)-1], "read key length"},
+		{"huge item", huge, "snapshot item"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := f.Restore(io.NopCloser(bytes.NewReader(tc.stream)))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("restore: %v, want an error with %q", err, tc.want)
+			}
+			if s := status(t, f); s != before {
+				t.Fatalf("status after a failed restore %+v, before %+v", s, before)
+			}
+			if c := currentOf(t, dir); c != "state-0" {
+				t.Fatalf("CURRENT %q after a failed restore", c)
+			}
+			if d := stateDirs(t, dir); !slices.Equal(d, []string{"state-0"}) {
+				t.Fatalf("state directories %v after a failed restore", d)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "state-1")); !os.IsNotExist(err) {
+				t.Fatalf("state-1 left behind: %v", err)
+			}
+		})
+	}
+	sameResponses(t, applyIn(f, logs[40:], 8), applyIn(ref, logs[40:], 8))
+	if s, r := status(t, f), status(t, ref); s != r {
+		t.Fatalf("after failed restores and more entries: %+v, reference %+v", s, r)
+	}
+	verify(t, f)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f = open(t, dir)
+	if s, r := status(t, f), status(t, ref); s != r {
+		t.Fatalf("reopened after failed restores: %+v, reference %+v", s, r)
+	}
+}
+
+// TestPersistFailure: a sink that fails is cancelled, not closed, and
+// the error is returned to Raft.
+func TestPersistFailure(t *testing.T) {
+	f := open(t, t.TempDir())
+	applyIn(f, logsOf(1, newGen(10).data(40)), 8)
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	sink := &memSink{failAfter: 10}
+	if err := snap.Persist(sink); err == nil {
+		t.Fatal("persist into a failing sink succeeded")
+	}
+	if !sink.cancelled || sink.closed {
+		t.Fatalf("failing sink: cancelled %v closed %v, want cancelled only", sink.cancelled, sink.closed)
+	}
+}

@@ -21,7 +21,7 @@ func (s *Server) createAccounts(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Accounts []accountIn `json:"accounts"`
 	}
-	if ae := decode(r, &req); ae != nil {
+	if ae := decodeBatch(r, &req, "accounts", func() any { return new(accountIn) }); ae != nil {
 		writeError(w, ae)
 		return
 	}

@@ -322,7 +322,40 @@ func (s *Server) transferLeader(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.eachShard(w, r, req.Shard, func(i int) any { return transferLeaderReq{Shard: &i, To: req.To} },
-		func(i int) error { return s.h.TransferLeader(r.Context(), i, req.To) })
+		func(i int) error {
+			done, ae := s.leaderTarget(i, req.To)
+			if ae != nil {
+				return ae
+			}
+			if done {
+				return nil
+			}
+			return s.h.TransferLeader(r.Context(), i, req.To)
+		})
+}
+
+// leaderTarget refuses a leadership transfer of shard i that cannot
+// happen, which Raft would fail with an error the API cannot tell from an
+// internal one: to a node that is not a voter, or with no other voter to
+// take over. A transfer to the node that already leads is done.
+func (s *Server) leaderTarget(i int, to string) (done bool, ae *apiError) {
+	st, err := s.h.Status(i)
+	if err != nil {
+		return false, s.toAPI(err)
+	}
+	leader := st.Raft.LeaderID
+	if to != "" && to == leader {
+		return true, nil
+	}
+	for _, srv := range st.Servers {
+		if srv.Voter && srv.ID != leader && (to == "" || srv.ID == to) {
+			return false, nil
+		}
+	}
+	if to == "" {
+		return false, badRequest(fmt.Sprintf("shard %d has no other voter to take over", i))
+	}
+	return false, badRequest(fmt.Sprintf("%s is not a voter of shard %d", to, i))
 }
 
 // eachShard runs a membership operation on one shard or on all of them,

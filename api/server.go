@@ -5,6 +5,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"tally/cluster"
@@ -89,9 +91,27 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	m.HandleFunc("GET /readyz", s.ready)
 	m.Handle("GET /metrics", s.metrics.handler())
-	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, &apiError{Status: http.StatusNotFound, Code: "not_found", Message: "no route for " + r.Method + " " + r.URL.Path})
-	})
+	m.HandleFunc("/", s.noRoute)
+}
+
+// noRoute answers what no route takes: 405 when the path has routes for
+// other methods (the catch-all pattern would otherwise hide the mux's own
+// 405), else 404.
+func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost} {
+		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host}
+		if _, p := s.mux.Handler(probe); m != r.Method && p != "" && p != "/" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
+			Message: r.Method + " is not allowed on " + r.URL.Path + "; use " + strings.Join(allow, " or ")})
+		return
+	}
+	writeError(w, &apiError{Status: http.StatusNotFound, Code: "not_found", Message: "no route for " + r.Method + " " + r.URL.Path})
 }
 
 // ServeHTTP applies the request deadline, recovers from panics in
@@ -215,9 +235,18 @@ func (s *Server) toAPI(err error) *apiError {
 }
 
 // decode reads a JSON body strictly: unknown fields, trailing data and a
-// body over the limit are errors.
+// body over the limit are errors. The body is read whole first, so a body
+// over the limit is a 413 wherever the excess is.
 func decode(r *http.Request, v any) *apiError {
-	dec := json.NewDecoder(r.Body)
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return decodeError(err)
+	}
+	return decodeBytes(b, v)
+}
+
+func decodeBytes(b []byte, v any) *apiError {
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return decodeError(err)
@@ -226,6 +255,49 @@ func decode(r *http.Request, v any) *apiError {
 		return badRequest("body has data after the JSON value")
 	}
 	return nil
+}
+
+// decodeBatch decodes a batch body, {"<key>": [item, ...]}, like decode.
+// When the fault is in an item, the error names the item's index and
+// result code as docs/api.md promises. The items are decoded one by one
+// to find it only after the whole body failed, so a good body is decoded
+// once.
+func decodeBatch(r *http.Request, v any, key string, item func() any) *apiError {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return decodeError(err)
+	}
+	ae := decodeBytes(b, v)
+	if ae == nil || ae.Status != http.StatusBadRequest {
+		return ae
+	}
+	if i, ok := badItem(b, key, item); ok {
+		ae.Index = &i
+		ae.Message = fmt.Sprintf("%s[%d]: %s", key, i, ae.Message)
+		if ae.Result == "" {
+			ae.Result = string(ledger.InvalidRequest)
+		}
+	}
+	return ae
+}
+
+// badItem returns the index of the first item of b's key array that does
+// not decode strictly on its own; false when the envelope itself is at
+// fault.
+func badItem(b []byte, key string, item func() any) (int, bool) {
+	var env map[string]json.RawMessage
+	var items []json.RawMessage
+	if json.Unmarshal(b, &env) != nil || json.Unmarshal(env[key], &items) != nil {
+		return 0, false
+	}
+	for i, raw := range items {
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if dec.Decode(item()) != nil {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 func decodeError(err error) *apiError {
@@ -237,7 +309,7 @@ func decodeError(err error) *apiError {
 		return &apiError{Status: http.StatusRequestEntityTooLarge, Code: "request_too_large",
 			Message: fmt.Sprintf("body is larger than %d bytes", MaxBody)}
 	case errors.As(err, &ute):
-		e := badRequest(fmt.Sprintf("field %s: %s does not fit %s", ute.Field, ute.Value, ute.Type))
+		e := badRequest(fmt.Sprintf("field %s: %.40s does not fit %s", ute.Field, ute.Value, ute.Type))
 		if len(ute.Field) >= 6 && ute.Field[len(ute.Field)-6:] == "amount" {
 			e.Result = string(ledger.AmountInvalid)
 		}

@@ -13,7 +13,7 @@ func (s *Server) createTransfers(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Transfers []ledger.Transfer `json:"transfers"`
 	}
-	if ae := decode(r, &req); ae != nil {
+	if ae := decodeBatch(r, &req, "transfers", func() any { return new(ledger.Transfer) }); ae != nil {
 		writeError(w, ae)
 		return
 	}

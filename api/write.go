@@ -35,9 +35,9 @@ func split(n int, shardOf func(i int) int) []part {
 
 // writeBatch runs each shard's part of a batch on that shard's leader,
 // concurrently, and merges the results in request order. If any part
-// fails the whole request fails (504 when any part may have committed,
-// else 503): the client retries the whole batch with the same ids, and
-// the parts that did commit answer "exists".
+// fails the whole request fails (504 when any part committed or may have,
+// else the failed part's answer): the client retries the whole batch with
+// the same ids, and the parts that did commit answer "exists".
 func (s *Server) writeBatch(r *http.Request, parts []part, n int,
 	cmd func(idx []int) ledger.Command, body func(idx []int) any) ([]ledger.Result, *apiError) {
 	out := make([]ledger.Result, n)
@@ -62,10 +62,21 @@ func (s *Server) writeBatch(r *http.Request, parts []part, n int,
 	}
 	wg.Wait()
 	var worst *apiError
+	applied := 0
 	for _, e := range errs {
-		if e != nil && (worst == nil || rank(e) > rank(worst)) {
+		switch {
+		case e == nil:
+			applied++
+		case worst == nil || rank(e) > rank(worst):
 			worst = e
 		}
+	}
+	if worst != nil && applied > 0 && worst.Status != http.StatusGatewayTimeout {
+		// Another shard's part did commit, so the failed part's own answer
+		// (a 503 says nothing was applied) would mislead the client.
+		worst = &apiError{Status: http.StatusGatewayTimeout, Code: "outcome_unknown", LeaderHTTP: worst.LeaderHTTP,
+			Message: fmt.Sprintf("%d of %d shards applied their part of the batch; %s: %s; retry with the same ids",
+				applied, len(parts), worst.Code, worst.Message)}
 	}
 	if worst != nil {
 		return nil, worst

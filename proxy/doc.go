@@ -1,0 +1,82 @@
+// Package proxy is `tally proxy`: the one address clients talk to. It keeps
+// a map of every shard's leader and sends each request straight to the
+// node that can answer it, so a write costs one hop instead of a
+// follower's forward.
+//
+// # Leader map
+//
+// The map comes from GET /v1/cluster on the known nodes (asked in
+// parallel; the first answer that names a leader for every shard wins).
+// The shard count is the number of shards listed there. The map is
+// refreshed every RefreshInterval and at once after a routing failure;
+// concurrent refreshes are coalesced into one round of requests.
+//
+// # Routing
+//
+//   - POST /v1/accounts: the accounts are split by ledger.ShardOf(id).
+//   - POST /v1/transfers: the transfers are split by ledger.TransferShard.
+//   - GET /v1/accounts/{id}, GET /v1/accounts/{id}/history and
+//     POST /v1/accounts/{id}/close: the leader of ledger.ShardOf(id).
+//   - Everything else (GET /v1/transfers/{id}, /v1/cluster, /v1/shards/...,
+//     /v1/consumers/..., /metrics, system accounts such as @world) goes to
+//     any healthy node, which fans out or forwards itself. /healthz and
+//     /readyz are answered by the proxy: /readyz is 200 once every shard
+//     has a known leader.
+//
+// Routed writes carry ?forward=false, so a node that lost leadership
+// answers 421 not_leader with the new leader's address instead of
+// forwarding. Every routed request carries ?timeout= set to what remains of
+// the request's deadline less a small margin, so the node gives its own
+// answer (503 or 504) before the proxy has to give up.
+//
+// # Retries
+//
+// On 421 (using its leader_http hint), 503, 504, or a connection error the
+// proxy refreshes the map and tries again, up to MaxAttempts times within
+// the request deadline, with a small exponential backoff. Retrying a write
+// is safe because account and transfer ids are idempotency keys: a part
+// that was already applied answers exists. When the attempts or the
+// deadline run out the answer is
+//
+//   - 504 outcome_unknown if any attempt of a write may have reached a
+//     node (a 504, or a connection lost or timed out after the request was
+//     written): the write may or may not have committed;
+//   - 503 unavailable otherwise (no leader reached, nothing applied), and
+//     always for reads, which have no outcome to be unsure of.
+//
+// The deadline is ?timeout= (a Go duration, default DefaultTimeout, capped
+// at MaxTimeout). The proxy answers when it passes; it never hangs.
+//
+// # Batches
+//
+// A batch is validated whole before anything is sent: JSON shape with
+// unknown fields rejected, body at most MaxBodyBytes (else 413
+// request_too_large), 1 to ledger.MaxBatch items, every item through
+// ledger.CheckAccount or ledger.CheckTransfer, ledger.CheckChains, and every
+// linked chain on one shard. So a request with one bad item is rejected
+// whole (400 invalid_request naming the item's index and result code) and
+// no part of it is applied.
+//
+// A valid batch is split per shard; the parts are sent concurrently and
+// the results are merged back in request order. A batch that lives on one
+// shard is forwarded as the client sent it and the node's answer is
+// streamed back unchanged.
+//
+// Partially successful batches: each shard's part commits on its own, so
+// a mixed batch can end with some parts applied and others not. The proxy
+// never answers 200 unless every part answered 200, because a 200 with
+// holes would invite the client to drop the failed items. Instead:
+//
+//   - every part 200: 200 with all results in request order;
+//   - a part answered a definite client error (4xx other than 421, which
+//     validation at the proxy should make impossible): that answer, since
+//     retrying would fail the same way;
+//   - otherwise, if some part was applied or may have been: 504
+//     outcome_unknown, naming the failed shards. The client must retry the
+//     whole batch with the same ids; the applied parts answer exists.
+//   - otherwise (every failed part definitely not applied and no part
+//     applied): 503 unavailable.
+//
+// 503 is kept for "nothing was applied", as docs/api.md promises, and 504
+// covers every case where some of the batch may be in the ledger.
+package proxy

@@ -14,8 +14,13 @@ stop() {
 	trap - INT TERM EXIT
 	echo
 	echo "stopping cluster..."
+	# Nodes restarted with 'make node' are not our children: their pid
+	# files name them.
+	for f in "$DATA"/*.pid; do [ -f "$f" ] && pids+=("$(cat "$f")"); done
 	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do
+		for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+	done
 	rm -f "$DATA"/*.pid
 	echo "stopped"
 }
@@ -37,6 +42,14 @@ wait_http() { # wait_http ADDR
 	echo "node at $1 did not come up; see $DATA/*.log" >&2
 	return 1
 }
+
+for port in 8001 8002 8003 8080 7001 7002 7003; do
+	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+		echo "127.0.0.1:$port is already in use: is a cluster running? ('make cluster-stop' stops one started here)" >&2
+		trap - INT TERM EXIT
+		exit 1
+	fi
+done
 
 if [ -f "$DATA/n1/node.json" ]; then
 	start_node 1

@@ -32,7 +32,7 @@ node: build ## restart one node of the local cluster: make node N=2
 
 lint: ## go vet and staticcheck
 	$(GO) vet $(PKGS)
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
 
 fmt: ## gofmt every file
 	gofmt -w $$(git ls-files '*.go')

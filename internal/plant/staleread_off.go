@@ -1,0 +1,6 @@
+//go:build !plant_staleread
+
+package plant
+
+// StaleRead, when true, plants a bug: reads skip the leadership check.
+const StaleRead = false

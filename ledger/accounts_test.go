@@ -153,9 +153,10 @@ func TestShards(t *testing.T) {
 		code   Code
 		logged bool
 	}{
-		{"credit on another shard", xfer("t1", a, x, 1), CrossShardNotSupported, true},
-		{"cross_shard_not_supported before debit_account_not_found", xfer("t2", ghost, x, 1), CrossShardNotSupported, true},
-		{"cross_shard_not_supported before insufficient_funds", xfer("t3", a, x, 1000), CrossShardNotSupported, true},
+		{"credit on another shard starts a saga", xfer("t1", a, x, 1), OK, true},
+		{"a saga checks its debit account", xfer("t2", ghost, x, 1), DebitAccountNotFound, true},
+		{"a saga checks funds with holds", xfer("t3", a, x, 1000), InsufficientFunds, true},
+		{"a pending transfer stays on one shard", func() Transfer { tr := xfer("t3p", a, x, 1); tr.Pending = true; return tr }(), CrossShardNotSupported, true},
 		{"debit on another shard", xfer("t4", x, a, 1), WrongShard, false},
 		{"deposit on another shard", deposit("t5", x, 1), WrongShard, false},
 		{"withdrawal on another shard", withdraw("t6", x, 1), WrongShard, false},
@@ -193,7 +194,7 @@ func TestShards(t *testing.T) {
 	if codes(res) != "linked_event_failed wrong_shard" {
 		t.Fatalf("chain from another shard: %s", codes(res))
 	}
-	h.wantBal(a, "USD", bal{2, 100, 0, 0})
+	h.wantBal(a, "USD", bal{2, 100, 1, 0}) // t1's saga holds 1
 	h.wantBal(b, "USD", bal{0, 2, 0, 0})
 }
 

@@ -32,6 +32,12 @@ func (st *State) apply(e *Event) error {
 		touched, err = st.applyTransfer(e)
 	case PendingPosted, PendingVoided, PendingExpiredEv:
 		touched, err = st.applyResolve(e)
+	case SagaDebitHeld:
+		touched, err = st.applyHeld(e)
+	case SagaCredited, SagaCreditRejected:
+		touched, err = st.applyCredit(e)
+	case SagaCompleted, SagaAborted:
+		touched, err = st.applySagaEnd(e)
 	case TransferRejected:
 		if e.Data.Transfer == nil || e.Data.Result == OK {
 			return errors.New("rejection without transfer or code")

@@ -54,6 +54,16 @@ func (c *Command) encode(b []byte) []byte {
 		for i := range c.Transfers {
 			b = appendTransfer(b, &c.Transfers[i])
 		}
+	case CmdSagaCredit, CmdSagaFence, CmdSagaResolve:
+		b = binary.AppendUvarint(b, uint64(len(c.Saga)))
+		for i := range c.Saga {
+			s := &c.Saga[i]
+			b = binary.AppendVarint(b, int64(s.Source))
+			b = appendTransfer(b, &s.Transfer)
+			b = appendStr(b, s.Currency)
+			b = appendStr(b, string(s.Outcome))
+			b = appendStr(b, s.Note)
+		}
 	}
 	return b
 }
@@ -226,6 +236,17 @@ func (d *decoder) command() Command {
 		c.Transfers = make([]Transfer, 0, n)
 		for i := 0; i < n && d.err == nil; i++ {
 			c.Transfers = append(c.Transfers, d.transfer())
+		}
+	case CmdSagaCredit, CmdSagaFence, CmdSagaResolve:
+		n := d.count(MaxBatch)
+		c.Saga = make([]SagaStep, 0, n)
+		for i := 0; i < n && d.err == nil; i++ {
+			src := d.varint()
+			if src < 0 || src > 1<<16 {
+				d.fail("saga source shard %d out of range", src)
+			}
+			c.Saga = append(c.Saga, SagaStep{Source: int(src), Transfer: d.transfer(),
+				Currency: d.str(), Outcome: Code(d.str()), Note: d.str()})
 		}
 	default:
 		d.fail("unknown command kind %d", c.Kind)

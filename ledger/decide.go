@@ -9,6 +9,10 @@ const (
 	CmdOpenAccounts Kind = 1
 	CmdCloseAccount Kind = 2
 	CmdTransfers    Kind = 3
+	// Saga steps, sent by the saga driver (see saga.go).
+	CmdSagaCredit  Kind = 4 // destination: credit, unless fenced
+	CmdSagaFence   Kind = 5 // destination: refuse any later credit
+	CmdSagaResolve Kind = 6 // source: complete or abort
 )
 
 // Command is one client request for one shard, as it travels in the Raft
@@ -18,6 +22,7 @@ type Command struct {
 	Accounts  []Account  // CmdOpenAccounts
 	AccountID string     // CmdCloseAccount
 	Transfers []Transfer // CmdTransfers
+	Saga      []SagaStep // CmdSaga*
 }
 
 // Home returns the account whose shard owns transfer t: the debit account,
@@ -183,7 +188,12 @@ func (st *State) decide(t *Transfer) (Code, EventType, Data) {
 		other = t.Debit
 	}
 	if other != World && ShardOf(other, st.Shards) != st.Shard {
-		return CrossShardNotSupported, "", Data{}
+		// Pending and linked transfers stay on one shard; others run as
+		// a saga (saga.go).
+		if t.Pending || st.undo != nil {
+			return CrossShardNotSupported, "", Data{}
+		}
+		return st.decideHold(t, ShardOf(other, st.Shards))
 	}
 	dr, cr, code := st.parties(t)
 	if code != OK {

@@ -72,6 +72,8 @@ type Data struct {
 	Amount    int64     `json:"amount,omitempty"`     // amount posted or released
 	Currency  string    `json:"currency,omitempty"`
 	ExpiresAt Time      `json:"expires_at,omitempty"` // TransferPending with a timeout
+	Peer      *int      `json:"peer_shard,omitempty"` // saga events: the other shard
+	Note      string    `json:"note,omitempty"`       // a saga resolved by hand
 }
 
 // Balance is an account's balances right after an event.

@@ -191,7 +191,8 @@ func checkBooks(st *State) error {
 		held[k] = [2]*big.Int{new(big.Int), new(big.Int)}
 	}
 	for id, r := range st.pending {
-		if r.Status != StatusPending || r.Result != OK || !r.Transfer.Pending {
+		saga := r.Saga != nil && r.Saga.Role == RoleSource && r.Status == StatusInFlight && r.Saga.Step == StepHeld
+		if r.Result != OK || !saga && (r.Status != StatusPending || !r.Transfer.Pending) {
 			return fmt.Errorf("open pending %s is %s/%s", id, r.Result, r.Status)
 		}
 		if r.ExpiresAt != 0 && r.ExpiresAt <= r.Time {
@@ -199,6 +200,10 @@ func checkBooks(st *State) error {
 		}
 		cur := st.currencyOf(&r.Transfer)
 		dk, ck := AccountKey(r.Transfer.Debit, cur), AccountKey(r.Transfer.Credit, cur)
+		if saga {
+			// A saga holds against the clearing account of its peer shard.
+			ck = AccountKey(ClearingID(r.Saga.Peer), r.Saga.Currency)
+		}
 		if held[dk][0] == nil || held[ck][1] == nil {
 			return fmt.Errorf("pending %s names a missing account", id)
 		}

@@ -141,6 +141,12 @@ func (st *State) Execute(c *Command) []Result {
 		return []Result{st.closeAccount(c.AccountID)}
 	case CmdTransfers:
 		return st.transfers(c.Transfers)
+	case CmdSagaCredit, CmdSagaFence, CmdSagaResolve:
+		out := make([]Result, len(c.Saga))
+		for i := range c.Saga {
+			out[i] = st.sagaStep(c.Kind, &c.Saga[i])
+		}
+		return out
 	}
 	return nil
 }

@@ -51,6 +51,9 @@ const (
 	InsufficientFunds         Code = "insufficient_funds"
 	LinkedEventFailed         Code = "linked_event_failed"
 	CrossShardNotSupported    Code = "cross_shard_not_supported"
+	// SagaAbortedCode answers a credit that arrives after the source
+	// shard gave the saga up (the destination was fenced).
+	SagaAbortedCode Code = "saga_aborted"
 
 	// Codes for account commands.
 	AccountNotFound Code = "account_not_found"
@@ -163,12 +166,46 @@ type Record struct {
 	ResolvedSeq    uint64 `json:"resolved_seq,omitempty"`
 	ResolvedBy     string `json:"resolved_by,omitempty"` // post/void transfer id, or "expired"
 	ResolvedAmount int64  `json:"resolved_amount,omitempty"`
+	// Saga is set for a cross-shard transfer's record, on either shard.
+	Saga *Saga `json:"saga,omitempty"`
+}
+
+// Saga roles and steps.
+const (
+	RoleSource      = "source"
+	RoleDestination = "destination"
+	StepHeld        = "held"
+	StepCompleted   = "completed"
+	StepAborted     = "aborted"
+	StepCredited    = "credited"
+	StepRejected    = "rejected"
+)
+
+// Saga is a cross-shard transfer's state on one of its two shards.
+type Saga struct {
+	Role     string `json:"role"`
+	Peer     int    `json:"peer_shard"` // the other shard
+	Currency string `json:"currency"`
+	Step     string `json:"step"`
+	Note     string `json:"note,omitempty"` // an operator's note, when resolved by hand
+}
+
+// Open reports whether the record is a pending transfer or a saga that
+// is not finished: the records a shard keeps in memory and indexes.
+func (r *Record) Open() bool { return r.Status == StatusPending || r.Status == StatusInFlight }
+
+// Tracked reports whether the record can be open at some point: the
+// open-record index must follow it.
+func (r *Record) Tracked() bool {
+	return (r.Transfer.Pending && r.Result == OK) || (r.Saga != nil && r.Saga.Role == RoleSource)
 }
 
 // Outcome is the status the transfer had when it was decided: the answer a
 // retry of the same request gets.
 func (r *Record) Outcome() Status {
 	switch {
+	case r.Saga != nil:
+		return r.Status
 	case r.Result != OK:
 		return StatusRejected
 	case r.Transfer.Pending:

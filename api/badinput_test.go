@@ -321,7 +321,7 @@ func TestBusinessRejections(t *testing.T) {
 		{"deposit to unknown", map[string]any{"id": "r-6", "debit": "@world", "credit": "ghost", "amount": 10}, "credit_account_not_found"},
 		{"withdrawal over balance", map[string]any{"id": "r-7", "debit": "alice", "credit": "@world", "amount": 5000}, "insufficient_funds"},
 		{"post of unknown pending", map[string]any{"id": "r-8", "debit": "alice", "credit": "carol", "amount": 0, "post_pending_id": "nope"}, "pending_not_found"},
-		{"cross shard", map[string]any{"id": "r-9", "debit": "alice", "credit": "bob", "amount": 10}, "cross_shard_not_supported"},
+		{"pending across shards", map[string]any{"id": "r-9", "debit": "alice", "credit": "bob", "amount": 10, "pending": true}, "cross_shard_not_supported"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"time"
@@ -8,12 +9,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"tally/shard"
 )
 
 type metrics struct {
-	reg      *prometheus.Registry
-	requests *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
+	reg       *prometheus.Registry
+	auditOK   prometheus.Gauge
+	auditTime prometheus.Gauge
+	requests  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
 }
 
 // newMetrics registers request metrics and per-shard gauges that read the
@@ -24,7 +29,12 @@ func newMetrics(h Host) *metrics {
 		Help: "HTTP requests by route and status."}, []string{"route", "status"})
 	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tally_http_request_seconds",
 		Help: "HTTP request latency by route.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"route"})
-	m.reg.MustRegister(m.requests, m.latency, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.auditOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_audit_ok",
+		Help: "1 when the last audit run on this node found no violation, 0 when it found one."})
+	m.auditTime = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_audit_last_run_timestamp_seconds",
+		Help: "When this node last ran an audit."})
+	m.reg.MustRegister(m.requests, m.latency, m.auditOK, m.auditTime, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(newSagaCollector(h))
 	for i := 0; i < h.Shards(); i++ {
 		labels := prometheus.Labels{"shard": fmt.Sprint(i)}
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_shard_applied_seq",
@@ -60,6 +70,48 @@ func (m *metrics) observe(route string, status int, d time.Duration) {
 	}
 	m.requests.WithLabelValues(route, fmt.Sprint(status)).Inc()
 	m.latency.WithLabelValues(route).Observe(d.Seconds())
+}
+
+func (m *metrics) audited(ok bool) {
+	v := 0.0
+	if ok {
+		v = 1
+	}
+	m.auditOK.Set(v)
+	m.auditTime.SetToCurrentTime()
+}
+
+// sagaCollector reports, for the shards this node leads, the open sagas
+// and the age of the oldest, read when scraped.
+type sagaCollector struct {
+	h           Host
+	open, older *prometheus.Desc
+}
+
+func newSagaCollector(h Host) *sagaCollector {
+	return &sagaCollector{h: h,
+		open:  prometheus.NewDesc("tally_sagas_open", "Open sagas started by a shard this node leads.", []string{"shard"}, nil),
+		older: prometheus.NewDesc("tally_sagas_oldest_age_seconds", "Age of the oldest open saga of a shard this node leads.", []string{"shard"}, nil)}
+}
+
+func (c *sagaCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.open; ch <- c.older }
+
+func (c *sagaCollector) Collect(ch chan<- prometheus.Metric) {
+	for i := 0; i < c.h.Shards(); i++ {
+		if id, _ := c.h.Leader(i); id != c.h.NodeID() {
+			continue
+		}
+		vs, err := c.h.Sagas(context.Background(), i, false, -1, shard.ReadOpts{Stale: true})
+		if err != nil {
+			continue
+		}
+		oldest := 0.0
+		for _, v := range vs {
+			oldest = max(oldest, v.Age.Seconds())
+		}
+		ch <- prometheus.MustNewConstMetric(c.open, prometheus.GaugeValue, float64(len(vs)), fmt.Sprint(i))
+		ch <- prometheus.MustNewConstMetric(c.older, prometheus.GaugeValue, oldest, fmt.Sprint(i))
+	}
 }
 
 func (m *metrics) handler() http.Handler {

@@ -50,6 +50,11 @@ type Host interface {
 	Verify(ctx context.Context, i int) (shard.VerifyReport, error)
 	HashAt(i int, seq uint64) (ledger.Hash, error)
 	Join(ctx context.Context, i int, id, raftAddr, httpAddr string) error
+	WaitTransfer(ctx context.Context, i int, id string) (ledger.Record, error)
+	Sagas(ctx context.Context, i int, aborted bool, limit int, o shard.ReadOpts) ([]shard.SagaView, error)
+	SagaInfo(i int, id string) (shard.SagaInfo, bool)
+	ResolveSaga(ctx context.Context, i int, id, note string) error
+	Audit(ctx context.Context, i int) (ledger.ShardBooks, error)
 	Leave(ctx context.Context, i int, id string) error
 	TransferLeader(ctx context.Context, i int, to string) error
 }
@@ -80,6 +85,11 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/accounts/{id}/history", s.history)
 	m.HandleFunc("POST /v1/transfers", s.createTransfers)
 	m.HandleFunc("GET /v1/transfers/{id}", s.getTransfer)
+	m.HandleFunc("GET /v1/sagas", s.sagas)
+	m.HandleFunc("POST /v1/sagas/{id}/resolve", s.resolveSaga)
+	m.HandleFunc("GET /v1/audit", s.audit)
+	m.HandleFunc("GET /v1/shards/{shard}/audit", s.shardAudit)
+	m.HandleFunc("POST "+shard.InternalCommandsPath, s.internalCommand)
 	m.HandleFunc("GET /v1/shards/{shard}/events", s.events)
 	m.HandleFunc("GET /v1/shards/{shard}/state", s.shardState)
 	m.HandleFunc("GET /v1/shards/{shard}/verify", s.verify)
@@ -230,6 +240,8 @@ func (s *Server) toAPI(err error) *apiError {
 	case errors.Is(err, cluster.ErrUnavailable), errors.Is(err, cluster.ErrNotLeader),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: err.Error()}
+	case errors.Is(err, shard.ErrNotSaga):
+		return &apiError{Status: http.StatusConflict, Code: "not_in_flight", Message: err.Error()}
 	case errors.Is(err, shard.ErrFuture):
 		return badRequest(err.Error())
 	case errors.Is(err, shard.ErrNoShard):

@@ -59,6 +59,7 @@ func (s *Server) createTransfers(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ae)
 		return
 	}
+	s.settle(r.Context(), res)
 	writeJSON(w, http.StatusOK, map[string]any{"results": res})
 }
 
@@ -78,7 +79,15 @@ type transferView struct {
 	ResolvedBy     string          `json:"resolved_by,omitempty"`
 	ResolvedSeq    uint64          `json:"resolved_seq,omitempty"`
 	ResolvedAmount int64           `json:"resolved_amount,omitempty"`
+	Saga           *sagaState      `json:"saga,omitempty"`
 	Transfer       ledger.Transfer `json:"transfer"`
+}
+
+// sagaState is a cross-shard transfer's progress, as its source shard has it.
+type sagaState struct {
+	ledger.Saga
+	Attempts  int    `json:"attempts,omitempty"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 func transferViewOf(rec *ledger.Record, sh int) transferView {
@@ -86,6 +95,10 @@ func transferViewOf(rec *ledger.Record, sh int) transferView {
 	v := transferView{ID: t.ID, Debit: t.Debit, Credit: t.Credit, Amount: t.Amount, Status: rec.Status,
 		Result: rec.Result, Shard: sh, Seq: rec.Seq, Time: ledger.Time(rec.Time),
 		ResolvedBy: rec.ResolvedBy, ResolvedSeq: rec.ResolvedSeq, ResolvedAmount: rec.ResolvedAmount, Transfer: *t}
+	if rec.Saga != nil {
+		v.CrossShard = true
+		v.Saga = &sagaState{Saga: *rec.Saga}
+	}
 	if rec.ExpiresAt != 0 {
 		e := ledger.Time(rec.ExpiresAt)
 		v.ExpiresAt = &e
@@ -119,7 +132,11 @@ func (s *Server) getTransfer(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				return s.notFoundAs(err, "transfer_not_found", "transfer "+id+" does not exist")
 			}
-			writeJSON(w, http.StatusOK, transferViewOf(&rec, sh))
+			v := transferViewOf(&rec, sh)
+			if in, ok := s.h.SagaInfo(sh, id); ok && v.Saga != nil {
+				v.Saga.Attempts, v.Saga.LastError = in.Attempts, in.LastError
+			}
+			writeJSON(w, http.StatusOK, v)
 			return nil
 		})
 		return

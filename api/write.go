@@ -40,6 +40,16 @@ func split(n int, shardOf func(i int) int) []part {
 // the same ids, and the parts that did commit answer "exists".
 func (s *Server) writeBatch(r *http.Request, parts []part, n int,
 	cmd func(idx []int) ledger.Command, body func(idx []int) any) ([]ledger.Result, *apiError) {
+	if r.URL.Query().Get("forward") == "false" {
+		// The caller routes by itself: refuse the whole batch if any part
+		// is not ours, before any part is applied.
+		for _, p := range parts {
+			if id, http := s.h.Leader(p.shard); id != s.h.NodeID() {
+				return nil, &apiError{Status: 421, Code: "not_leader", LeaderHTTP: http,
+					Message: fmt.Sprintf("shard %d is led by %q", p.shard, id)}
+			}
+		}
+	}
 	out := make([]ledger.Result, n)
 	errs := make([]*apiError, len(parts))
 	var wg sync.WaitGroup

@@ -254,6 +254,39 @@ func (c *Client) HashAt(ctx context.Context, shard int, seq uint64) (ledger.Hash
 	return out.Hash, nil
 }
 
+// Sagas lists sagas by state: "in_flight", "stuck" or "aborted"; shard < 0
+// lists every shard's.
+func (c *Client) Sagas(ctx context.Context, state string, shard int) ([]Saga, error) {
+	q := url.Values{"state": {state}}
+	if shard >= 0 {
+		q.Set("shard", strconv.Itoa(shard))
+	}
+	var out struct {
+		Sagas []Saga `json:"sagas"`
+	}
+	if err := c.do(ctx, http.MethodGet, "/v1/sagas", q, nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Sagas, nil
+}
+
+// ResolveSaga asks the saga's source shard to give it up: the destination
+// is fenced and the saga aborts, or completes if it was already credited.
+// The note is kept in the saga's final event.
+func (c *Client) ResolveSaga(ctx context.Context, id, note string) error {
+	return c.do(ctx, http.MethodPost, "/v1/sagas/"+url.PathEscape(id)+"/resolve", nil, map[string]string{"note": note}, nil)
+}
+
+// Audit checks the books of every shard and the saga clearing accounts
+// between them.
+func (c *Client) Audit(ctx context.Context) (*ledger.AuditReport, error) {
+	var out ledger.AuditReport
+	if err := c.do(ctx, http.MethodGet, "/v1/audit", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 func shardPath(shard int, what string) string {
 	return "/v1/shards/" + strconv.Itoa(shard) + "/" + what
 }

@@ -70,6 +70,36 @@ type TransferView struct {
 	ResolvedBy     string `json:"resolved_by,omitempty"`
 	ResolvedSeq    uint64 `json:"resolved_seq,omitempty"`
 	ResolvedAmount int64  `json:"resolved_amount,omitempty"`
+	// Saga is set for a cross-shard transfer: the step its source shard
+	// reached, and the driver's attempts when the source leader has them.
+	Saga *SagaState `json:"saga,omitempty"`
+}
+
+// SagaState is a cross-shard transfer's progress on its source shard.
+type SagaState struct {
+	ledger.Saga
+	Attempts  int    `json:"attempts,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+// Saga is one entry of GET /v1/sagas.
+type Saga struct {
+	ID         string        `json:"id"`
+	Shard      int           `json:"shard"`
+	PeerShard  int           `json:"peer_shard"`
+	Debit      string        `json:"debit"`
+	Credit     string        `json:"credit"`
+	Amount     int64         `json:"amount"`
+	Currency   string        `json:"currency"`
+	Status     ledger.Status `json:"status"`
+	Result     ledger.Code   `json:"result"`
+	Step       string        `json:"step"`
+	Time       ledger.Time   `json:"time"`
+	AgeSeconds float64       `json:"age_seconds"`
+	Attempts   int           `json:"attempts"`
+	LastError  string        `json:"last_error,omitempty"`
+	Note       string        `json:"note,omitempty"`
+	Stuck      bool          `json:"stuck"`
 }
 
 // HistoryOpts pages through an account's history.

@@ -86,9 +86,11 @@ func (f *FSM) changes(c ledger.Changes) []kv {
 	}
 	for _, r := range c.Records {
 		out = append(out, kv{k: key(preRec, r.Transfer.ID), v: mustJSON(r)})
-		if r.Transfer.Pending && r.Result == ledger.OK {
-			p := kv{k: key(preOpen, r.Transfer.ID), del: r.Status != ledger.StatusPending}
-			out = append(out, p)
+		if r.Tracked() {
+			out = append(out, kv{k: key(preOpen, r.Transfer.ID), del: !r.Open()})
+		}
+		if r.Saga != nil && r.Saga.Step == ledger.StepAborted {
+			out = append(out, kv{k: key(preAborted, r.Transfer.ID)})
 		}
 	}
 	return out

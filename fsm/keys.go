@@ -17,6 +17,9 @@ var (
 	preRec   = []byte("t:")
 	preOpen  = []byte("p:")
 	preHist  = []byte("h:")
+	// preAborted indexes the sagas this shard started and aborted, for
+	// operators; open sagas are in preOpen with the pending transfers.
+	preAborted = []byte("ga:")
 )
 
 func key(prefix []byte, s string) []byte {

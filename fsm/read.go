@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/big"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -295,4 +297,73 @@ func closedBy(txn *badger.Txn, k string, seq uint64) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// Sagas returns up to limit (all, when limit < 0) of the sagas this shard
+// started that are still open, or of those it aborted, and the seq they
+// reflect.
+func (f *FSM) Sagas(aborted bool, limit int) ([]ledger.Record, uint64, error) {
+	if limit >= 0 {
+		limit = clampLimit(limit)
+	} else {
+		limit = int(^uint(0) >> 1)
+	}
+	prefix := preOpen
+	if aborted {
+		prefix = preAborted
+	}
+	var out []ledger.Record
+	seq, err := f.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid() && len(out) < limit; it.Next() {
+			id := string(it.Item().Key()[len(prefix):])
+			r, ok, err := getRecord(txn, id)
+			if err != nil || !ok {
+				return fmt.Errorf("saga %s without record: %v", id, err)
+			}
+			if r.Saga != nil {
+				out = append(out, *r)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("sagas: %w", err)
+	}
+	return out, seq, nil
+}
+
+// Audit reads a shard's books at one applied seq: every account at one
+// point and sums the balances per
+// currency; it also returns the clearing accounts of the saga legs.
+func (f *FSM) Audit() (ledger.ShardBooks, error) {
+	a := ledger.ShardBooks{Shard: f.shard, Sums: map[string]string{}}
+	sums := map[string]*big.Int{}
+	seq, err := f.view(func(txn *badger.Txn) error {
+		return eachValue(txn, preAcct, func(_, v []byte) error {
+			var acc ledger.Account
+			if err := json.Unmarshal(v, &acc); err != nil {
+				return err
+			}
+			s := sums[acc.Currency]
+			if s == nil {
+				s = new(big.Int)
+				sums[acc.Currency] = s
+			}
+			s.Add(s, big.NewInt(acc.Balance()))
+			if strings.HasPrefix(acc.ID, ledger.ClearingPrefix) {
+				a.Clearing = append(a.Clearing, acc)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return ledger.ShardBooks{}, fmt.Errorf("audit: %w", err)
+	}
+	a.Seq = seq
+	for cur, s := range sums {
+		a.Sums[cur] = s.String()
+	}
+	return a, nil
 }

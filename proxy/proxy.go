@@ -223,6 +223,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.readyz(w)
 		return
 	}
+	if strings.HasPrefix(r.URL.Path, "/v1/internal/") {
+		// Saga steps between nodes: never taken from clients.
+		writeError(w, http.StatusNotFound, "not_found", "no route for %s %s", r.Method, r.URL.Path)
+		return
+	}
 	q := r.URL.Query()
 	timeout, err := requestTimeout(q)
 	if err != nil {

@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -52,6 +54,7 @@ type Host struct {
 	log      *slog.Logger
 	mux      *cluster.Mux
 	replicas []*Replica
+	hc       *http.Client // to other nodes, for saga steps
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	once     sync.Once
@@ -63,6 +66,7 @@ type Replica struct {
 	FSM   *fsm.FSM
 	Group *cluster.Group
 	b     *batcher
+	saga  *driver
 	log   *slog.Logger
 }
 
@@ -85,7 +89,8 @@ func Open(cfg Config) (*Host, error) {
 		return nil, err
 	}
 	cfg.Shards = n
-	h := &Host{cfg: cfg, log: cfg.Logger, stop: make(chan struct{})}
+	h := &Host{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}),
+		hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: time.Minute}}}
 	if cfg.Transports == nil {
 		if h.mux, err = cluster.Listen(cfg.RaftAddr, h.log); err != nil {
 			return nil, err
@@ -155,7 +160,9 @@ func (h *Host) openReplica(i int) (*Replica, error) {
 		f.Close()
 		return nil, fmt.Errorf("shard %d: %w", i, err)
 	}
-	return &Replica{ID: i, FSM: f, Group: g, b: newBatcher(g, log), log: log}, nil
+	r := &Replica{ID: i, FSM: f, Group: g, b: newBatcher(g, log), log: log}
+	r.saga = newDriver(h, r)
+	return r, nil
 }
 
 // NodeID returns this node's id.

@@ -54,6 +54,11 @@ func (h *Host) duties(ctx context.Context, r *Replica) {
 	defer tick.Stop()
 	registered := false
 	var lastBalance time.Time
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		r.saga.run(ctx)
+	}()
 	for {
 		if !r.Group.BarrierDone() {
 			h.call(ctx, func(c context.Context) error { return r.Group.Barrier(c, r.Group.Raft().CurrentTerm()) })

@@ -97,6 +97,8 @@ one line on stderr and exits with status 1.`,
 		newEventsCmd(a),
 		newClusterCmd(a),
 		newVerifyCmd(a),
+		newSagasCmd(a),
+		newAuditCmd(a),
 		newBenchCmd(a),
 	)
 	return cmd

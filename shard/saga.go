@@ -1,0 +1,295 @@
+package shard
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"tally/cluster"
+	"tally/internal/plant"
+	"tally/ledger"
+)
+
+// Saga driver limits.
+const (
+	sagaScanEvery  = 20 * time.Millisecond // look for open sagas
+	sagaBatch      = 1024                  // saga steps per command
+	sagaCallBudget = 5 * time.Second       // one call to a peer shard
+	sagaBackoffMin = 50 * time.Millisecond
+	sagaBackoffMax = 5 * time.Second
+	// StuckAfter is how long an open saga may run before operators see it
+	// as stuck.
+	StuckAfter = 30 * time.Second
+)
+
+// InternalCommandsPath is where a node takes one encoded ledger command
+// for a shard it leads: the saga driver's way to reach another shard.
+const InternalCommandsPath = "/v1/internal/commands"
+
+// SagaInfo is what the driver knows of an open saga beyond the log: how
+// often it tried the next step and what went wrong last. It lives on the
+// source shard's leader only.
+type SagaInfo struct {
+	Attempts  int       `json:"attempts"`
+	LastError string    `json:"last_error,omitempty"`
+	NextTry   time.Time `json:"next_try"`
+	Resolving string    `json:"resolving,omitempty"` // an operator's note while a manual abort runs
+}
+
+// driver runs the sagas a shard started while this node leads it: it asks
+// each destination to credit (batched per destination), then completes or
+// aborts on the source. It retries unknown outcomes with the same saga id
+// and never aborts because of a timeout: only a rejection, or a fence that
+// the destination accepted, aborts a saga.
+type driver struct {
+	h   *Host
+	r   *Replica
+	log *slog.Logger
+
+	mu       sync.Mutex
+	info     map[string]*SagaInfo
+	inflight map[string]bool   // steps being sent now
+	manual   map[string]string // id -> note: fence instead of credit
+}
+
+func newDriver(h *Host, r *Replica) *driver {
+	return &driver{h: h, r: r, log: r.log.With("part", "saga"), info: map[string]*SagaInfo{},
+		inflight: map[string]bool{}, manual: map[string]string{}}
+}
+
+// run drives open sagas until ctx ends (leadership lost or shutdown). It
+// starts only after the term's barrier, so it sees every saga the log
+// holds; a new leader thus resumes every unfinished saga.
+func (d *driver) run(ctx context.Context) {
+	tick := time.NewTicker(sagaScanEvery)
+	defer tick.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if !d.r.Group.BarrierDone() {
+			continue
+		}
+		open, _, err := d.r.FSM.Sagas(false, -1)
+		if err != nil {
+			d.log.Warn("list open sagas", "err", err)
+			continue
+		}
+		for peer, steps := range d.due(open) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d.advance(ctx, peer, steps)
+			}()
+		}
+	}
+}
+
+// work is one saga step to send to a destination shard.
+type work struct {
+	rec  ledger.Record
+	note string // set: a manual abort, sent as a fence
+}
+
+// due picks the open sagas whose next try has come and that are not being
+// sent already, grouped by destination shard.
+func (d *driver) due(open []ledger.Record) map[int][]work {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := time.Now()
+	out := map[int][]work{}
+	live := map[string]bool{}
+	for _, r := range open {
+		id := r.Transfer.ID
+		live[id] = true
+		if r.Saga == nil || r.Saga.Role != ledger.RoleSource || d.inflight[id] {
+			continue
+		}
+		in := d.info[id]
+		if in == nil {
+			in = &SagaInfo{}
+			d.info[id] = in
+		}
+		if now.Before(in.NextTry) || len(out[r.Saga.Peer]) >= sagaBatch {
+			continue
+		}
+		d.inflight[id] = true
+		out[r.Saga.Peer] = append(out[r.Saga.Peer], work{rec: r, note: d.manual[id]})
+	}
+	for id := range d.info {
+		if !live[id] && !d.inflight[id] {
+			delete(d.info, id)
+			delete(d.manual, id)
+		}
+	}
+	return out
+}
+
+// advance sends one destination its credits (and fences), then resolves
+// on the source what the destination decided.
+func (d *driver) advance(ctx context.Context, peer int, ws []work) {
+	defer func() {
+		d.mu.Lock()
+		for _, w := range ws {
+			delete(d.inflight, w.rec.Transfer.ID)
+		}
+		d.mu.Unlock()
+	}()
+	var credits, fences []work
+	for _, w := range ws {
+		if w.note != "" {
+			fences = append(fences, w)
+		} else {
+			credits = append(credits, w)
+		}
+	}
+	for _, group := range []struct {
+		kind ledger.Kind
+		ws   []work
+	}{{ledger.CmdSagaCredit, credits}, {ledger.CmdSagaFence, fences}} {
+		if len(group.ws) > 0 {
+			d.step(ctx, peer, group.kind, group.ws)
+		}
+	}
+}
+
+func (d *driver) step(ctx context.Context, peer int, kind ledger.Kind, ws []work) {
+	cmd := ledger.Command{Kind: kind}
+	for _, w := range ws {
+		cmd.Saga = append(cmd.Saga, ledger.SagaStep{Source: d.r.ID, Transfer: w.rec.Transfer, Currency: w.rec.Saga.Currency})
+	}
+	c, cancel := context.WithTimeout(ctx, sagaCallBudget)
+	res, err := d.h.submitAnywhere(c, peer, cmd)
+	cancel()
+	if err == nil && len(res) != len(ws) {
+		err = fmt.Errorf("shard %d answered %d results for %d saga steps", peer, len(res), len(ws))
+	}
+	if err != nil {
+		d.failed(ws, err)
+		return
+	}
+	resolve := ledger.Command{Kind: ledger.CmdSagaResolve}
+	var done []work
+	for i, x := range res {
+		w := ws[i]
+		switch {
+		case x.Status == ledger.StatusPosted:
+			resolve.Saga = append(resolve.Saga, ledger.SagaStep{Transfer: ledger.Transfer{ID: w.rec.Transfer.ID}, Outcome: ledger.OK, Note: w.note})
+		case x.Status == ledger.StatusRejected && x.Result != ledger.InvalidRequest && x.Result != ledger.WrongShard:
+			if plant.NoSagaCompensation {
+				continue // planted bug: the hold is never released
+			}
+			resolve.Saga = append(resolve.Saga, ledger.SagaStep{Transfer: ledger.Transfer{ID: w.rec.Transfer.ID}, Outcome: x.Result, Note: w.note})
+		default:
+			// The destination cannot decide this step: a bug somewhere.
+			// Keep the saga open and visible rather than guess.
+			d.failed([]work{w}, fmt.Errorf("shard %d answered %s", peer, x.Result))
+			continue
+		}
+		done = append(done, w)
+	}
+	if len(resolve.Saga) == 0 {
+		return
+	}
+	c, cancel = context.WithTimeout(ctx, sagaCallBudget)
+	defer cancel()
+	if _, err := d.r.b.submit(c, resolve); err != nil {
+		d.failed(done, fmt.Errorf("resolve on shard %d: %w", d.r.ID, err))
+	}
+}
+
+// failed records an attempt that did not get through and schedules the
+// next one with exponential backoff.
+func (d *driver) failed(ws []work, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, w := range ws {
+		in := d.info[w.rec.Transfer.ID]
+		if in == nil {
+			continue
+		}
+		in.Attempts++
+		in.LastError = err.Error()
+		back := sagaBackoffMin << min(in.Attempts, 10)
+		in.NextTry = time.Now().Add(min(back, sagaBackoffMax))
+	}
+	if ws != nil {
+		d.log.Debug("saga step failed", "n", len(ws), "err", err)
+	}
+}
+
+// requestAbort asks the driver to give saga id up: it fences the
+// destination, and completes instead if the credit already happened.
+func (d *driver) requestAbort(id, note string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.manual[id] = note
+	if in := d.info[id]; in != nil {
+		in.NextTry, in.Resolving = time.Time{}, note
+	}
+}
+
+func (d *driver) snapshot(id string) (SagaInfo, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	in, ok := d.info[id]
+	if !ok {
+		return SagaInfo{}, false
+	}
+	return *in, true
+}
+
+// submitAnywhere runs cmd on shard i's leader: here, or through that
+// leader's internal endpoint.
+func (h *Host) submitAnywhere(ctx context.Context, i int, cmd ledger.Command) ([]ledger.Result, error) {
+	res, err := h.Submit(ctx, i, cmd)
+	var nl *NotLeaderError
+	if !errors.As(err, &nl) {
+		return res, err
+	}
+	if nl.LeaderHTTP == "" || nl.LeaderID == h.cfg.NodeID {
+		return nil, err
+	}
+	return h.postCommand(ctx, nl.LeaderHTTP, i, cmd)
+}
+
+// postCommand sends one encoded command to the node at addr for shard i.
+func (h *Host) postCommand(ctx context.Context, addr string, i int, cmd ledger.Command) ([]ledger.Result, error) {
+	body := (&ledger.Entry{Commands: []ledger.Command{cmd}}).Encode(nil)
+	url := fmt.Sprintf("http://%s%s?shard=%d&forward=false", addr, InternalCommandsPath, i)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := h.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: shard %d at %s: %v", cluster.ErrOutcomeUnknown, i, addr, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("%w: shard %d at %s: %v", cluster.ErrOutcomeUnknown, i, addr, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("shard %d at %s: %d %.200s", i, addr, resp.StatusCode, b)
+	}
+	var out struct {
+		Results []ledger.Result `json:"results"`
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("%w: shard %d at %s: %v", cluster.ErrOutcomeUnknown, i, addr, err)
+	}
+	return out.Results, nil
+}

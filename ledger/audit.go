@@ -54,7 +54,7 @@ type CurrencyAudit struct {
 // inequality compare a read with a later one, so no saga in flight can
 // make a correct cluster fail.
 func CheckAudit(r1, r2 []ShardBooks) AuditReport {
-	rep := AuditReport{OK: true, Consistent: len(r1) == len(r2)}
+	rep := AuditReport{OK: true, Consistent: len(r1) == len(r2), Violations: []string{}}
 	fail := func(format string, args ...any) {
 		rep.OK = false
 		rep.Violations = append(rep.Violations, fmt.Sprintf(format, args...))

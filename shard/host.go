@@ -45,6 +45,10 @@ type Config struct {
 	// Transports, when set, gives each shard an in-memory transport
 	// instead of TCP (in-process tests).
 	Transports func(shard int) raft.Transport
+	// HTTPClient, when set, carries the saga steps this node sends to
+	// other nodes (in-process tests use it to cut or lose them); nil means
+	// a client of the host's own.
+	HTTPClient *http.Client
 }
 
 // Host runs one replica of every shard. Its methods are safe for
@@ -89,8 +93,10 @@ func Open(cfg Config) (*Host, error) {
 		return nil, err
 	}
 	cfg.Shards = n
-	h := &Host{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}),
-		hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: time.Minute}}}
+	h := &Host{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), hc: cfg.HTTPClient}
+	if h.hc == nil {
+		h.hc = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: time.Minute}}
+	}
 	if cfg.Transports == nil {
 		if h.mux, err = cluster.Listen(cfg.RaftAddr, h.log); err != nil {
 			return nil, err

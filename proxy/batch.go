@@ -373,7 +373,7 @@ func checkAccounts(as []accountIn) *apiError {
 func checkChainShards(ts []ledger.Transfer, shards []int) *apiError {
 	for i := 0; i+1 < len(ts); i++ {
 		if ts[i].Linked && shards[i+1] != shards[i] {
-			e := itemError("transfers", i+1, &ledger.Problem{Code: ledger.InvalidRequest, Msg: fmt.Sprintf(
+			e := itemError("transfers", i+1, &ledger.Problem{Code: ledger.CrossShardNotSupported, Msg: fmt.Sprintf(
 				"transfer %s is linked to %s but lives on shard %d, not %d: a linked chain must stay on one shard",
 				ts[i+1].ID, ts[i].ID, shards[i+1], shards[i])})
 			return &e

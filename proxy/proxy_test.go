@@ -397,7 +397,7 @@ func TestValidationRejectsWithoutContactingNodes(t *testing.T) {
 		{"bad timeout", "/v1/transfers?timeout=soon", transfers(deposit("t-0", a0)), nil, ""},
 		{"chain across shards", "/v1/transfers", transfers(
 			ledger.Transfer{ID: "t-0", Debit: a0, Credit: ledger.World, Amount: 1, Linked: true},
-			deposit("t-1", a1)), idx(1), "invalid_request"},
+			deposit("t-1", a1)), idx(1), "cross_shard_not_supported"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

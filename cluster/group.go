@@ -22,6 +22,8 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+
+	"tally/internal/failpoint"
 )
 
 // Sentinel errors, matched with errors.Is across layers.
@@ -130,6 +132,13 @@ func Open(cfg Config) (*Group, error) {
 	if cfg.TrailingLogs == 0 {
 		cfg.TrailingLogs = 4096
 	}
+	if failpoint.Enabled {
+		// Fault runs shorten these so that snapshots, their restore and
+		// the snapshot crash point happen within minutes.
+		if n := failpoint.Int("snapshot-threshold"); n > 0 {
+			cfg.SnapshotThreshold, cfg.TrailingLogs = uint64(n), uint64(n)
+		}
+	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("raft dir: %w", err)
 	}
@@ -181,6 +190,11 @@ func raftConfig(cfg Config, hl hclog.Logger) *raft.Config {
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
 	rc.TrailingLogs = cfg.TrailingLogs
 	rc.SnapshotInterval = 30 * time.Second
+	if failpoint.Enabled {
+		if d := failpoint.Duration("snapshot-interval"); d > 0 {
+			rc.SnapshotInterval = d
+		}
+	}
 	rc.Logger = hl
 	return rc
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
 
+	"tally/internal/failpoint"
 	"tally/internal/plant"
 	"tally/ledger"
 )
@@ -29,6 +30,9 @@ func (f *FSM) Apply(l *raft.Log) interface{} { return f.ApplyBatch([]*raft.Log{l
 // An entry that cannot be decoded panics: diverging replicas are worse
 // than a stopped one.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	if failpoint.Enabled {
+		failpoint.Crash("crash-before-apply")
+	}
 	out := make([]interface{}, len(logs))
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -61,6 +65,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	w.commit()
 	w.txn.Discard()
 	f.txn = nil
+	if failpoint.Enabled {
+		failpoint.Crash("crash-after-apply")
+	}
 	f.publish()
 	return out
 }
@@ -181,6 +188,11 @@ func (w *writer) set(x kv) {
 // flush commits what the transaction holds, without touching the applied
 // index, and starts a new one.
 func (w *writer) flush() {
+	if failpoint.Enabled {
+		if err := failpoint.Err("fsync-error"); err != nil {
+			panic(fmt.Sprintf("fsm: shard %d: commit: %v", w.f.shard, err))
+		}
+	}
 	if err := w.txn.Commit(); err != nil {
 		// The state cannot be persisted: stopping is the only safe answer;
 		// after a restart the boot rule replays from the last good index.

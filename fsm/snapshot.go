@@ -13,6 +13,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
+
+	"tally/internal/failpoint"
 )
 
 // snapMagic starts every snapshot stream.
@@ -38,6 +40,9 @@ type snapshot struct {
 // Persist writes every key and value as length-prefixed records after a
 // magic line; a zero key length ends the stream.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	if failpoint.Enabled {
+		failpoint.Crash("crash-snapshot")
+	}
 	if err := s.write(sink); err != nil {
 		sink.Cancel()
 		return fmt.Errorf("fsm: persist snapshot: %w", err)

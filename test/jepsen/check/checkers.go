@@ -268,6 +268,15 @@ func Overdraft(a *Analysis) Result {
 	return r
 }
 
+// Code returns the result code an answer stands for: the original code
+// when a retry was answered exists.
+func Code(c *history.Op) string {
+	if c.Result == "exists" && c.Original != "" {
+		return c.Original
+	}
+	return c.Result
+}
+
 // transferMatches reports whether an event's transfer is the one asked.
 func transferMatches(e *Event, t *history.Transfer) bool {
 	d := e.Data.Transfer
@@ -306,8 +315,8 @@ func ExactlyOnce(a *Analysis) Result {
 			if o.Moved {
 				r.fail("op %d (%s) was rejected %s but moved money", p.Invoke.Index, t.ID, c.Result)
 			}
-			if p.Invoke.F != history.FCross && o.Rejected == 1 && o.Code != c.Result {
-				r.fail("op %d (%s) was answered %s but the log rejected it with %s", p.Invoke.Index, t.ID, c.Result, o.Code)
+			if p.Invoke.F != history.FCross && o.Rejected == 1 && o.Code != Code(c) {
+				r.fail("op %d (%s) was answered %s but the log rejected it with %s", p.Invoke.Index, t.ID, Code(c), o.Code)
 			}
 		}
 		// Nothing may happen before it was asked.

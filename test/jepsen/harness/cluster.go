@@ -1,0 +1,289 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Node is one tally server.
+type Node struct {
+	*Proc
+	ID, HTTP, Raft, Data string
+	// FailpointFile arms the failpoints of a failpoints build.
+	FailpointFile string
+}
+
+// Cluster is the run's three nodes and the proxy, and the harness's own
+// view of them.
+type Cluster struct {
+	Nodes     []*Node
+	Proxy     *Proc
+	ProxyAddr string
+	Shards    int
+	Root      bool
+
+	net   *Net
+	disks map[string]*Disk
+	bin   string
+	work  string // data directories
+	store string // logs
+	cl    *client
+	logf  func(string, ...any)
+}
+
+// ClusterConfig says how to start the cluster.
+type ClusterConfig struct {
+	Bin    string
+	Shards int
+	Root   bool
+	Work   string // where data directories go
+	Store  string // where logs go
+	Fast   bool   // --fast-failover
+	Logf   func(string, ...any)
+	// Failpoints is set for a failpoints build: each node's failpoint
+	// file starts with the base settings (frequent snapshots).
+	Failpoints bool
+}
+
+// StartCluster builds the network (with root), mounts the nodes' disks
+// and starts three nodes and the proxy, waiting until every shard has a
+// leader and three replicas.
+func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
+	c := &Cluster{Shards: cfg.Shards, Root: cfg.Root, bin: cfg.Bin, work: cfg.Work, store: cfg.Store,
+		disks: map[string]*Disk{}, logf: cfg.Logf}
+	if err := c.start(ctx, cfg); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) start(ctx context.Context, cfg ClusterConfig) error {
+	ids := []string{"n1", "n2", "n3"}
+	var ports []int
+	if c.Root {
+		n, err := NewNet(append(append([]string{}, ids...), "proxy", "harness"), c.logf)
+		if err != nil {
+			return fmt.Errorf("network: %w", err)
+		}
+		c.net = n
+		c.cl = newClient(n.Dial("harness"))
+		for _, id := range ids {
+			if err := n.SetShardLink(id, c.Shards, -1); err != nil {
+				return err
+			}
+		}
+	} else {
+		var err error
+		if ports, err = freePorts(7); err != nil {
+			return err
+		}
+		d := &net.Dialer{}
+		c.cl = newClient(func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if err := checkAddr(addr); err != nil {
+				return nil, err
+			}
+			return d.DialContext(ctx, network, addr)
+		})
+	}
+	for i, id := range ids {
+		n := &Node{ID: id, Data: filepath.Join(c.work, id), FailpointFile: filepath.Join(c.work, id+".failpoints")}
+		if c.Root {
+			ip := c.net.IP(id)
+			n.HTTP, n.Raft = fmt.Sprintf("%s:%d", ip, httpPort), fmt.Sprintf("%s:%d", ip, raftPort)
+			d, err := NewDisk(id, n.Data)
+			if err != nil {
+				c.logf("disk for %s: %v (the disk-full fault is off)", id, err)
+			} else {
+				c.disks[id] = d
+			}
+		} else {
+			n.HTTP, n.Raft = fmt.Sprintf("127.0.0.1:%d", ports[3+i]), fmt.Sprintf("127.0.0.1:%d", ports[i])
+		}
+		if err := os.WriteFile(n.FailpointFile, []byte(failpointBase), 0o644); err != nil {
+			return err
+		}
+		args := []string{"server", "--id", id, "--data", n.Data, "--raft", n.Raft, "--http", n.HTTP}
+		if cfg.Fast {
+			args = append(args, "--fast-failover")
+		}
+		n.Proc = &Proc{Name: id, Args: args, LogPath: filepath.Join(c.store, id+".log"),
+			Env: []string{"TALLY_FAILPOINTS=" + n.FailpointFile}}
+		if c.Root {
+			n.Proc.NS = c.net.NS(id)
+		}
+		c.Nodes = append(c.Nodes, n)
+	}
+	if c.Root {
+		c.ProxyAddr = fmt.Sprintf("%s:%d", c.net.IP("proxy"), proxyPort)
+	} else {
+		c.ProxyAddr = fmt.Sprintf("127.0.0.1:%d", ports[6])
+	}
+	var nodes []string
+	for _, n := range c.Nodes {
+		nodes = append(nodes, n.HTTP)
+	}
+	c.Proxy = &Proc{Name: "proxy", Args: []string{"proxy", "--listen", c.ProxyAddr, "--nodes", strings.Join(nodes, ",")},
+		LogPath: filepath.Join(c.store, "proxy.log")}
+	if c.Root {
+		c.Proxy.NS = c.net.NS("proxy")
+	}
+	if err := c.Nodes[0].Start(c.bin, "--bootstrap", "--shards", fmt.Sprint(c.Shards)); err != nil {
+		return err
+	}
+	if err := c.waitHealthy(ctx, c.Nodes[0].HTTP, 30*time.Second); err != nil {
+		return err
+	}
+	for _, n := range c.Nodes[1:] {
+		if err := n.Start(c.bin, "--join", c.Nodes[0].HTTP); err != nil {
+			return err
+		}
+	}
+	if err := c.Proxy.Start(c.bin); err != nil {
+		return err
+	}
+	return c.waitMembers(ctx, 90*time.Second)
+}
+
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	var out []int
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().(*net.TCPAddr).Port)
+	}
+	return out, nil
+}
+
+func (c *Cluster) waitHealthy(ctx context.Context, addr string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for !c.cl.healthy(ctx, addr) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%s not healthy after %s", addr, d)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil
+}
+
+// clusterView is the part of GET /v1/cluster the harness reads.
+type clusterView struct {
+	Shards []struct {
+		Shard      int    `json:"shard"`
+		Leader     string `json:"leader"`
+		LeaderHTTP string `json:"leader_http"`
+		Replicas   []struct {
+			Node string `json:"node"`
+			HTTP string `json:"http"`
+		} `json:"replicas"`
+	} `json:"shards"`
+}
+
+// waitMembers waits until every node sees every shard with three
+// replicas whose addresses are known, and a leader.
+func (c *Cluster) waitMembers(ctx context.Context, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		ok := true
+		for _, n := range c.Nodes {
+			var v clusterView
+			if err := c.cl.getJSON(ctx, n.HTTP, "/v1/cluster", nil, 2*time.Second, &v); err != nil || len(v.Shards) != c.Shards {
+				ok = false
+				break
+			}
+			for _, s := range v.Shards {
+				if s.Leader == "" || len(s.Replicas) != 3 {
+					ok = false
+				}
+				for _, r := range s.Replicas {
+					if r.HTTP == "" {
+						ok = false
+					}
+				}
+			}
+		}
+		if ok && c.cl.healthy(ctx, c.ProxyAddr) {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("the cluster did not form within %s", d)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Node returns the node with id.
+func (c *Cluster) Node(id string) *Node {
+	for _, n := range c.Nodes {
+		if n.ID == id {
+			return n
+		}
+	}
+	return nil
+}
+
+// Restart starts a stopped node or the proxy again and waits until it
+// answers.
+func (c *Cluster) Restart(ctx context.Context, p *Proc) error {
+	if p.Running() {
+		return nil
+	}
+	if err := p.Start(c.bin); err != nil {
+		return err
+	}
+	addr := c.ProxyAddr
+	for _, n := range c.Nodes {
+		if n.Proc == p {
+			addr = n.HTTP
+		}
+	}
+	return c.waitHealthy(ctx, addr, 30*time.Second)
+}
+
+// Procs returns every process.
+func (c *Cluster) Procs() []*Proc {
+	var out []*Proc
+	for _, n := range c.Nodes {
+		out = append(out, n.Proc)
+	}
+	return append(out, c.Proxy)
+}
+
+// Close stops every process, unmounts the disks and deletes the
+// namespaces. It is safe to call more than once.
+func (c *Cluster) Close() {
+	for _, p := range c.Procs() {
+		if p != nil {
+			p.Stop(5 * time.Second)
+		}
+	}
+	if c.cl != nil {
+		c.cl.close()
+	}
+	for id, d := range c.disks {
+		_ = d.Drain()
+		if err := d.Close(); err != nil {
+			c.logf("cleanup: unmount %s: %v", id, err)
+		}
+		delete(c.disks, id)
+	}
+	if c.net != nil {
+		c.net.Close()
+		c.net = nil
+	}
+	_ = os.RemoveAll(c.work)
+}

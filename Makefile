@@ -3,17 +3,26 @@ GO      ?= go
 BIN     ?= ./tally
 PKGS    := ./...
 
-.PHONY: help build test test-unit test-e2e cluster cluster-stop node lint fmt fuzz bench clean
+.PHONY: help build test test-unit test-e2e cluster cluster-stop node lint fmt fuzz bench clean \
+	jepsen jepsen-ci jepsen-soak jepsen-selftest
+
+# The fault suite (test/README.md). SEED 0 picks a seed from the clock;
+# FAULTS is a comma-separated list of fault classes (empty: all).
+JEPSEN   := $(GO) run ./test/jepsen/cmd/jepsen
+SEED     ?= 0
+FAULTS   ?=
+DURATION ?=
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 build: ## build the tally binary
 	$(GO) build -o $(BIN) ./cmd/tally
 
-test: build ## what CI runs: vet, unit, in-process cluster and end-to-end tests
+test: build ## what CI runs: vet, unit, in-process cluster, end-to-end tests and the fault suite's CI profile
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 9m $(PKGS)
+	$(JEPSEN) -profile ci -seed $(SEED)
 
 test-unit: ## fast tests only (no real processes)
 	$(GO) test -count=1 -short $(PKGS)
@@ -42,6 +51,18 @@ fuzz: ## run every fuzz target for FUZZTIME (default 30s)
 		for f in $$(grep -h '^func Fuzz' $$t/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9]*\).*/\1/'); do \
 			echo "== $$t $$f"; $(GO) test $$t -run '^$$' -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-30s} || exit 1; \
 		done; done
+
+jepsen-ci: ## the fault suite's CI profile: every fault class once (2-3 min, needs root)
+	$(JEPSEN) -profile ci -seed $(SEED) $(if $(FAULTS),-faults $(FAULTS))
+
+jepsen: ## a longer fault run: make jepsen SEED=42 FAULTS=kill-leader,halves DURATION=10m
+	$(JEPSEN) -profile random -seed $(SEED) -duration $(or $(DURATION),10m) $(if $(FAULTS),-faults $(FAULTS))
+
+jepsen-soak: ## random fault runs with fresh seeds for DURATION (default 30m); keeps failures only
+	$(JEPSEN) -profile soak -duration $(or $(DURATION),30m) $(if $(FAULTS),-faults $(FAULTS))
+
+jepsen-selftest: ## build the product with each planted bug; the fault suite must catch every one
+	$(JEPSEN) -profile selftest -seed $(SEED)
 
 bench: build ## go micro-benchmarks (tally bench runs against a cluster)
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./ledger/ ./fsm/

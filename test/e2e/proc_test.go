@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -67,13 +68,16 @@ type cluster struct {
 	nodes []*node
 	proxy string
 	pcmd  *exec.Cmd
+
+	mu     sync.Mutex
+	exited map[*exec.Cmd]chan struct{} // closed when the process has been waited for
 }
 
 func startCluster(t *testing.T, shards int) *cluster {
 	t.Helper()
 	dir := t.TempDir()
 	ports := freePorts(t, 7)
-	c := &cluster{t: t, dir: dir, proxy: fmt.Sprintf("127.0.0.1:%d", ports[6])}
+	c := &cluster{t: t, dir: dir, proxy: fmt.Sprintf("127.0.0.1:%d", ports[6]), exited: map[*exec.Cmd]chan struct{}{}}
 	for i := 0; i < 3; i++ {
 		id := fmt.Sprintf("n%d", i+1)
 		c.nodes = append(c.nodes, &node{id: id, raft: fmt.Sprintf("127.0.0.1:%d", ports[i]),
@@ -109,11 +113,29 @@ func (c *cluster) spawn(logPath string, args ...string) *exec.Cmd {
 	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)
 	}
+	done := make(chan struct{})
+	c.mu.Lock()
+	c.exited[cmd] = done
+	c.mu.Unlock()
 	go func() {
 		cmd.Wait()
 		f.Close()
+		close(done)
 	}()
 	return cmd
+}
+
+// waitExit waits up to d for cmd to exit and reports whether it did.
+func (c *cluster) waitExit(cmd *exec.Cmd, d time.Duration) bool {
+	c.mu.Lock()
+	done := c.exited[cmd]
+	c.mu.Unlock()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
 
 func (c *cluster) start(n *node, extra ...string) {
@@ -127,12 +149,7 @@ func (c *cluster) kill(n *node) {
 	if err := n.cmd.Process.Kill(); err != nil {
 		c.t.Fatalf("kill %s: %v", n.id, err)
 	}
-	for i := 0; i < 100; i++ {
-		if n.cmd.ProcessState != nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	c.waitExit(n.cmd, 2*time.Second)
 	n.cmd = nil
 }
 
@@ -147,11 +164,9 @@ func (c *cluster) stop() {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for _, cmd := range append([]*exec.Cmd{c.pcmd}, c.cmds()...) {
-		for cmd != nil && cmd.ProcessState == nil && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if cmd != nil && cmd.ProcessState == nil {
+		if cmd != nil && !c.waitExit(cmd, max(time.Until(deadline), 0)) {
 			cmd.Process.Kill()
+			c.waitExit(cmd, 2*time.Second)
 		}
 	}
 	if c.t.Failed() {

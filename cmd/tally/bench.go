@@ -59,9 +59,14 @@ latency percentiles per request, errors and rejections by kind, and checks
 conservation: the bench accounts' balances must sum to accounts x initial, or
 the command exits with status 1 (a fast wrong answer does not pass).
 
-Transfers stay within one shard unless --cross-shard says otherwise; same-shard
-and cross-shard requests are reported separately. Account ids start with a
-random prefix, so runs do not collide. Durability is never relaxed.`,
+Transfers stay within one shard unless --cross-shard says otherwise: that
+fraction of requests carries transfers between accounts on different shards,
+which run as sagas, and same-shard and cross-shard requests are reported
+separately (rates and latencies). A cross-shard request answered in_flight
+outlived its deadline; before the conservation check the bench waits for the
+run's sagas to finish (GET /v1/sagas), then runs the cluster's audit (see
+'tally audit') and fails on any violation. Account ids start with a random
+prefix, so runs do not collide. Durability is never relaxed.`,
 		Example: `  tally bench
   tally bench --accounts 1000 --concurrency 64 --duration 20s
   tally bench --batch 1000 --concurrency 8 --count 1000000
@@ -151,8 +156,21 @@ func runBench(cmd *cobra.Command, a *app, o *benchOptions) error {
 	st := runLoad(ctx, c, o, w, errw)
 	rep := st.report(o, shards)
 	// Check conservation even after an interrupt: the run's result is
-	// worthless without it.
-	rep.Conservation = checkConservation(context.WithoutCancel(ctx), c, o, w.ids, rep.settling())
+	// worthless without it. Sagas still in flight finish first.
+	bg := context.WithoutCancel(ctx)
+	if rep.settling() {
+		rep.Sagas = waitSagas(bg, c, o.prefix, errw)
+	}
+	rep.Conservation = checkConservation(bg, c, o, w.ids, rep.unsettled())
+	if rep.CrossSample != "" {
+		var err error
+		if rep.CrossChecked, err = confirmCross(bg, c, rep.CrossSample); err != nil {
+			fmt.Fprintf(errw, "bench: cannot read back cross-shard transfer %s: %v\n", rep.CrossSample, err)
+		}
+	}
+	if o.crossShard > 0 {
+		rep.Audit = auditAfter(bg, c)
+	}
 	if a.json {
 		if err := writeJSON(cmd.OutOrStdout(), rep); err != nil {
 			return err
@@ -160,8 +178,13 @@ func runBench(cmd *cobra.Command, a *app, o *benchOptions) error {
 	} else {
 		rep.print(cmd.OutOrStdout())
 	}
-	if !rep.Conservation.OK {
+	switch {
+	case !rep.Conservation.OK:
 		return fmt.Errorf("bench: conservation check failed: %s", rep.Conservation.Detail)
+	case rep.Audit != nil && !rep.Audit.OK && !rep.Audit.Skipped:
+		return fmt.Errorf("bench: the audit failed: %s", rep.Audit.Detail)
+	case rep.CrossChecked != nil && !*rep.CrossChecked:
+		return fmt.Errorf("bench: transfer %s was placed as cross-shard but the cluster ran it on one shard: the bench and the cluster disagree on placement", rep.CrossSample)
 	}
 	return nil
 }

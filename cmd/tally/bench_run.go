@@ -32,9 +32,14 @@ type workerStats struct {
 	requests  [kinds]int64           // answered requests
 	transfers [kinds]int64           // transfers in answered requests
 	applied   int64                  // transfers answered ok or exists
+	inFlight  int64                  // cross-shard transfers answered in_flight: their saga outlived the request
 	unknown   int64                  // transfers whose request had an unknown outcome
 	rejected  map[string]int64       // by result code
 	errs      map[string]*errorRow   // failed requests by kind
+	// crossSample is a transfer sent as cross-shard and answered posted or
+	// in_flight, read back at the end to confirm the cluster ran it as a
+	// saga.
+	crossSample string
 }
 
 func newWorkerStats() *workerStats {
@@ -59,6 +64,13 @@ func (s *workerStats) record(kind int, lat time.Duration, size int, res []ledger
 	s.requests[kind]++
 	s.transfers[kind] += int64(len(res))
 	for _, r := range res {
+		if kind == crossShard && s.crossSample == "" && (r.Status == ledger.StatusPosted || r.Status == ledger.StatusInFlight) {
+			s.crossSample = r.ID
+		}
+		if r.Status == ledger.StatusInFlight {
+			s.inFlight++
+			continue
+		}
 		if transferFailure(r) == nil {
 			s.applied++
 			continue
@@ -78,7 +90,11 @@ func (s *workerStats) merge(o *workerStats) {
 		s.transfers[k] += o.transfers[k]
 	}
 	s.applied += o.applied
+	s.inFlight += o.inFlight
 	s.unknown += o.unknown
+	if s.crossSample == "" {
+		s.crossSample = o.crossSample
+	}
 	for c, n := range o.rejected {
 		s.rejected[c] += n
 	}
@@ -231,29 +247,57 @@ type conservation struct {
 	Detail   string `json:"detail"`
 }
 
+// sagaSettle is how the run's cross-shard transfers finished after the
+// load stopped: the sagas still in flight then, and how long they took.
+type sagaSettle struct {
+	Open    int     `json:"open"` // -1: the sagas could not be listed
+	Settled bool    `json:"settled"`
+	Seconds float64 `json:"wait_seconds"`
+	Detail  string  `json:"detail"`
+}
+
+// auditCheck is the cluster's audit (GET /v1/audit) after the run: every
+// shard sums to 0, and the clearing accounts between shards agree.
+type auditCheck struct {
+	OK         bool                   `json:"ok"`
+	Skipped    bool                   `json:"skipped,omitempty"` // the audit could not run
+	Consistent bool                   `json:"consistent"`
+	Currencies []ledger.CurrencyAudit `json:"currencies,omitempty"`
+	Violations []string               `json:"violations,omitempty"`
+	Detail     string                 `json:"detail"`
+}
+
 // benchReport is the outcome of a run; --json prints it as is.
 type benchReport struct {
-	Accounts     int              `json:"accounts"`
-	Shards       int              `json:"shards"`
-	Concurrency  int              `json:"concurrency"`
-	Batch        int              `json:"batch"`
-	CrossShard   float64          `json:"cross_shard"`
-	Hot          int              `json:"hot"`
-	Seed         uint64           `json:"seed"`
-	Seconds      float64          `json:"seconds"`
-	Latency      []latencyRow     `json:"latency"`
-	Applied      int64            `json:"applied"`
+	Accounts    int          `json:"accounts"`
+	Shards      int          `json:"shards"`
+	Concurrency int          `json:"concurrency"`
+	Batch       int          `json:"batch"`
+	CrossShard  float64      `json:"cross_shard"`
+	Hot         int          `json:"hot"`
+	Seed        uint64       `json:"seed"`
+	Seconds     float64      `json:"seconds"`
+	Latency     []latencyRow `json:"latency"`
+	Applied     int64        `json:"applied"`
+	// InFlight counts cross-shard transfers answered in_flight: their
+	// sagas finished after the request's deadline (see Sagas).
+	InFlight     int64            `json:"in_flight_transfers"`
 	Unknown      int64            `json:"outcome_unknown_transfers"`
 	Rejected     map[string]int64 `json:"rejected"`
 	Errors       []errorRow       `json:"errors"`
+	CrossSample  string           `json:"cross_shard_sample,omitempty"`
+	CrossChecked *bool            `json:"cross_shard_confirmed,omitempty"`
+	Sagas        *sagaSettle      `json:"sagas,omitempty"`
 	Conservation conservation     `json:"conservation"`
+	Audit        *auditCheck      `json:"audit,omitempty"`
 }
 
 func (r *loadRun) report(o *benchOptions, shards int) *benchReport {
 	t := r.total
 	rep := &benchReport{Accounts: o.accounts, Shards: shards, Concurrency: o.concurrency, Batch: o.batch,
 		CrossShard: o.crossShard, Hot: o.hot, Seed: o.seed, Seconds: r.elapsed.Seconds(),
-		Applied: t.applied, Unknown: t.unknown, Rejected: t.rejected, Errors: []errorRow{}}
+		Applied: t.applied, InFlight: t.inFlight, Unknown: t.unknown, Rejected: t.rejected, Errors: []errorRow{},
+		CrossSample: t.crossSample}
 	var all []time.Duration
 	var allReq, allTr int64
 	for k := range kinds {
@@ -276,7 +320,17 @@ func (r *loadRun) report(o *benchOptions, shards int) *benchReport {
 // settling reports whether money may still be moving after the run: a
 // saga in flight or a request whose outcome is unknown.
 func (rep *benchReport) settling() bool {
-	return rep.CrossShard > 0 || rep.Unknown > 0 || len(rep.Errors) > 0
+	return rep.CrossShard > 0 || rep.InFlight > 0 || rep.Unknown > 0 || len(rep.Errors) > 0
+}
+
+// unsettled reports whether the conservation check must allow for money
+// still moving: a write whose outcome is unknown may yet apply, and sagas
+// the run could not see finish may yet complete.
+func (rep *benchReport) unsettled() bool {
+	if rep.Unknown > 0 || len(rep.Errors) > 0 {
+		return true
+	}
+	return rep.settling() && (rep.Sagas == nil || !rep.Sagas.Settled)
 }
 
 func latencyOf(kind string, lat []time.Duration, requests, transfers int64, elapsed time.Duration) latencyRow {
@@ -315,6 +369,9 @@ func (rep *benchReport) print(w io.Writer) {
 	}
 	t.Flush()
 	fmt.Fprintf(w, "\napplied: %d transfers", rep.Applied)
+	if rep.InFlight > 0 {
+		fmt.Fprintf(w, ", in flight at the answer: %d", rep.InFlight)
+	}
 	if rep.Unknown > 0 {
 		fmt.Fprintf(w, ", outcome unknown: %d", rep.Unknown)
 	}
@@ -342,11 +399,34 @@ func (rep *benchReport) print(w io.Writer) {
 		}
 		t.Flush()
 	}
-	verdict := "ok"
-	if !rep.Conservation.OK {
-		verdict = "FAILED"
+	if rep.CrossChecked != nil {
+		verdict := "confirmed"
+		if !*rep.CrossChecked {
+			verdict = "NOT confirmed"
+		}
+		fmt.Fprintf(w, "cross-shard: %s (transfer %s read back with cross_shard %v)\n", verdict, rep.CrossSample, *rep.CrossChecked)
 	}
-	fmt.Fprintf(w, "conservation: %s: %s\n", verdict, rep.Conservation.Detail)
+	if rep.Sagas != nil {
+		fmt.Fprintf(w, "sagas: %s\n", rep.Sagas.Detail)
+	}
+	fmt.Fprintf(w, "conservation: %s: %s\n", okOr(rep.Conservation.OK, "FAILED"), rep.Conservation.Detail)
+	if a := rep.Audit; a != nil {
+		verdict := okOr(a.OK, "FAILED")
+		if a.Skipped {
+			verdict = "not run"
+		}
+		fmt.Fprintf(w, "audit: %s: %s\n", verdict, a.Detail)
+		for _, v := range rep.Audit.Violations {
+			fmt.Fprintln(w, "  VIOLATION:", v)
+		}
+	}
+}
+
+func okOr(ok bool, bad string) string {
+	if ok {
+		return "ok"
+	}
+	return bad
 }
 
 // checkConservation sums the bench accounts' balances, which must equal

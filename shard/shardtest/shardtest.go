@@ -1,15 +1,20 @@
 // Package shardtest runs several shard.Hosts in one process, wired
 // together with hashicorp/raft's in-memory transport, for fast multi-node
 // tests of elections, partitions, crashes and catch-up. Node n (1-based)
-// has the id, and on every shard the Raft address, "n<n>". Real processes
-// over TCP are tested in test/.
+// has the id, and on every shard the Raft address, "n<n>". Each node has
+// an HTTP server whose address stays the same across restarts; it answers
+// /healthz, or serves the handler of WithHandler (the node's API, so that
+// saga steps can cross nodes). Real processes over TCP are tested in
+// test/.
 package shardtest
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -49,33 +54,61 @@ var DefaultTiming = cluster.Timing{Heartbeat: 200 * time.Millisecond,
 type Option func(*options)
 
 type options struct {
-	timing cluster.Timing
+	timing  cluster.Timing
+	handler HandlerFunc
 }
 
 // WithTiming sets the Raft timeouts of every node.
 func WithTiming(t cluster.Timing) Option { return func(o *options) { o.timing = t } }
 
+// HandlerFunc makes the HTTP handler of one incarnation of a node, for
+// its host h and its logger.
+type HandlerFunc func(h *shard.Host, log *slog.Logger) http.Handler
+
+// WithHandler makes every node serve fn's handler (typically api.New) on
+// its HTTP address while it runs, instead of /healthz alone. The harness
+// takes it as a function so that it need not import the API.
+func WithHandler(fn HandlerFunc) Option { return func(o *options) { o.handler = fn } }
+
 // Cluster is a set of nodes, each running one replica of every shard. Its
-// methods are safe for concurrent use, except that Kill, Restart,
-// Partition and Heal are meant to be called by the test's goroutine.
+// methods are safe for concurrent use, except that Kill, Restart, Heal
+// and the Partition methods are meant to be called by the test's
+// goroutine.
 type Cluster struct {
-	t      testing.TB
-	shards int
-	timing cluster.Timing
-	logs   *logBuffer
-	log    *slog.Logger
+	t       testing.TB
+	shards  int
+	timing  cluster.Timing
+	handler HandlerFunc
+	logs    *logBuffer
+	log     *slog.Logger
+	faults  [Hang + 1]atomic.Int64 // HTTP requests hit by each fault
 
 	mu    sync.Mutex
 	nodes []*node
-	cut   map[[2]int]bool // node index pairs, lower first, that cannot talk
+	cut   map[link]bool        // Raft links that cannot carry messages
+	http  map[[2]int]HTTPFault // node index pairs, lower first, whose HTTP is cut
+	// healed is closed, and replaced, by Heal: it releases held requests.
+	healed chan struct{}
+}
+
+// link is one shard's Raft link between two nodes (indices, lower first).
+type link struct {
+	pair  [2]int
+	shard int
 }
 
 type node struct {
-	id   string
-	dir  string
-	web  *httptest.Server // answers /healthz, which leader spreading probes
-	up   atomic.Bool
-	host *shard.Host
+	id  string
+	dir string
+	// web serves handler while the node runs; leader spreading probes
+	// its /healthz.
+	web     *httptest.Server
+	handler atomic.Pointer[http.Handler]
+	up      atomic.Bool
+	// client carries the node's saga steps to other nodes through the
+	// HTTP cuts; it outlives the node's incarnations.
+	client *http.Client
+	host   *shard.Host
 	// trans holds this incarnation's transport per shard; nil while the
 	// node is down.
 	trans []*raft.InmemTransport
@@ -93,13 +126,15 @@ func New(t testing.TB, nodes, shards int, opts ...Option) *Cluster {
 	}
 	root := t.TempDir()
 	logs := newLogBuffer()
-	c := &Cluster{t: t, shards: shards, timing: o.timing, logs: logs,
+	c := &Cluster{t: t, shards: shards, timing: o.timing, handler: o.handler, logs: logs,
 		log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug, ReplaceAttr: shortTime})),
-		cut: map[[2]int]bool{}}
+		cut: map[link]bool{}, http: map[[2]int]HTTPFault{}, healed: make(chan struct{})}
 	t.Cleanup(c.close)
 	for i := 1; i <= nodes; i++ {
 		n := &node{id: fmt.Sprintf("n%d", i), dir: filepath.Join(root, fmt.Sprintf("n%d", i))}
-		n.web = httptest.NewServer(health(n))
+		n.web = httptest.NewServer(serve(n))
+		n.client = &http.Client{Transport: &faultyTransport{c: c, from: i - 1,
+			base: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: time.Minute}}}
 		c.nodes = append(c.nodes, n)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
@@ -126,10 +161,21 @@ func New(t testing.TB, nodes, shards int, opts ...Option) *Cluster {
 	return c
 }
 
-func health(n *node) http.Handler {
+// serve answers 503 while node n is down, else passes the request to
+// the running incarnation's handler, or answers /healthz when there is
+// none.
+func serve(n *node) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/healthz" || !n.up.Load() {
+		if !n.up.Load() {
 			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		if h := n.handler.Load(); h != nil {
+			(*h).ServeHTTP(w, r)
+			return
+		}
+		if r.URL.Path != "/healthz" {
+			http.Error(w, "no handler", http.StatusNotFound)
 			return
 		}
 		w.WriteHeader(http.StatusOK)
@@ -147,10 +193,12 @@ func (c *Cluster) start(i int, bootstrap bool) error {
 	n.trans = trans
 	c.wireLocked()
 	c.mu.Unlock()
+	log := c.log.With("node", n.id)
 	h, err := shard.Open(shard.Config{NodeID: n.id, RaftAddr: n.id, HTTPAddr: n.web.Listener.Addr().String(),
 		Dir: n.dir, Shards: c.shards, Bootstrap: bootstrap, Timing: c.timing,
-		Logger:     c.log.With("node", n.id),
-		Transports: func(s int) raft.Transport { return trans[s] }})
+		Logger:     log,
+		Transports: func(s int) raft.Transport { return trans[s] },
+		HTTPClient: n.client})
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err != nil {
@@ -158,6 +206,10 @@ func (c *Cluster) start(i int, bootstrap bool) error {
 		return err
 	}
 	n.host = h
+	if c.handler != nil {
+		hd := c.handler(h, log)
+		n.handler.Store(&hd)
+	}
 	n.up.Store(true)
 	return nil
 }
@@ -193,7 +245,7 @@ func (c *Cluster) wireLocked() {
 				continue
 			}
 			for s, tr := range na.trans {
-				if nb.trans == nil || c.cut[pair(a, b)] {
+				if nb.trans == nil || c.cut[link{pair(a, b), s}] {
 					tr.Disconnect(raft.ServerAddress(nb.id))
 				} else {
 					tr.Connect(raft.ServerAddress(nb.id), nb.trans[s])
@@ -254,6 +306,10 @@ func (c *Cluster) Num(h *shard.Host) int {
 
 // Dir returns node n's data directory.
 func (c *Cluster) Dir(n int) string { return c.node(n).dir }
+
+// HTTPAddr returns node n's HTTP address ("host:port"), the same across
+// restarts.
+func (c *Cluster) HTTPAddr(n int) string { return c.node(n).web.Listener.Addr().String() }
 
 // Live returns the hosts that are running, in node order.
 func (c *Cluster) Live() []*shard.Host {
@@ -426,35 +482,170 @@ func Retryable(err error) bool {
 		errors.Is(err, cluster.ErrOutcomeUnknown)
 }
 
-// Partition cuts the given nodes off from all the others on every shard,
-// both ways, in addition to any cut already made. The nodes in the set
-// still reach each other.
+// Partition cuts the given nodes off from all the others, both ways, on
+// every shard's Raft links and on the HTTP requests the hosts send each
+// other (the saga steps, which then fail as refused), in addition to any
+// cut already made. The nodes in the set still reach each other.
 func (c *Cluster) Partition(nodes ...int) {
+	all := make([]int, c.shards)
+	for s := range all {
+		all[s] = s
+	}
+	c.PartitionShards(all, nodes...)
+	c.PartitionHTTP(Refuse, nodes...)
+}
+
+// PartitionShards cuts the given nodes off from all the others on the
+// Raft links of the listed shards only, both ways, in addition to any cut
+// already made.
+func (c *Cluster) PartitionShards(shards []int, nodes ...int) {
+	pairs := c.across(nodes)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range pairs {
+		for _, s := range shards {
+			c.cut[link{p, s}] = true
+		}
+	}
+	c.wireLocked()
+	c.log.Info("shardtest: partition raft", "shards", shards, "isolated", nodes)
+}
+
+// HTTPFault is what a cut does to an HTTP request a host sends to another
+// node (a saga step).
+type HTTPFault int
+
+const (
+	// Refuse fails the request before it is sent, as a refused
+	// connection: the other node never sees it.
+	Refuse HTTPFault = iota + 1
+	// LoseReply delivers the request and serves it, then loses the
+	// answer: the sender cannot tell whether it applied.
+	LoseReply
+	// Hang holds the request until the sender's context ends or the cut
+	// heals, then fails it, as a network that drops packets silently: the
+	// other node never sees it.
+	Hang
+)
+
+func (f HTTPFault) String() string {
+	switch f {
+	case Refuse:
+		return "refuse"
+	case LoseReply:
+		return "lose-reply"
+	case Hang:
+		return "hang"
+	}
+	return "none"
+}
+
+// PartitionHTTP cuts the HTTP requests that the given nodes' hosts and
+// all the others' send each other, both ways, with fault f, replacing
+// the fault of any such pair already cut. Raft links are not touched, nor
+// are requests that a node's handler sends (an API forwarding a client's
+// request to a leader): only the hosts' own client is cut.
+func (c *Cluster) PartitionHTTP(f HTTPFault, nodes ...int) {
+	pairs := c.across(nodes)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range pairs {
+		c.http[p] = f
+	}
+	c.log.Info("shardtest: partition http", "fault", f, "isolated", nodes)
+}
+
+// HTTPFaults returns how many HTTP requests between hosts each fault has
+// hit so far.
+func (c *Cluster) HTTPFaults() map[HTTPFault]int64 {
+	out := map[HTTPFault]int64{}
+	for f := Refuse; f <= Hang; f++ {
+		out[f] = c.faults[f].Load()
+	}
+	return out
+}
+
+// across returns the node index pairs with one node in the set and the
+// other not.
+func (c *Cluster) across(nodes []int) [][2]int {
 	in := map[int]bool{}
 	for _, n := range nodes {
 		c.node(n)
 		in[n-1] = true
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	var out [][2]int
 	for a := range c.nodes {
 		for b := a + 1; b < len(c.nodes); b++ {
 			if in[a] != in[b] {
-				c.cut[pair(a, b)] = true
+				out = append(out, pair(a, b))
 			}
 		}
 	}
-	c.wireLocked()
-	c.log.Info("shardtest: partition", "isolated", nodes)
+	return out
 }
 
-// Heal removes every cut.
+// Heal removes every cut, of Raft links and of HTTP.
 func (c *Cluster) Heal() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.cut = map[[2]int]bool{}
+	c.cut = map[link]bool{}
+	c.http = map[[2]int]HTTPFault{}
+	close(c.healed)
+	c.healed = make(chan struct{})
 	c.wireLocked()
 	c.log.Info("shardtest: heal")
+}
+
+// faultyTransport sends a host's HTTP requests to other nodes, applying
+// the cluster's HTTP cuts. A request to an address that is no node's
+// passes.
+type faultyTransport struct {
+	c    *Cluster
+	from int // node index
+	base *http.Transport
+}
+
+func (t *faultyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	f, healed := t.c.httpFault(t.from, req.URL.Host)
+	if f == 0 {
+		return t.base.RoundTrip(req)
+	}
+	t.c.faults[f].Add(1)
+	if f == LoseReply {
+		resp, err := t.base.RoundTrip(req)
+		if err != nil {
+			return nil, err
+		}
+		// Read the answer whole, so that the other node has served the
+		// request completely, then drop it.
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return nil, fmt.Errorf("shardtest: reply from %s lost by a cut", req.URL.Host)
+	}
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	if f == Hang {
+		select {
+		case <-req.Context().Done():
+		case <-healed:
+		}
+		return nil, fmt.Errorf("shardtest: request to %s dropped by a cut", req.URL.Host)
+	}
+	return nil, &net.OpError{Op: "dial", Net: "tcp", Err: fmt.Errorf("connection to %s refused by a cut", req.URL.Host)}
+}
+
+// httpFault returns the fault of the cut between node index from and the
+// node at addr (0 if none), and the channel that the next Heal closes.
+func (c *Cluster) httpFault(from int, addr string) (HTTPFault, <-chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for to, n := range c.nodes {
+		if to != from && n.web.Listener.Addr().String() == addr {
+			return c.http[pair(from, to)], c.healed
+		}
+	}
+	return 0, c.healed
 }
 
 // Kill takes node n off the network, as a crash would, and closes its
@@ -466,10 +657,12 @@ func (c *Cluster) Kill(n int) {
 	h := nd.host
 	nd.host = nil
 	nd.up.Store(false)
+	nd.handler.Store(nil)
 	if nd.trans != nil {
 		c.detachLocked(nd)
 	}
 	c.mu.Unlock()
+	nd.client.CloseIdleConnections()
 	c.log.Info("shardtest: kill", "node", nd.id)
 	if h == nil {
 		return
@@ -607,6 +800,7 @@ func (c *Cluster) close() {
 		}
 		n.host = nil
 		n.up.Store(false)
+		n.handler.Store(nil)
 		if n.trans != nil {
 			c.detachLocked(n)
 		}
@@ -625,6 +819,7 @@ func (c *Cluster) close() {
 	wg.Wait()
 	for _, n := range c.nodes {
 		n.web.Close()
+		n.client.CloseIdleConnections()
 	}
 	if c.t.Failed() || os.Getenv("SHARDTEST_LOGS") != "" {
 		c.t.Logf("node logs:\n%s", c.logs.String())

@@ -72,6 +72,7 @@ func (d *driver) run(ctx context.Context) {
 	defer tick.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	lastSeq := ^uint64(0)
 	for {
 		select {
 		case <-ctx.Done():
@@ -81,12 +82,19 @@ func (d *driver) run(ctx context.Context) {
 		if !d.r.Group.BarrierDone() {
 			continue
 		}
-		open, _, err := d.r.FSM.Sagas(false, -1)
+		// Look again only when the log moved or a retry is due.
+		_, seq := d.r.FSM.Applied()
+		if seq == lastSeq && !d.retryDue() {
+			continue
+		}
+		lastSeq = seq
+		skip := d.busy()
+		open, err := d.r.FSM.OpenSagas(func(id string) bool { return skip[id] })
 		if err != nil {
 			d.log.Warn("list open sagas", "err", err)
 			continue
 		}
-		for peer, steps := range d.due(open) {
+		for peer, steps := range d.due(open, skip) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -96,6 +104,37 @@ func (d *driver) run(ctx context.Context) {
 	}
 }
 
+// retryDue reports whether a saga that failed is due for another try.
+func (d *driver) retryDue() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := time.Now()
+	for id, in := range d.info {
+		if !d.inflight[id] && !now.Before(in.NextTry) {
+			return true
+		}
+	}
+	return false
+}
+
+// busy returns the sagas not to look at now: those being sent and those
+// waiting for their next try. It is a copy, so the scan holds no lock.
+func (d *driver) busy() map[string]bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := time.Now()
+	skip := make(map[string]bool, len(d.inflight))
+	for id := range d.inflight {
+		skip[id] = true
+	}
+	for id, in := range d.info {
+		if now.Before(in.NextTry) {
+			skip[id] = true
+		}
+	}
+	return skip
+}
+
 // work is one saga step to send to a destination shard.
 type work struct {
 	rec  ledger.Record
@@ -103,8 +142,9 @@ type work struct {
 }
 
 // due picks the open sagas whose next try has come and that are not being
-// sent already, grouped by destination shard.
-func (d *driver) due(open []ledger.Record) map[int][]work {
+// sent already, grouped by destination shard, and forgets what it knew of
+// sagas that are no longer open (neither listed nor skipped).
+func (d *driver) due(open []ledger.Record, skipped map[string]bool) map[int][]work {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := time.Now()
@@ -128,7 +168,7 @@ func (d *driver) due(open []ledger.Record) map[int][]work {
 		out[r.Saga.Peer] = append(out[r.Saga.Peer], work{rec: r, note: d.manual[id]})
 	}
 	for id := range d.info {
-		if !live[id] && !d.inflight[id] {
+		if !live[id] && !d.inflight[id] && !skipped[id] {
 			delete(d.info, id)
 			delete(d.manual, id)
 		}

@@ -243,6 +243,13 @@ func baseline(t *testing.T) *synth {
 	s.read(1, 0, "a0{s0}", nil)
 	s.transfer(2, 0, "t2", "a0{s0}", "a2{s0}", 50) // overdraws: rejected
 	s.read(2, 0, "a0{s0}", nil)
+	// A transfer whose first attempt timed out; the retry was answered
+	// exists, with the original rejection.
+	t6 := history.Transfer{ID: "t6", Debit: "a0{s0}", Credit: "a1{s0}", Amount: 1000}
+	seq6 := s.reject(0, t6, "insufficient_funds")
+	s.op(2, history.Op{F: history.FTransfer, Transfer: &t6, Shard: 0}, func(c *history.Op) {
+		c.Type, c.Result, c.Status, c.Original, c.Seq, c.Attempts = history.Fail, "exists", "rejected", "insufficient_funds", seq6, 2
+	})
 	s.transfer(1, 1, "t3", "a1{s1}", "a0{s1}", 100)
 	s.read(1, 1, "a0{s1}", nil)
 	// Replays of t1: same body, then a changed body.

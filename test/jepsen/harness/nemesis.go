@@ -41,9 +41,11 @@ var Classes = []string{KillLeader, KillFollower, PauseLeader, PauseFollower, Slo
 	IsolateLeader, Halves, Bridge, ShardLink, DeposedLeader, LossyLink, ProxyKill, ProxyPause, DiskFull,
 	FsyncError, CrashPoint}
 
-// needsRoot lists the classes that need namespaces, nft or mount.
-var needsRoot = map[string]bool{IsolateNode: true, IsolateLeader: true, Halves: true, Bridge: true,
-	ShardLink: true, DeposedLeader: true, LossyLink: true, DiskFull: true}
+// withoutRoot lists the classes a run without root applies: kills and
+// pauses. Everything else needs namespaces, nft or mount (or, for the
+// failpoints, is left to the full run).
+var withoutRoot = map[string]bool{KillLeader: true, KillFollower: true, PauseLeader: true, PauseFollower: true,
+	SlowNode: true, ProxyKill: true, ProxyPause: true}
 
 // needsFailpoints lists the classes that need a failpoints build.
 var needsFailpoints = map[string]bool{FsyncError: true, CrashPoint: true}
@@ -415,6 +417,9 @@ func (n *Nemesis) recover(ctx context.Context, w *Window) {
 		p.ExpectDeath(false)
 	}
 	ok := waitFor(30*time.Second, func() bool {
+		if ctx.Err() != nil {
+			return true
+		}
 		n.poll.Poll(ctx)
 		return n.poll.AllLed() && n.c.cl.healthy(ctx, n.c.ProxyAddr)
 	})

@@ -263,7 +263,7 @@ func available(want []string, root, failpoints bool) []string {
 	}
 	var out []string
 	for _, c := range want {
-		if (needsRoot[c] && !root) || (needsFailpoints[c] && !failpoints) {
+		if (!withoutRoot[c] && !root) || (needsFailpoints[c] && !failpoints) {
 			continue
 		}
 		out = append(out, c)

@@ -17,10 +17,11 @@ type Disk struct {
 	ballast      []string
 }
 
-// diskSize is each node's filesystem. Badger's memtables and value logs
-// are sparse files of up to 2 GiB each, so the filesystem is large enough
-// to hold them while they stay sparse; only written blocks cost space.
-const diskSize = 8 << 30
+// diskSize is each node's filesystem: small, yet far more than a run
+// writes (a few MiB per minute). Badger's memtables and value logs are
+// sparse files that may look larger than the filesystem; only the blocks
+// written take space, here and in the image on the machine's disk.
+const diskSize = 1 << 30
 
 // imagePrefix names every image file, so the sweep can find stale ones.
 var imagePrefix = filepath.Join(os.TempDir(), nsPrefix+"disk-")

@@ -173,6 +173,13 @@ func countResult(a *check.Analysis, f, result string) int {
 	return n
 }
 
+// Liveness thresholds: beyond them a line says SLOW. They never change
+// the verdict.
+const (
+	slowRecovery    = 10 * time.Second
+	slowUnavailable = 20 * time.Second
+)
+
 // live is the liveness report: thresholds only, never part of the
 // verdict.
 type live struct {
@@ -214,6 +221,9 @@ func liveness(a *check.Analysis, ws []*Window, start time.Time, shards int) live
 		msg := "none"
 		if first >= 0 {
 			msg = secs(time.Duration(first))
+			if time.Duration(first) > slowRecovery {
+				msg += " (SLOW)"
+			}
 		}
 		l.afterHeal = append(l.afterHeal, fmt.Sprintf("fault %d %s: first ok write %s after the heal", w.N, w.Fault.Class, msg))
 	}
@@ -252,7 +262,11 @@ func (l live) lines() []string {
 	out := []string{"liveness: " + strings.Join(l.afterHeal, ", ")}
 	var per []string
 	for s := 0; s < len(l.longest); s++ {
-		per = append(per, fmt.Sprintf("shard %d %s", s, secs(l.longest[s])))
+		p := fmt.Sprintf("shard %d %s", s, secs(l.longest[s]))
+		if l.longest[s] > slowUnavailable {
+			p += " (SLOW)"
+		}
+		per = append(per, p)
 	}
 	out = append(out, "liveness: longest time without a definite write answer: "+strings.Join(per, ", "))
 	return out

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"tally/cluster"
+	"tally/internal/failpoint"
 	"tally/internal/plant"
 	"tally/ledger"
 )
@@ -209,9 +210,15 @@ func (d *driver) step(ctx context.Context, peer int, kind ledger.Kind, ws []work
 	for _, w := range ws {
 		cmd.Saga = append(cmd.Saga, ledger.SagaStep{Source: d.r.ID, Transfer: w.rec.Transfer, Currency: w.rec.Saga.Currency})
 	}
+	if failpoint.Enabled {
+		failpoint.Crash("crash-saga-before-credit")
+	}
 	c, cancel := context.WithTimeout(ctx, sagaCallBudget)
 	res, err := d.h.submitAnywhere(c, peer, cmd)
 	cancel()
+	if failpoint.Enabled && err == nil {
+		failpoint.Crash("crash-saga-before-resolve")
+	}
 	if err == nil && len(res) != len(ws) {
 		err = fmt.Errorf("shard %d answered %d results for %d saga steps", peer, len(res), len(ws))
 	}

@@ -11,6 +11,8 @@
 //	crash-before-apply crash   the node kills itself before applying an entry
 //	crash-after-apply crash    ... after committing an entry, before answering
 //	crash-snapshot crash       ... while persisting a snapshot
+//	crash-saga-before-credit crash   ... after a saga's hold, before asking for the credit
+//	crash-saga-before-resolve crash  ... after the destination answered, before resolving
 //	snapshot-threshold 256     Raft snapshot threshold and trailing logs (read at start)
 //	snapshot-interval 2s       how often Raft checks for a snapshot (read at start)
 //

@@ -5,23 +5,14 @@ import (
 	"math/big"
 	"net/http"
 
+	"tally/api/wire"
 	"tally/ledger"
 	"tally/shard"
 )
 
-// accountIn is what a client may set on a new account.
-type accountIn struct {
-	ID            string            `json:"id"`
-	Currency      string            `json:"currency"`
-	AllowNegative bool              `json:"allow_negative"`
-	Metadata      map[string]string `json:"metadata,omitempty"`
-}
-
 func (s *Server) createAccounts(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Accounts []accountIn `json:"accounts"`
-	}
-	if ae := decodeBatch(r, &req, "accounts", func() any { return new(accountIn) }); ae != nil {
+	var req wire.AccountsIn
+	if ae := decodeBatch(r, &req, "accounts", func() any { return new(wire.AccountIn) }); ae != nil {
 		writeError(w, ae)
 		return
 	}
@@ -49,43 +40,17 @@ func (s *Server) createAccounts(w http.ResponseWriter, r *http.Request) {
 			return c
 		},
 		func(idx []int) any {
-			b := make([]accountIn, len(idx))
+			b := make([]wire.AccountIn, len(idx))
 			for j, i := range idx {
 				b[j] = req.Accounts[i]
 			}
-			return map[string]any{"accounts": b}
+			return wire.AccountsIn{Accounts: b}
 		})
 	if ae != nil {
 		writeError(w, ae)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"results": res})
-}
-
-// accountView is the answer to GET /v1/accounts/{id}.
-type accountView struct {
-	ID             string            `json:"id"`
-	Currency       string            `json:"currency"`
-	AllowNegative  bool              `json:"allow_negative"`
-	Metadata       map[string]string `json:"metadata,omitempty"`
-	Closed         bool              `json:"closed"`
-	DebitsPosted   int64             `json:"debits_posted"`
-	CreditsPosted  int64             `json:"credits_posted"`
-	DebitsPending  int64             `json:"debits_pending"`
-	CreditsPending int64             `json:"credits_pending"`
-	Balance        int64             `json:"balance"`
-	Available      int64             `json:"available"`
-	Shard          int               `json:"shard"`
-	Seq            uint64            `json:"seq"`
-	CreatedSeq     uint64            `json:"created_seq"`
-	CreatedAt      ledger.Time       `json:"created_at"`
-}
-
-func viewOf(a *ledger.Account, shard int, seq uint64) accountView {
-	return accountView{ID: a.ID, Currency: a.Currency, AllowNegative: a.AllowNegative, Metadata: a.Metadata,
-		Closed: a.Closed, DebitsPosted: a.DebitsPosted, CreditsPosted: a.CreditsPosted,
-		DebitsPending: a.DebitsPending, CreditsPending: a.CreditsPending, Balance: a.Balance(),
-		Available: a.Available(), Shard: shard, Seq: seq, CreatedSeq: a.CreatedSeq, CreatedAt: ledger.Time(a.CreatedAt)}
+	writeJSON(w, http.StatusOK, wire.Results{Results: res})
 }
 
 // readOpts parses consistency and min_seq.
@@ -153,14 +118,14 @@ func (s *Server) getAccount(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				return s.notFoundAs(err, "account_not_found", fmt.Sprintf("account %s did not exist at seq %d", id, atSeq))
 			}
-			writeJSON(w, http.StatusOK, viewOf(&a, sh, atSeq))
+			writeJSON(w, http.StatusOK, wire.AccountOf(&a, sh, atSeq))
 			return nil
 		}
 		a, seq, err := s.h.Account(r.Context(), sh, key, o)
 		if err != nil {
 			return s.notFoundAs(err, "account_not_found", "account "+id+" does not exist")
 		}
-		writeJSON(w, http.StatusOK, viewOf(&a, sh, seq))
+		writeJSON(w, http.StatusOK, wire.AccountOf(&a, sh, seq))
 		return nil
 	})
 }
@@ -183,7 +148,7 @@ func (s *Server) sumWorld(w http.ResponseWriter, r *http.Request, key string) {
 			relay(w, rec.status, rec.body)
 			return
 		}
-		var v accountView
+		var v wire.Account
 		if err := jsonUnmarshal(rec.body, &v); err != nil {
 			writeError(w, &apiError{Status: 500, Code: "internal", Message: err.Error()})
 			return
@@ -251,7 +216,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 }
 
 // page wraps events with the cursor of the next page ("" on the last).
-func page(evs []ledger.Event, limit uint64) map[string]any {
+func page(evs []ledger.Event, limit uint64) wire.Page {
 	if evs == nil {
 		evs = []ledger.Event{}
 	}
@@ -263,5 +228,5 @@ func page(evs []ledger.Event, limit uint64) map[string]any {
 	if len(evs) > 0 && uint64(len(evs)) >= min(want, 1000) {
 		next = fmt.Sprint(evs[len(evs)-1].Seq)
 	}
-	return map[string]any{"events": evs, "next": next}
+	return wire.Page{Events: evs, Next: next}
 }

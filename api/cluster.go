@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"tally/api/wire"
 	"tally/ledger"
 )
 
@@ -49,23 +50,6 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, page(evs, limit))
 }
 
-// shardStateView is this node's replica of one shard, for verify and the
-// fault tests.
-type shardStateView struct {
-	Shard        int         `json:"shard"`
-	Node         string      `json:"node"`
-	AppliedIndex uint64      `json:"applied_index"`
-	AppliedSeq   uint64      `json:"applied_seq"`
-	HeadHash     ledger.Hash `json:"head_hash"`
-	StateHash    ledger.Hash `json:"state_hash"`
-	Accounts     int         `json:"accounts"`
-	Pending      int         `json:"pending"`
-	RaftState    string      `json:"raft_state"`
-	Term         uint64      `json:"term"`
-	Leader       string      `json:"leader"`
-	CommitIndex  uint64      `json:"commit_index"`
-}
-
 func (s *Server) shardState(w http.ResponseWriter, r *http.Request) {
 	sh, ae := s.shardParam(r)
 	if ae != nil {
@@ -82,8 +66,8 @@ func (s *Server) shardState(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, shardStateView{Shard: sh, Node: s.h.NodeID(), AppliedIndex: sum.AppliedIndex,
-		AppliedSeq: sum.AppliedSeq, HeadHash: sum.Head, StateHash: sum.StateHash, Accounts: sum.Accounts,
+	writeJSON(w, http.StatusOK, wire.ShardState{Shard: sh, Node: s.h.NodeID(), AppliedIndex: sum.AppliedIndex,
+		AppliedSeq: sum.AppliedSeq, HeadHash: sum.Head.String(), StateHash: sum.StateHash.String(), Accounts: sum.Accounts,
 		Pending: sum.Pending, RaftState: st.Raft.State, Term: st.Raft.Term, Leader: st.Raft.LeaderID,
 		CommitIndex: st.Raft.CommitIndex})
 }
@@ -99,9 +83,9 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		msg = err.Error()
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"shard": sh, "node": s.h.NodeID(), "ok": err == nil,
-		"events": rep.Events, "applied_seq": rep.AppliedSeq, "head_hash": rep.Head,
-		"state_hash": rep.StateHash, "accounts": rep.Accounts, "error": msg})
+	writeJSON(w, http.StatusOK, wire.VerifyReport{Shard: sh, Node: s.h.NodeID(), OK: err == nil,
+		Events: rep.Events, AppliedSeq: rep.AppliedSeq, HeadHash: rep.Head.String(),
+		StateHash: rep.StateHash.String(), Accounts: rep.Accounts, Error: msg})
 }
 
 func (s *Server) hashAt(w http.ResponseWriter, r *http.Request) {
@@ -122,54 +106,26 @@ func (s *Server) hashAt(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"shard": sh, "seq": seq, "hash": h})
-}
-
-// Cluster views (docs/api.md).
-type replicaView struct {
-	Node       string `json:"node"`
-	Raft       string `json:"raft"`
-	HTTP       string `json:"http"`
-	State      string `json:"state"`
-	AppliedSeq uint64 `json:"applied_seq"`
-}
-
-type shardView struct {
-	Shard      int           `json:"shard"`
-	Leader     string        `json:"leader"`
-	LeaderHTTP string        `json:"leader_http"`
-	AppliedSeq uint64        `json:"applied_seq"`
-	Replicas   []replicaView `json:"replicas"`
-}
-
-type nodeView struct {
-	ID   string `json:"id"`
-	HTTP string `json:"http"`
-	Raft string `json:"raft"`
-}
-
-type clusterView struct {
-	Shards []shardView `json:"shards"`
-	Nodes  []nodeView  `json:"nodes"`
+	writeJSON(w, http.StatusOK, wire.HashAt{Shard: sh, Seq: seq, Hash: h})
 }
 
 // local is this node's own view: its replica of every shard.
-func (s *Server) local() clusterView {
-	var cv clusterView
-	nodes := map[string]nodeView{}
+func (s *Server) local() wire.Cluster {
+	var cv wire.Cluster
+	nodes := map[string]wire.Node{}
 	for i := 0; i < s.h.Shards(); i++ {
 		st, err := s.h.Status(i)
 		if err != nil {
 			continue
 		}
-		sv := shardView{Shard: i, Leader: st.Raft.LeaderID, LeaderHTTP: st.LeaderHTTP}
+		sv := wire.Shard{Shard: i, Leader: st.Raft.LeaderID, LeaderHTTP: st.LeaderHTTP}
 		for _, srv := range st.Servers {
-			rv := replicaView{Node: srv.ID, Raft: srv.Addr, HTTP: st.Nodes[srv.ID], State: "unknown"}
+			rv := wire.Replica{Node: srv.ID, Raft: srv.Addr, HTTP: st.Nodes[srv.ID], State: "unknown"}
 			if srv.ID == s.h.NodeID() {
 				rv.State, rv.AppliedSeq = lower(st.Raft.State), st.AppliedSeq
 			}
 			sv.Replicas = append(sv.Replicas, rv)
-			nodes[srv.ID] = nodeView{ID: srv.ID, HTTP: st.Nodes[srv.ID], Raft: srv.Addr}
+			nodes[srv.ID] = wire.Node{ID: srv.ID, HTTP: st.Nodes[srv.ID], Raft: srv.Addr}
 		}
 		if st.Raft.LeaderID == s.h.NodeID() {
 			sv.AppliedSeq = st.AppliedSeq
@@ -201,7 +157,7 @@ func (s *Server) clusterLocal(w http.ResponseWriter, _ *http.Request) {
 // short timeout: a node that does not answer shows as unreachable.
 func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request) {
 	cv := s.local()
-	views := map[string]clusterView{s.h.NodeID(): cv}
+	views := map[string]wire.Cluster{s.h.NodeID(): cv}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, n := range cv.Nodes {
@@ -219,7 +175,7 @@ func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			defer resp.Body.Close()
-			var v clusterView
+			var v wire.Cluster
 			if resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&v) == nil {
 				mu.Lock()
 				views[n.ID] = v
@@ -255,7 +211,7 @@ func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, cv)
 }
 
-func orv(v shardView, node string) uint64 {
+func orv(v wire.Shard, node string) uint64 {
 	for _, r := range v.Replicas {
 		if r.Node == node {
 			return r.AppliedSeq
@@ -379,7 +335,7 @@ func (s *Server) eachShard(w http.ResponseWriter, r *http.Request, only *int, bo
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+	writeJSON(w, http.StatusOK, wire.OK{OK: true})
 }
 
 func (s *Server) onLeader(r *http.Request, i int, body any, fn func(i int) error) *apiError {

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"time"
 
+	"tally/api/wire"
 	"tally/ledger"
 	"tally/shard"
 )
@@ -80,38 +81,14 @@ func (s *Server) internalCommand(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ae)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"results": res})
+	writeJSON(w, http.StatusOK, wire.Results{Results: res})
 }
 
-// sagaView is one saga in GET /v1/sagas.
-type sagaView struct {
-	ID         string          `json:"id"`
-	Shard      int             `json:"shard"`
-	PeerShard  int             `json:"peer_shard"`
-	Debit      string          `json:"debit"`
-	Credit     string          `json:"credit"`
-	Amount     int64           `json:"amount"`
-	Currency   string          `json:"currency"`
-	Status     ledger.Status   `json:"status"`
-	Result     ledger.Code     `json:"result"`
-	Step       string          `json:"step"`
-	Time       ledger.Time     `json:"time"`
-	AgeSeconds float64         `json:"age_seconds"`
-	Attempts   int             `json:"attempts"`
-	LastError  string          `json:"last_error,omitempty"`
-	Note       string          `json:"note,omitempty"`
-	Stuck      bool            `json:"stuck"`
-	Info       *shard.SagaInfo `json:"-"`
-}
-
-func sagaViewOf(v shard.SagaView, sh int) sagaView {
+// sagaOf is one saga in GET /v1/sagas, with what the saga driver knows
+// of it.
+func sagaOf(v shard.SagaView, sh int) wire.Saga {
 	rec := v.Record
-	out := sagaView{ID: rec.Transfer.ID, Shard: sh, Debit: rec.Transfer.Debit, Credit: rec.Transfer.Credit,
-		Amount: rec.Transfer.Amount, Status: rec.Status, Result: rec.Result, Time: ledger.Time(rec.Time),
-		AgeSeconds: v.Age.Seconds()}
-	if rec.Saga != nil {
-		out.PeerShard, out.Currency, out.Step, out.Note = rec.Saga.Peer, rec.Saga.Currency, rec.Saga.Step, rec.Saga.Note
-	}
+	out := wire.SagaOf(&rec, sh, v.Age)
 	if v.Info != nil {
 		out.Attempts, out.LastError = v.Info.Attempts, v.Info.LastError
 	}
@@ -147,23 +124,21 @@ func (s *Server) sagas(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				return err
 			}
-			out := []sagaView{}
+			out := []wire.Saga{}
 			for _, v := range vs {
-				sv := sagaViewOf(v, sh)
+				sv := sagaOf(v, sh)
 				if state != "stuck" || sv.Stuck {
 					out = append(out, sv)
 				}
 			}
-			writeJSON(w, http.StatusOK, map[string]any{"sagas": out})
+			writeJSON(w, http.StatusOK, wire.Sagas{Sagas: out})
 			return nil
 		})
 		return
 	}
-	all := []sagaView{}
+	all := []wire.Saga{}
 	for i := 0; i < s.h.Shards(); i++ {
-		var part struct {
-			Sagas []sagaView `json:"sagas"`
-		}
+		var part wire.Sagas
 		q := r.URL.Query()
 		q.Set("shard", fmt.Sprint(i))
 		if rec, ok := s.inner(w, subRequest(r, r.URL.Path, q, nil), s.sagas); !ok {
@@ -174,7 +149,7 @@ func (s *Server) sagas(w http.ResponseWriter, r *http.Request) {
 		}
 		all = append(all, part.Sagas...)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"sagas": all})
+	writeJSON(w, http.StatusOK, wire.Sagas{Sagas: all})
 }
 
 // subRequest makes a GET of path with query q and path values pv, for a
@@ -225,7 +200,7 @@ func (s *Server) resolveSaga(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			return
 		}
-		var v transferView
+		var v wire.Transfer
 		if err := jsonUnmarshal(rec.body, &v); err != nil {
 			writeError(w, &apiError{Status: 500, Code: "internal", Message: err.Error()})
 			return

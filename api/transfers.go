@@ -5,14 +5,13 @@ import (
 	"fmt"
 	"net/http"
 
+	"tally/api/wire"
 	"tally/ledger"
 	"tally/shard"
 )
 
 func (s *Server) createTransfers(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Transfers []ledger.Transfer `json:"transfers"`
-	}
+	var req wire.TransfersIn
 	if ae := decodeBatch(r, &req, "transfers", func() any { return new(ledger.Transfer) }); ae != nil {
 		writeError(w, ae)
 		return
@@ -53,57 +52,14 @@ func (s *Server) createTransfers(w http.ResponseWriter, r *http.Request) {
 			for j, i := range idx {
 				b[j] = ts[i]
 			}
-			return map[string]any{"transfers": b}
+			return wire.TransfersIn{Transfers: b}
 		})
 	if ae != nil {
 		writeError(w, ae)
 		return
 	}
 	s.settle(r.Context(), res)
-	writeJSON(w, http.StatusOK, map[string]any{"results": res})
-}
-
-// transferView is the answer to GET /v1/transfers/{id}.
-type transferView struct {
-	ID             string          `json:"id"`
-	Debit          string          `json:"debit"`
-	Credit         string          `json:"credit"`
-	Amount         int64           `json:"amount"`
-	Status         ledger.Status   `json:"status"`
-	Result         ledger.Code     `json:"result"`
-	CrossShard     bool            `json:"cross_shard"`
-	Shard          int             `json:"shard"`
-	Seq            uint64          `json:"seq"`
-	Time           ledger.Time     `json:"time"`
-	ExpiresAt      *ledger.Time    `json:"expires_at,omitempty"`
-	ResolvedBy     string          `json:"resolved_by,omitempty"`
-	ResolvedSeq    uint64          `json:"resolved_seq,omitempty"`
-	ResolvedAmount int64           `json:"resolved_amount,omitempty"`
-	Saga           *sagaState      `json:"saga,omitempty"`
-	Transfer       ledger.Transfer `json:"transfer"`
-}
-
-// sagaState is a cross-shard transfer's progress, as its source shard has it.
-type sagaState struct {
-	ledger.Saga
-	Attempts  int    `json:"attempts,omitempty"`
-	LastError string `json:"last_error,omitempty"`
-}
-
-func transferViewOf(rec *ledger.Record, sh int) transferView {
-	t := &rec.Transfer
-	v := transferView{ID: t.ID, Debit: t.Debit, Credit: t.Credit, Amount: t.Amount, Status: rec.Status,
-		Result: rec.Result, Shard: sh, Seq: rec.Seq, Time: ledger.Time(rec.Time),
-		ResolvedBy: rec.ResolvedBy, ResolvedSeq: rec.ResolvedSeq, ResolvedAmount: rec.ResolvedAmount, Transfer: *t}
-	if rec.Saga != nil {
-		v.CrossShard = true
-		v.Saga = &sagaState{Saga: *rec.Saga}
-	}
-	if rec.ExpiresAt != 0 {
-		e := ledger.Time(rec.ExpiresAt)
-		v.ExpiresAt = &e
-	}
-	return v
+	writeJSON(w, http.StatusOK, wire.Results{Results: res})
 }
 
 // getTransfer looks the id up on ?shard=N, or on every shard: a transfer
@@ -132,7 +88,7 @@ func (s *Server) getTransfer(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				return s.notFoundAs(err, "transfer_not_found", "transfer "+id+" does not exist")
 			}
-			v := transferViewOf(&rec, sh)
+			v := wire.TransferOf(&rec, sh)
 			if in, ok := s.h.SagaInfo(sh, id); ok && v.Saga != nil {
 				v.Saga.Attempts, v.Saga.LastError = in.Attempts, in.LastError
 			}

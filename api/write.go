@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sync"
 
+	"tally/api/wire"
 	"tally/ledger"
 )
 
@@ -132,9 +133,7 @@ func (s *Server) submit(ctx context.Context, r *http.Request, i int, cmd ledger.
 		if status != http.StatusOK {
 			return nil, errorOf(status, rb)
 		}
-		var env struct {
-			Results []ledger.Result `json:"results"`
-		}
+		var env wire.Results
 		if err := json.Unmarshal(rb, &env); err != nil {
 			return nil, &apiError{Status: 504, Code: "outcome_unknown", Message: "leader's answer unreadable: " + err.Error()}
 		}

@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"tally/api/wire"
 	"tally/ledger"
 )
 
@@ -83,12 +84,12 @@ func (c *Client) Addr() string { return c.base }
 // CreateAccounts creates accounts in one batch and returns one result per
 // account, in order. Only ID, Currency, AllowNegative and Metadata are sent.
 func (c *Client) CreateAccounts(ctx context.Context, accounts []ledger.Account) ([]ledger.Result, error) {
-	in := make([]accountIn, len(accounts))
+	in := make([]wire.AccountIn, len(accounts))
 	for i, a := range accounts {
-		in[i] = accountIn{ID: a.ID, Currency: a.Currency, AllowNegative: a.AllowNegative, Metadata: a.Metadata}
+		in[i] = wire.AccountIn{ID: a.ID, Currency: a.Currency, AllowNegative: a.AllowNegative, Metadata: a.Metadata}
 	}
-	var out resultsAnswer
-	err := c.do(ctx, http.MethodPost, "/v1/accounts", nil, map[string]any{"accounts": in}, &out)
+	var out wire.Results
+	err := c.do(ctx, http.MethodPost, "/v1/accounts", nil, wire.AccountsIn{Accounts: in}, &out)
 	if err != nil {
 		return nil, err
 	}
@@ -133,8 +134,8 @@ func (c *Client) CloseAccount(ctx context.Context, id string) (ledger.Result, er
 // CreateTransfers submits transfers in one batch and returns one result per
 // transfer, in order. Business rejections are results, not errors.
 func (c *Client) CreateTransfers(ctx context.Context, transfers []ledger.Transfer) ([]ledger.Result, error) {
-	var out resultsAnswer
-	err := c.do(ctx, http.MethodPost, "/v1/transfers", nil, map[string]any{"transfers": transfers}, &out)
+	var out wire.Results
+	err := c.do(ctx, http.MethodPost, "/v1/transfers", nil, wire.TransfersIn{Transfers: transfers}, &out)
 	if err != nil {
 		return nil, err
 	}
@@ -206,12 +207,12 @@ func (c *Client) Cluster(ctx context.Context) (*ClusterStatus, error) {
 // Join adds node id (Raft at raftAddr, HTTP at httpAddr) to every shard.
 func (c *Client) Join(ctx context.Context, id, raftAddr, httpAddr string) error {
 	body := map[string]string{"id": id, "raft": raftAddr, "http": httpAddr}
-	return c.do(ctx, http.MethodPost, "/v1/cluster/join", nil, body, &okAnswer{})
+	return c.do(ctx, http.MethodPost, "/v1/cluster/join", nil, body, &wire.OK{})
 }
 
 // Leave removes node id from every shard.
 func (c *Client) Leave(ctx context.Context, id string) error {
-	return c.do(ctx, http.MethodPost, "/v1/cluster/leave", nil, map[string]string{"id": id}, &okAnswer{})
+	return c.do(ctx, http.MethodPost, "/v1/cluster/leave", nil, map[string]string{"id": id}, &wire.OK{})
 }
 
 // TransferLeader moves a shard's leadership to node to ("": any other voter).
@@ -220,7 +221,7 @@ func (c *Client) TransferLeader(ctx context.Context, shard int, to string) error
 		Shard int    `json:"shard"`
 		To    string `json:"to,omitempty"`
 	}{shard, to}
-	return c.do(ctx, http.MethodPost, "/v1/cluster/transfer-leader", nil, body, &okAnswer{})
+	return c.do(ctx, http.MethodPost, "/v1/cluster/transfer-leader", nil, body, &wire.OK{})
 }
 
 // ShardState returns the answering node's view of one shard.
@@ -246,7 +247,7 @@ func (c *Client) Verify(ctx context.Context, shard int) (*VerifyReport, error) {
 // HashAt returns the hash-chain value of a shard right after seq, as the
 // answering node has it.
 func (c *Client) HashAt(ctx context.Context, shard int, seq uint64) (ledger.Hash, error) {
-	var out hashAnswer
+	var out wire.HashAt
 	q := url.Values{"seq": {strconv.FormatUint(seq, 10)}}
 	if err := c.do(ctx, http.MethodGet, shardPath(shard, "hash"), q, nil, &out); err != nil {
 		return ledger.Hash{}, err
@@ -261,9 +262,7 @@ func (c *Client) Sagas(ctx context.Context, state string, shard int) ([]Saga, er
 	if shard >= 0 {
 		q.Set("shard", strconv.Itoa(shard))
 	}
-	var out struct {
-		Sagas []Saga `json:"sagas"`
-	}
+	var out wire.Sagas
 	if err := c.do(ctx, http.MethodGet, "/v1/sagas", q, nil, &out); err != nil {
 		return nil, err
 	}

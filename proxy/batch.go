@@ -12,25 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"tally/api/wire"
 	"tally/ledger"
 )
-
-// accountIn is an account as a client creates it: exactly the documented
-// fields, so anything else is an unknown field.
-type accountIn struct {
-	ID            string            `json:"id"`
-	Currency      string            `json:"currency"`
-	AllowNegative bool              `json:"allow_negative"`
-	Metadata      map[string]string `json:"metadata,omitempty"`
-}
-
-type accountsReq struct {
-	Accounts []accountIn `json:"accounts"`
-}
-
-type transfersReq struct {
-	Transfers []ledger.Transfer `json:"transfers"`
-}
 
 // part is the items of a batch that one shard decides, in request order.
 type part struct {
@@ -52,7 +36,7 @@ func (p *Proxy) createTransfers(w http.ResponseWriter, r *http.Request, q url.Va
 	if !ok {
 		return
 	}
-	var req transfersReq
+	var req wire.TransfersIn
 	if e := decodeStrict(body, &req); e != nil {
 		writeAPIError(w, http.StatusBadRequest, *e)
 		return
@@ -82,7 +66,7 @@ func (p *Proxy) createTransfers(w http.ResponseWriter, r *http.Request, q url.Va
 		for k, i := range pt.idx {
 			sub[k] = ts[i]
 		}
-		return transfersReq{Transfers: sub}
+		return wire.TransfersIn{Transfers: sub}
 	})
 }
 
@@ -91,7 +75,7 @@ func (p *Proxy) createAccounts(w http.ResponseWriter, r *http.Request, q url.Val
 	if !ok {
 		return
 	}
-	var req accountsReq
+	var req wire.AccountsIn
 	if e := decodeStrict(body, &req); e != nil {
 		writeAPIError(w, http.StatusBadRequest, *e)
 		return
@@ -113,11 +97,11 @@ func (p *Proxy) createAccounts(w http.ResponseWriter, r *http.Request, q url.Val
 		shards[i] = ledger.ShardOf(as[i].ID, n)
 	}
 	p.batch(ctx, w, q, "/v1/accounts", body, split(shards), func(pt part) any {
-		sub := make([]accountIn, len(pt.idx))
+		sub := make([]wire.AccountIn, len(pt.idx))
 		for k, i := range pt.idx {
 			sub[k] = as[i]
 		}
-		return accountsReq{Accounts: sub}
+		return wire.AccountsIn{Accounts: sub}
 	})
 }
 
@@ -353,7 +337,7 @@ func checkTransfers(ts []ledger.Transfer) *apiError {
 	return nil
 }
 
-func checkAccounts(as []accountIn) *apiError {
+func checkAccounts(as []wire.AccountIn) *apiError {
 	if e := checkBatchSize("accounts", len(as)); e != nil {
 		return e
 	}

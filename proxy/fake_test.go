@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"tally/api/wire"
 	"tally/ledger"
 )
 
@@ -146,7 +147,7 @@ func (n *fakeNode) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		n.clusterGets.Add(1)
 		n.cluster(w)
 	case r.Method == http.MethodPost && p == "/v1/transfers":
-		var req transfersReq
+		var req wire.TransfersIn
 		n.batch(w, r, &req, func() []fakeItem {
 			var items []fakeItem
 			for i := range req.Transfers {
@@ -155,7 +156,7 @@ func (n *fakeNode) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return items
 		})
 	case r.Method == http.MethodPost && p == "/v1/accounts":
-		var req accountsReq
+		var req wire.AccountsIn
 		n.batch(w, r, &req, func() []fakeItem {
 			var items []fakeItem
 			for _, a := range req.Accounts {
@@ -185,25 +186,12 @@ type fakeItem struct {
 }
 
 func (n *fakeNode) cluster(w http.ResponseWriter) {
-	type shard struct {
-		Shard      int    `json:"shard"`
-		Leader     string `json:"leader"`
-		LeaderHTTP string `json:"leader_http"`
-	}
-	type node struct {
-		ID   string `json:"id"`
-		HTTP string `json:"http"`
-	}
-	var out struct {
-		Shards []shard `json:"shards"`
-		Nodes  []node  `json:"nodes"`
-	}
+	var out wire.Cluster
 	for s := range n.c.shards {
-		sh := shard{Shard: s, LeaderHTTP: n.c.leaderAddr(s)}
-		out.Shards = append(out.Shards, sh)
+		out.Shards = append(out.Shards, wire.Shard{Shard: s, LeaderHTTP: n.c.leaderAddr(s)})
 	}
 	for _, o := range n.c.nodes {
-		out.Nodes = append(out.Nodes, node{ID: o.name, HTTP: o.addr})
+		out.Nodes = append(out.Nodes, wire.Node{ID: o.name, HTTP: o.addr})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -369,7 +357,7 @@ func deposit(id, to string) ledger.Transfer {
 	return ledger.Transfer{ID: id, Debit: ledger.World, Credit: to, Amount: 100}
 }
 
-func transfers(ts ...ledger.Transfer) transfersReq { return transfersReq{Transfers: ts} }
+func transfers(ts ...ledger.Transfer) wire.TransfersIn { return wire.TransfersIn{Transfers: ts} }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"tally/api/wire"
 )
 
 // table is one version of the leader map. A published table is never
@@ -20,19 +22,9 @@ type table struct {
 	nodes   []string // every known node: the seeds, then the ones /v1/cluster lists
 }
 
-// clusterStatus is the part of GET /v1/cluster the proxy needs.
-type clusterStatus struct {
-	Shards []struct {
-		Shard      int    `json:"shard"`
-		LeaderHTTP string `json:"leader_http"`
-	} `json:"shards"`
-	Nodes []struct {
-		HTTP string `json:"http"`
-	} `json:"nodes"`
-}
-
-// complete reports whether every shard has a leader.
-func (cs *clusterStatus) complete() bool {
+// complete reports whether every shard of a GET /v1/cluster answer has a
+// leader.
+func complete(cs *wire.Cluster) bool {
 	for _, s := range cs.Shards {
 		if s.LeaderHTTP == "" {
 			return false
@@ -165,7 +157,7 @@ func (p *Proxy) fetch(ctx context.Context) (*table, error) {
 	defer cancel()
 	type answer struct {
 		addr string
-		cs   *clusterStatus
+		cs   *wire.Cluster
 		err  error
 	}
 	ch := make(chan answer, len(nodes))
@@ -177,7 +169,7 @@ func (p *Proxy) fetch(ctx context.Context) (*table, error) {
 			ch <- answer{n, cs, err}
 		}()
 	}
-	var got []*clusterStatus
+	var got []*wire.Cluster
 	var errs []error
 	for range nodes {
 		a := <-ch
@@ -185,7 +177,7 @@ func (p *Proxy) fetch(ctx context.Context) (*table, error) {
 			errs = append(errs, fmt.Errorf("%s: %w", a.addr, a.err))
 			continue
 		}
-		if a.cs.complete() {
+		if complete(a.cs) {
 			return p.build(a.cs), nil
 		}
 		got = append(got, a.cs)
@@ -198,7 +190,7 @@ func (p *Proxy) fetch(ctx context.Context) (*table, error) {
 
 // merge fills the shards the first answer has no leader for from the
 // later answers that agree on the shard count.
-func merge(got []*clusterStatus) *clusterStatus {
+func merge(got []*wire.Cluster) *wire.Cluster {
 	base := got[0]
 	for _, cs := range got[1:] {
 		if len(cs.Shards) != len(base.Shards) {
@@ -215,7 +207,7 @@ func merge(got []*clusterStatus) *clusterStatus {
 
 // fetchCluster gets one node's GET /v1/cluster and records whether the
 // node answered.
-func (p *Proxy) fetchCluster(ctx context.Context, addr string) (*clusterStatus, error) {
+func (p *Proxy) fetchCluster(ctx context.Context, addr string) (*wire.Cluster, error) {
 	cs, err := p.getCluster(ctx, addr)
 	switch {
 	case err == nil:
@@ -228,7 +220,7 @@ func (p *Proxy) fetchCluster(ctx context.Context, addr string) (*clusterStatus, 
 	return cs, err
 }
 
-func (p *Proxy) getCluster(ctx context.Context, addr string) (*clusterStatus, error) {
+func (p *Proxy) getCluster(ctx context.Context, addr string) (*wire.Cluster, error) {
 	u := baseURL(addr) + "/v1/cluster?timeout=" + nodeTimeout(refreshTimeout).String()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
@@ -242,7 +234,7 @@ func (p *Proxy) getCluster(ctx context.Context, addr string) (*clusterStatus, er
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET /v1/cluster: status %d", resp.StatusCode)
 	}
-	var cs clusterStatus
+	var cs wire.Cluster
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxReplyBytes)).Decode(&cs); err != nil {
 		return nil, fmt.Errorf("decode /v1/cluster: %w", err)
 	}
@@ -260,7 +252,7 @@ func (p *Proxy) getCluster(ctx context.Context, addr string) (*clusterStatus, er
 
 // build turns a cluster layout into a table. The shard count is the
 // number of shards listed.
-func (p *Proxy) build(cs *clusterStatus) *table {
+func (p *Proxy) build(cs *wire.Cluster) *table {
 	t := &table{leaders: make([]string, len(cs.Shards)), nodes: slices.Clone(p.seeds)}
 	for _, s := range cs.Shards {
 		t.leaders[s.Shard] = s.LeaderHTTP

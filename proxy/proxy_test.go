@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"tally/api/wire"
 	"tally/ledger"
 )
 
@@ -261,7 +262,7 @@ func TestNoLeader(t *testing.T) {
 	a0, a1, a2 := idOn(t, 0, shards, 0), idOn(t, 1, shards, 0), idOn(t, 2, shards, 0)
 	cases := []struct {
 		name   string
-		body   transfersReq
+		body   wire.TransfersIn
 		status int
 		code   string
 	}{

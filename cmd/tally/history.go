@@ -93,16 +93,33 @@ func describeEvent(e *ledger.Event) (id, detail string) {
 		return d.AccountID, ""
 	case d.Transfer != nil:
 		x := d.Transfer
-		detail = fmt.Sprintf("%s -> %s %d", x.Debit, x.Credit, x.Amount)
+		amount := x.Amount
+		if d.Amount != 0 {
+			amount = d.Amount // a post or void of "all": the amount moved
+		}
+		detail = fmt.Sprintf("%s -> %s %d", x.Debit, x.Credit, amount)
 		if pid := x.Resolves(); pid != "" {
 			detail += " resolves " + pid
+		}
+		if d.Peer != nil {
+			detail += fmt.Sprintf(" (shard %d)", *d.Peer)
 		}
 		if d.Result != "" && d.Result != ledger.OK {
 			detail += " " + string(d.Result)
 		}
 		return x.ID, detail
 	case d.PendingID != "":
-		return d.PendingID, fmt.Sprintf("amount %d", d.Amount)
+		detail = fmt.Sprintf("amount %d", d.Amount)
+		if d.Peer != nil {
+			detail += fmt.Sprintf(" (shard %d)", *d.Peer)
+		}
+		if d.Result != "" && d.Result != ledger.OK {
+			detail += " " + string(d.Result)
+		}
+		if d.Note != "" {
+			detail += " note: " + d.Note
+		}
+		return d.PendingID, detail
 	}
 	return "", string(d.Result)
 }

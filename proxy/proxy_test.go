@@ -186,9 +186,11 @@ func TestRetryOnNotLeader(t *testing.T) {
 			if r.status != http.StatusOK || r.Results[0]["node"] != next.name {
 				t.Fatalf("status %d: %s", r.status, r.body)
 			}
-			// A hint is followed at once; without one the map is refreshed.
-			if refreshed := c.clusterGets() > gets; refreshed == hint {
-				t.Errorf("refreshed the map: %v, with a hint: %v", refreshed, hint)
+			// Without a hint the map must be refreshed. (With one, the
+			// background refresher may still run meanwhile, so only the
+			// outcome is checked: one refused write, then the hinted node.)
+			if refreshed := c.clusterGets() > gets; !hint && !refreshed {
+				t.Errorf("no hint, and the map was not refreshed")
 			}
 			if got := old.requests(); len(got) != 1 || got[0].status != http.StatusMisdirectedRequest {
 				t.Fatalf("old leader got %+v, want one refused write", got)

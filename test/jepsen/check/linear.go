@@ -241,6 +241,7 @@ func clientID(proc int) int {
 // Linearizable is C6.
 func Linearizable(a *Analysis, o Options) Result {
 	r := Result{Name: "C6", Title: "linearizability (porcupine, per account)", Verdict: Valid}
+	missingReads(a, &r)
 	accounts := AccountOps(a)
 	names := make([]string, 0, len(accounts))
 	for k := range accounts {
@@ -282,6 +283,28 @@ func Linearizable(a *Analysis, o Options) Result {
 	}
 	r.Summary = fmt.Sprintf("%d accounts, %d operations, %d not linearizable", len(names), n, bad)
 	return r
+}
+
+// missingReads flags reads that answered account_not_found for an
+// account whose opening had been acknowledged before the read began.
+func missingReads(a *Analysis, r *Result) {
+	opened := map[string]int64{}
+	for i := range a.Pairs {
+		p := &a.Pairs[i]
+		if p.Invoke.F == history.FOpen && p.Type() == history.OK {
+			opened[p.Invoke.Account] = p.End()
+		}
+	}
+	for i := range a.Pairs {
+		p := &a.Pairs[i]
+		if (p.Invoke.F != history.FRead && p.Invoke.F != history.FNodeRead) || p.Type() != history.OK || p.Complete.Read != nil {
+			continue
+		}
+		if t, ok := opened[p.Invoke.Account]; ok && t < p.Start() {
+			r.fail("op %d read %s and got %s, but the account was opened before the read began", p.Invoke.Index,
+				p.Invoke.Account, p.Complete.Result)
+		}
+	}
 }
 
 func safeName(s string) string {

@@ -440,6 +440,14 @@ func TestNonMonotonicRead(t *testing.T) {
 	expectFlag(t, s.check(), "C8")
 }
 
+func TestReadOfOpenedAccountNotFound(t *testing.T) {
+	s := baseline(t)
+	s.op(1, history.Op{F: history.FNodeRead, Account: "a0{s1}", Shard: 1, Node: "n2"}, func(c *history.Op) {
+		c.Type, c.Result = history.OK, "account_not_found"
+	})
+	expectFlag(t, s.check(), "C6")
+}
+
 func TestTamperedHash(t *testing.T) {
 	s := baseline(t)
 	e := &s.logs[0][2]

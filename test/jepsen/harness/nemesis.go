@@ -55,8 +55,12 @@ var needsFailpoints = map[string]bool{FsyncError: true, CrashPoint: true}
 var leaderTargeted = map[string]bool{KillLeader: true, PauseLeader: true, IsolateLeader: true,
 	ShardLink: true, DeposedLeader: true}
 
+// maxElectionWait bounds how long a leader-targeted fault stays past its
+// hold while the shard has not elected another leader.
+const maxElectionWait = 8 * time.Second
+
 // crashPoints are the crash failpoints a crash-point fault picks from.
-var crashPoints = []string{"before-apply", "after-apply", "snapshot"}
+var crashPoints = []string{"before-apply", "after-apply", "snapshot", "saga-before-credit", "saga-before-resolve"}
 
 // Fault is one scheduled fault.
 type Fault struct {
@@ -222,6 +226,19 @@ func (n *Nemesis) one(ctx context.Context, i int, f Fault) *Window {
 	if heal != nil {
 		n.setActive(heal)
 		sleepCtx(ctx, f.Hold)
+		if leaderTargeted[f.Class] && err == nil {
+			// An election can take longer than a short hold (a lagging
+			// voter, split votes): keep the fault until the shard's
+			// leader changes, for a bounded while.
+			waitFor(maxElectionWait, func() bool {
+				if ctx.Err() != nil {
+					return true
+				}
+				n.poll.Poll(ctx)
+				l, t := n.poll.Leader(f.Shard)
+				return l != w.LeaderBefore || t > w.TermBefore
+			})
+		}
 		n.poll.Poll(ctx)
 		n.afterHold(w, f)
 		n.setActive(nil)

@@ -50,8 +50,8 @@ func plotLatency(path string, a *check.Analysis, ws []*Window, start time.Time) 
 		}
 		fmt.Fprintf(b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s" opacity="0.7"><title>%s</title></rect>`+"\n",
 			x(s), top, math.Max(x(e)-x(s), 1), H-top-bottom, fill, html.EscapeString(w.Fault.Class+" "+w.Target+": "+w.Verify))
-		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" transform="rotate(-90 %.1f %.1f)" fill="#7a4a1a" font-size="10">%s</text>`+"\n",
-			x(s)+9, top+4, x(s)+9, top+4, html.EscapeString(fmt.Sprintf("%d %s %s", w.N, w.Fault.Class, w.Target)))
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" transform="rotate(90 %.1f %.1f)" fill="#7a4a1a" font-size="10">%s</text>`+"\n",
+			x(s)+3, top+4, x(s)+3, top+4, html.EscapeString(fmt.Sprintf("%d %s %s", w.N, w.Fault.Class, w.Target)))
 	}
 	// Axes and grid.
 	for ms := minMs * 2; ms <= maxMs; ms *= 10 {

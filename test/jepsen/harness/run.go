@@ -62,178 +62,244 @@ const lockPath = "/run/" + nsPrefix + "lock"
 
 // Run runs one fault run and writes its store. It cleans up every
 // namespace, mount and process it made, also when it fails or ctx is
-// cancelled (Ctrl-C).
-func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
-	out := cfg.Out
-	if out == nil {
-		out = os.Stdout
+// cancelled (Ctrl-C): processes run in their own process groups, so a
+// Ctrl-C reaches the harness alone, which stops them in order.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	r := &runner{cfg: cfg, out: cfg.Out}
+	if r.out == nil {
+		r.out = os.Stdout
 	}
-	logf := func(format string, args ...any) { fmt.Fprintf(out, "jepsen: "+format+"\n", args...) }
-	root := os.Geteuid() == 0 && haveTools()
-	if !root {
+	defer r.close()
+	if err := r.prepare(); err != nil {
+		return nil, err
+	}
+	if err := r.start(ctx); err != nil {
+		return nil, err
+	}
+	r.faults(ctx)
+	if ctx.Err() != nil {
+		return r.rep, ctx.Err()
+	}
+	final, err := r.finish(ctx)
+	if err != nil {
+		return r.rep, err
+	}
+	return r.rep, r.judge(final)
+}
+
+// runner holds one run's parts, phase by phase.
+type runner struct {
+	cfg     Config
+	out     io.Writer
+	root    bool
+	start0  time.Time
+	dir     string
+	work    string
+	bin     string
+	classes []string
+	sched   []Fault
+	rep     *Report
+	undo    []func() // run in reverse by close
+
+	c    *Cluster
+	poll *Poller
+	rec  *history.Recorder
+	w    *Workload
+	nem  *Nemesis
+
+	warm, faultStart time.Time
+	changes          []LeaderChange
+	unexpected       []string
+}
+
+func (r *runner) logf(format string, args ...any) {
+	fmt.Fprintf(r.out, "jepsen: "+format+"\n", args...)
+}
+
+func (r *runner) close() {
+	for i := len(r.undo) - 1; i >= 0; i-- {
+		r.undo[i]()
+	}
+	r.undo = nil
+}
+
+// prepare checks for root, takes the lock, sweeps what a killed run left,
+// makes the store and work directories, builds the binary and plans the
+// schedule.
+func (r *runner) prepare() error {
+	cfg := r.cfg
+	r.root = os.Geteuid() == 0 && haveTools()
+	if !r.root {
 		why := "not running as root"
 		if os.Geteuid() == 0 {
 			why = "ip, nft or mount missing"
 		}
-		fmt.Fprintf(out, "jepsen: %s: running kill and pause faults only on loopback; this run cannot pass in full\n", why)
+		fmt.Fprintf(r.out, "jepsen: %s: running kill and pause faults only on loopback; this run cannot pass in full\n", why)
 	} else {
 		unlock, err := lock()
 		if err != nil {
-			return nil, err
+			return err
 		}
-		defer unlock()
-		Sweep(logf)
+		r.undo = append(r.undo, unlock)
+		Sweep(r.logf)
 	}
-	start := time.Now()
-	dir := filepath.Join(cfg.Store, fmt.Sprintf("%s-%s-seed%d", start.Format("20060102-150405"), cfg.Profile, cfg.Seed))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+	r.start0 = time.Now()
+	r.dir = filepath.Join(cfg.Store, fmt.Sprintf("%s-%s-seed%d", r.start0.Format("20060102-150405"), cfg.Profile, cfg.Seed))
+	if err := os.MkdirAll(r.dir, 0o755); err != nil {
+		return err
 	}
-	rep = &Report{Seed: cfg.Seed, Dir: dir, Partial: !root}
-	work := filepath.Join(os.TempDir(), nsPrefix+"run")
-	_ = os.RemoveAll(work)
-	if err := os.MkdirAll(work, 0o755); err != nil {
-		return nil, err
+	r.rep = &Report{Seed: cfg.Seed, Dir: r.dir, Partial: !r.root}
+	r.work = filepath.Join(os.TempDir(), nsPrefix+"run")
+	_ = os.RemoveAll(r.work)
+	if err := os.MkdirAll(r.work, 0o755); err != nil {
+		return err
 	}
-	bin := cfg.Bin
-	if bin == "" {
-		bin = filepath.Join(work, "tally")
-		if err := build(cfg.Repo, cfg.Tags, bin); err != nil {
-			return nil, err
+	r.undo = append(r.undo, func() { _ = os.RemoveAll(r.work) })
+	r.bin = cfg.Bin
+	if r.bin == "" {
+		// Rebuilt every run, into the work directory.
+		r.bin = filepath.Join(r.work, "tally")
+		if err := build(cfg.Repo, cfg.Tags, r.bin); err != nil {
+			return err
 		}
-		// The binary must outlive the work directory's cleanup only for
-		// the run itself; it is rebuilt every run.
 	}
-	failpoints := strings.Contains(cfg.Tags, "failpoints")
-	classes := available(cfg.Faults, root, failpoints)
-	fmt.Fprintf(out, "jepsen: seed %d profile %s faults %s root %v tags %q store %s\n", cfg.Seed, cfg.Profile,
-		strings.Join(classes, ","), root, cfg.Tags, dir)
-	once := cfg.Profile == "ci"
-	sched := Schedule(cfg.Seed, classes, once, cfg.Duration, cfg.Hold, cfg.Gap, cfg.Shards)
-	writeJSON(filepath.Join(dir, "schedule.json"), sched)
+	r.classes = available(cfg.Faults, r.root, strings.Contains(cfg.Tags, "failpoints"))
+	fmt.Fprintf(r.out, "jepsen: seed %d profile %s faults %s root %v tags %q store %s\n", cfg.Seed, cfg.Profile,
+		strings.Join(r.classes, ","), r.root, cfg.Tags, r.dir)
+	r.sched = Schedule(cfg.Seed, r.classes, cfg.Profile == "ci", cfg.Duration, cfg.Hold, cfg.Gap, cfg.Shards)
+	writeJSON(filepath.Join(r.dir, "schedule.json"), r.sched)
+	return nil
+}
 
-	c, err := StartCluster(ctx, ClusterConfig{Bin: bin, Shards: cfg.Shards, Root: root, Work: work, Store: dir,
-		Fast: true, Logf: logf, Failpoints: failpoints})
+// start brings the cluster up, starts the leader poller and the history,
+// and opens and funds the accounts.
+func (r *runner) start(ctx context.Context) error {
+	cfg := r.cfg
+	c, err := StartCluster(ctx, ClusterConfig{Bin: r.bin, Shards: cfg.Shards, Root: r.root, Work: r.work, Store: r.dir,
+		Fast: true, Logf: r.logf, Failpoints: strings.Contains(cfg.Tags, "failpoints")})
 	if err != nil {
-		return nil, fmt.Errorf("start cluster: %w", err)
+		return fmt.Errorf("start cluster: %w", err)
 	}
-	defer c.Close()
-	// Ctrl-C: the deferred Close still runs because ctx only stops the
-	// phases; processes are in their own process groups.
-	pctx, cancelPoll := context.WithCancel(context.Background())
-	defer cancelPoll()
-	poll := NewPoller(pctx, c, 250*time.Millisecond)
+	r.c = c
+	r.undo = append(r.undo, c.Close)
+	pctx, cancel := context.WithCancel(context.Background())
+	r.undo = append(r.undo, cancel)
+	r.poll = NewPoller(pctx, c, 250*time.Millisecond)
+	if r.rec, err = history.NewRecorder(filepath.Join(r.dir, "history.jsonl")); err != nil {
+		return err
+	}
+	r.undo = append(r.undo, func() { _ = r.rec.Close() })
+	r.w = NewWorkload(c, r.rec, r.start0, WorkloadConfig{Workers: cfg.Workers, PerShard: 3, Initial: 1000, MaxAmount: 900,
+		Think: 25 * time.Millisecond, Seed: cfg.Seed, WriteDeadline: 12 * time.Second, Currency: "USD"})
+	if err := r.w.Setup(ctx); err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	if r.nem, err = NewNemesis(c, r.poll, filepath.Join(r.dir, "nemesis.jsonl"), r.logf); err != nil {
+		return err
+	}
+	r.undo = append(r.undo, func() { _ = r.nem.Close() })
+	return nil
+}
 
-	rec, err := history.NewRecorder(filepath.Join(dir, "history.jsonl"))
-	if err != nil {
-		return nil, err
-	}
-	defer rec.Close()
-	w := NewWorkload(c, rec, start, WorkloadConfig{Workers: cfg.Workers, PerShard: 3, Initial: 1000, MaxAmount: 900,
-		Think: 15 * time.Millisecond, Seed: cfg.Seed, WriteDeadline: 12 * time.Second, Currency: "USD"})
-	if err := w.Setup(ctx); err != nil {
-		return nil, fmt.Errorf("setup: %w", err)
-	}
-	nem, err := NewNemesis(c, poll, filepath.Join(dir, "nemesis.jsonl"), logf)
-	if err != nil {
-		return nil, err
-	}
-	defer nem.Close()
-
+// faults runs the clients, a warm-up without faults, then the schedule,
+// and heals everything and stops the clients.
+func (r *runner) faults(ctx context.Context) {
 	stop := make(chan struct{})
-	wdone := make(chan struct{})
+	done := make(chan struct{})
 	go func() {
-		w.Run(ctx, stop)
-		close(wdone)
+		r.w.Run(ctx, stop)
+		close(done)
 	}()
-	warmStart := time.Now()
-	sleepCtx(ctx, cfg.Warmup)
-	faultStart := time.Now()
-	phase := cfg.Duration
-	if once {
-		phase = time.Duration(len(sched))*(cfg.Hold+cfg.Gap) + 10*time.Minute
+	r.warm = time.Now()
+	sleepCtx(ctx, r.cfg.Warmup)
+	r.faultStart = time.Now()
+	phase := r.cfg.Duration
+	if r.cfg.Profile == "ci" {
+		phase = time.Duration(len(r.sched))*(r.cfg.Hold+r.cfg.Gap) + 10*time.Minute
 	}
-	windows := nem.Run(ctx, faultStart, faultStart.Add(phase), sched, func(win *Window) {
-		fmt.Fprintln(out, windowLine(win, start))
+	r.rep.Windows = r.nem.Run(ctx, r.faultStart, r.faultStart.Add(phase), r.sched, func(win *Window) {
+		fmt.Fprintln(r.out, windowLine(win, r.start0))
 	})
-	rep.Windows = windows
 	// Traffic goes on a little after the last heal, then stops.
 	sleepCtx(ctx, 2*time.Second)
-	nem.HealAll()
+	r.nem.HealAll()
 	close(stop)
-	<-wdone
-	if ctx.Err() != nil {
-		return rep, ctx.Err()
-	}
+	<-done
+}
+
+// finish restarts whatever is down, waits for the replicas to converge,
+// reads every account once more, exports every replica and stops the
+// cluster.
+func (r *runner) finish(ctx context.Context) (*check.Final, error) {
+	c := r.c
 	for _, p := range c.Procs() {
 		if !p.Running() {
 			if err := c.Restart(ctx, p); err != nil {
-				logf("restart %s after the run: %v", p.Name, err)
+				r.logf("restart %s after the run: %v", p.Name, err)
 			}
 		}
 	}
-	quiesced := quiesce(ctx, c, poll, 90*time.Second)
+	quiesced := quiesce(ctx, c, r.poll, 90*time.Second)
 	if !quiesced {
-		logf("the replicas did not converge within 90s")
+		r.logf("the replicas did not converge within 90s")
 	}
-	w.FinalReads(ctx)
-	final, err := export(ctx, c, filepath.Join(dir, "final"), quiesced)
+	r.w.FinalReads(ctx)
+	final, err := export(ctx, c, filepath.Join(r.dir, "final"), quiesced)
 	if err != nil {
-		return rep, fmt.Errorf("export: %w", err)
+		return nil, fmt.Errorf("export: %w", err)
 	}
-	changes := poll.Changes()
-	cancelPoll()
-	var unexpected []string
+	r.changes = r.poll.Changes()
 	for _, p := range c.Procs() {
 		for _, u := range p.Unexpected() {
-			unexpected = append(unexpected, p.Name+": "+u)
+			r.unexpected = append(r.unexpected, p.Name+": "+u)
 		}
 	}
 	c.Close()
-	if err := rec.Close(); err != nil {
-		return rep, err
-	}
-	ops := rec.Ops()
-	a, err := check.Analyze(ops, final)
+	return final, r.rec.Close()
+}
+
+// judge runs the checkers and the gates, prints the report and writes the
+// store.
+func (r *runner) judge(final *check.Final) error {
+	rep, out := r.rep, r.out
+	a, err := check.Analyze(r.rec.Ops(), final)
 	if err != nil {
-		return rep, err
+		return err
 	}
-	rep.Results = check.All(a, check.Options{PorcupineTimeout: 2 * time.Minute, HTMLDir: dir})
+	rep.Results = check.All(a, check.Options{PorcupineTimeout: 2 * time.Minute, HTMLDir: r.dir})
 	rep.Verdict = check.Overall(rep.Results)
 	stats := a.Stats()
-	gates(rep, cfg, a, stats, windows, warmStart, faultStart, start, classes)
-	live := liveness(a, windows, start, c.Shards)
-	maxUn := live.maxUnavailable()
+	gates(rep, r.cfg, a, stats, rep.Windows, r.warm, r.faultStart, r.start0, r.classes)
+	live := liveness(a, rep.Windows, r.start0, r.c.Shards)
 	rep.Summary = fmt.Sprintf("summary: ops %d ok %d fail %d info %d (%d info writes, %d resolved) faults %d/%d verified leader-changes %d max-unavailable %s verdict %s",
-		stats.Ops, stats.OK, stats.Fail, stats.Info, stats.InfoWrites, stats.InfoResolved, countVerified(windows), len(windows),
-		len(changes), maxUn, verdictWord(rep))
-	for _, u := range unexpected {
+		stats.Ops, stats.OK, stats.Fail, stats.Info, stats.InfoWrites, stats.InfoResolved, countVerified(rep.Windows),
+		len(rep.Windows), len(r.changes), live.maxUnavailable(), verdictWord(rep))
+	for _, u := range r.unexpected {
 		fmt.Fprintf(out, "jepsen: unexpected exit of %s\n", u)
 	}
 	for _, l := range live.lines() {
 		fmt.Fprintln(out, l)
 	}
 	fmt.Fprintln(out, rep.Summary)
-	for _, r := range rep.Results {
-		fmt.Fprintf(out, "%-3s %-42s %-8s %s\n", r.Name, r.Title, r.Verdict, r.Summary)
-		for _, p := range r.Problems {
+	summary := rep.Summary + "\n"
+	for _, res := range rep.Results {
+		line := fmt.Sprintf("%-3s %-42s %-8s %s", res.Name, res.Title, res.Verdict, res.Summary)
+		fmt.Fprintln(out, line)
+		summary += line + "\n"
+		for _, p := range res.Problems {
 			fmt.Fprintf(out, "      %s\n", p)
 		}
 	}
 	for _, p := range rep.Problems {
 		fmt.Fprintf(out, "jepsen: unknown: %s\n", p)
 	}
-	if err := plotLatency(filepath.Join(dir, "latency.svg"), a, windows, start); err != nil {
-		logf("plot: %v", err)
+	if err := plotLatency(filepath.Join(r.dir, "latency.svg"), a, rep.Windows, r.start0); err != nil {
+		r.logf("plot: %v", err)
 	}
-	writeJSON(filepath.Join(dir, "results.json"), rep)
-	summary := rep.Summary + "\n"
-	for _, r := range rep.Results {
-		summary += fmt.Sprintf("%s %s %s %s\n", r.Name, r.Title, r.Verdict, r.Summary)
-	}
-	_ = os.WriteFile(filepath.Join(dir, "summary.txt"), []byte(summary), 0o644)
-	keepStore(cfg, rep)
-	return rep, nil
+	writeJSON(filepath.Join(r.dir, "results.json"), rep)
+	_ = os.WriteFile(filepath.Join(r.dir, "summary.txt"), []byte(summary), 0o644)
+	keepStore(r.cfg, rep)
+	return nil
 }
 
 // verdictWord is the verdict as printed: a run without root never reads

@@ -35,7 +35,7 @@ func main() {
 		hold     = flag.Duration("hold", 4*time.Second, "how long each fault stays")
 		gap      = flag.Duration("gap", 2*time.Second, "pause between faults")
 		warmup   = flag.Duration("warmup", 4*time.Second, "traffic before the first fault")
-		workers  = flag.Int("workers", 6, "concurrent clients")
+		workers  = flag.Int("workers", 10, "concurrent clients")
 		shards   = flag.Int("shards", 4, "shards")
 		sagas    = flag.Bool("sagas", true, "cross-shard transfers must complete (the product has sagas)")
 		tags     = flag.String("tags", "failpoints", "build tags of the tally binary")

@@ -44,6 +44,9 @@ type reply struct {
 	// Sent reports whether the request was written: after that a write
 	// may have been applied even without an answer.
 	Sent bool
+	// Malformed marks a 200 answer that breaks the API contract (Err
+	// says how); its request may have been applied.
+	Malformed bool
 }
 
 // apiError is the error object of an answer.
@@ -132,19 +135,29 @@ type transferResult struct {
 	Seq      uint64 `json:"seq"`
 }
 
-func (c *client) postTransfer(ctx context.Context, base string, t history.Transfer, timeout time.Duration) (reply, *transferResult) {
-	r := c.do(ctx, http.MethodPost, base, "/v1/transfers", nil, map[string]any{"transfers": []history.Transfer{t}}, timeout)
+// postTransfers sends a batch; a 200 answer has one result per transfer,
+// in order.
+func (c *client) postTransfers(ctx context.Context, base string, ts []history.Transfer, timeout time.Duration) (reply, []transferResult) {
+	r := c.do(ctx, http.MethodPost, base, "/v1/transfers", nil, map[string]any{"transfers": ts}, timeout)
 	if r.Err != nil || r.Status != http.StatusOK {
 		return r, nil
 	}
 	var res struct {
 		Results []transferResult `json:"results"`
 	}
-	if err := json.Unmarshal(r.Body, &res); err != nil || len(res.Results) != 1 {
+	if err := json.Unmarshal(r.Body, &res); err != nil || len(res.Results) != len(ts) {
 		r.Err = fmt.Errorf("bad transfers answer: %.200s", r.Body)
+		r.Status, r.Malformed = 0, true
 		return r, nil
 	}
-	return r, &res.Results[0]
+	for i := range ts {
+		if res.Results[i].ID != ts[i].ID {
+			r.Err = fmt.Errorf("transfers answer out of order: result %d is %s, want %s", i, res.Results[i].ID, ts[i].ID)
+			r.Status, r.Malformed = 0, true
+			return r, nil
+		}
+	}
+	return r, res.Results
 }
 
 // transferView is GET /v1/transfers/{id}.

@@ -270,6 +270,14 @@ func (r *runner) judge(final *check.Final) error {
 	rep.Verdict = check.Overall(rep.Results)
 	stats := a.Stats()
 	gates(rep, r.cfg, a, stats, rep.Windows, r.warm, r.faultStart, r.start0, r.classes)
+	if n, msg := r.w.Malformed(); n > 0 {
+		// An answer that breaks the API contract is a product bug the
+		// history cannot express: the run cannot pass.
+		rep.Problems = append(rep.Problems, fmt.Sprintf("%d answers broke the API contract, the first: %s", n, msg))
+		if rep.Verdict == check.Valid {
+			rep.Verdict = check.Unknown
+		}
+	}
 	live := liveness(a, rep.Windows, r.start0, r.c.Shards)
 	rep.Summary = fmt.Sprintf("summary: ops %d ok %d fail %d info %d (%d info writes, %d resolved) faults %d/%d verified leader-changes %d max-unavailable %s verdict %s",
 		stats.Ops, stats.OK, stats.Fail, stats.Info, stats.InfoWrites, stats.InfoResolved, countVerified(rep.Windows),

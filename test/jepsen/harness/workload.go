@@ -45,6 +45,27 @@ type Workload struct {
 	done []doneTransfer // transfers with a definite answer, for replays
 
 	setupProc int
+
+	badMu  sync.Mutex
+	bad    int    // 200 answers that broke the API contract
+	badMsg string // the first of them
+}
+
+func (w *Workload) malformed(err error) {
+	w.badMu.Lock()
+	defer w.badMu.Unlock()
+	w.bad++
+	if w.badMsg == "" {
+		w.badMsg = err.Error()
+	}
+}
+
+// Malformed returns how many answers broke the API contract, and the
+// first one.
+func (w *Workload) Malformed() (int, string) {
+	w.badMu.Lock()
+	defer w.badMu.Unlock()
+	return w.bad, w.badMsg
 }
 
 type doneTransfer struct {
@@ -175,6 +196,10 @@ func (w *Workload) Run(ctx context.Context, stop <-chan struct{}) {
 	wg.Wait()
 }
 
+// opBatch sends two or three transfers (on different shards, some
+// cross-shard) in one request.
+const opBatch = "batch"
+
 // The operation mix, in percent.
 var mix = []struct {
 	f      string
@@ -182,10 +207,11 @@ var mix = []struct {
 }{
 	{history.FTransfer, 30},
 	{history.FCross, 14},
-	{history.FRead, 24},
+	{history.FRead, 20},
+	{opBatch, 6},
 	{history.FNodeRead, 8},
 	{history.FShardRead, 8},
-	{history.FReplay, 10},
+	{history.FReplay, 8},
 	{history.FReplayChanged, 6},
 }
 
@@ -232,6 +258,8 @@ func (w *Workload) worker(ctx context.Context, stop <-chan struct{}, proc int) {
 			}
 			t := history.Transfer{ID: fmt.Sprintf("x%d-%d", proc, n), Debit: a, Credit: b, Amount: 1 + rng.Int64N(w.cfg.MaxAmount)}
 			w.write(ctx, proc, f, t, s, d, 0, rng.IntN(10) >= 3)
+		case opBatch:
+			w.writeBatch(ctx, proc, w.batch(rng, proc, n), rng.IntN(10) >= 3)
 		case history.FRead:
 			acct := w.randomAccount(rng)
 			w.read(ctx, proc, f, acct, "", w.c.ProxyAddr)
@@ -258,6 +286,27 @@ func (w *Workload) worker(ctx context.Context, stop <-chan struct{}, proc int) {
 	}
 }
 
+// batch makes two or three transfers from different shards, one in
+// three of them cross-shard.
+func (w *Workload) batch(rng *rand.Rand, proc, n int) []item {
+	k := 2 + rng.IntN(2)
+	var out []item
+	for i, s := range rng.Perm(w.c.Shards)[:min(k, w.c.Shards)] {
+		id := fmt.Sprintf("b%d-%d-%d", proc, n, i)
+		amt := 1 + rng.Int64N(w.cfg.MaxAmount)
+		if rng.IntN(3) == 0 && w.c.Shards > 1 {
+			d := (s + 1 + rng.IntN(w.c.Shards-1)) % w.c.Shards
+			a := w.accounts[s][rng.IntN(len(w.accounts[s]))]
+			b := w.accounts[d][rng.IntN(len(w.accounts[d]))]
+			out = append(out, item{f: history.FCross, t: history.Transfer{ID: id, Debit: a, Credit: b, Amount: amt}, shard: s, dest: d})
+			continue
+		}
+		a, b := w.two(rng, w.accounts[s])
+		out = append(out, item{f: history.FTransfer, t: history.Transfer{ID: id, Debit: a, Credit: b, Amount: amt}, shard: s})
+	}
+	return out
+}
+
 func (w *Workload) two(rng *rand.Rand, accts []string) (string, string) {
 	i := rng.IntN(len(accts))
 	j := rng.IntN(len(accts) - 1)
@@ -281,62 +330,73 @@ func (w *Workload) pickDone(rng *rand.Rand) (doneTransfer, bool) {
 	return w.done[rng.IntN(len(w.done))], true
 }
 
-// write sends one transfer through the proxy, retrying with the same id
-// and body within the write deadline: after a 503 or a connection that
-// never carried the request (nothing applied), and after a 504, a timeout
-// or a reset after sending (the outcome is unknown, and a retry is safe
-// because the id is an idempotency key). A cross-shard answer in_flight
-// is followed by polling the transfer until it finishes.
+// item is one transfer of a request.
+type item struct {
+	f           string
+	t           history.Transfer
+	shard, dest int
+	of          int
+}
+
+// write sends one transfer; see writeBatch.
 func (w *Workload) write(ctx context.Context, proc int, f string, t history.Transfer, shard, dest, of int, retry bool) history.Op {
-	inv := history.Op{Index: w.rec.NextIndex(), Process: proc, Type: history.Invoke, F: f, Time: w.now(),
-		Transfer: &t, Shard: shard, Dest: dest, Of: of}
-	w.rec.Add(inv)
-	comp := inv
+	return w.writeBatch(ctx, proc, []item{{f: f, t: t, shard: shard, dest: dest, of: of}}, retry)[0]
+}
+
+// writeBatch sends transfers in one request through the proxy (which
+// splits a batch per shard and merges the answers), retrying the whole
+// request with the same ids and bodies within the write deadline: after a
+// 503 or a connection that never carried the request (nothing applied),
+// and after a 504, a timeout or a reset after sending (the outcome is
+// unknown, and a retry is safe because ids are idempotency keys). A
+// cross-shard answer in_flight is followed by polling the transfer until
+// it finishes. Each transfer is its own operation in the history.
+func (w *Workload) writeBatch(ctx context.Context, proc int, items []item, retry bool) []history.Op {
+	now := w.now()
+	ts := make([]history.Transfer, len(items))
+	comps := make([]history.Op, len(items))
+	for i := range items {
+		it := &items[i]
+		ts[i] = it.t
+		t := it.t
+		inv := history.Op{Index: w.rec.NextIndex(), Process: proc, Type: history.Invoke, F: it.f, Time: now,
+			Transfer: &t, Shard: it.shard, Dest: it.dest, Of: it.of}
+		if len(items) > 1 {
+			inv.Batch = len(items)
+		}
+		w.rec.Add(inv)
+		comps[i] = inv
+	}
 	deadline := time.Now().Add(w.cfg.WriteDeadline)
 	attempt := 3 * time.Second
 	if !retry {
-		// One attempt: a timeout or a 504 leaves the operation info.
+		// One attempt: a timeout or a 504 leaves the operations info.
 		attempt = 2 * time.Second
 		deadline = time.Now().Add(attempt)
 	}
 	unknown := false
+	attempts := 0
 	var last reply
-	for time.Now().Before(deadline) && ctx.Err() == nil && (retry || comp.Attempts == 0) {
-		comp.Attempts++
+	for time.Now().Before(deadline) && ctx.Err() == nil && (retry || attempts == 0) {
+		attempts++
 		left := min(attempt, time.Until(deadline))
-		r, res := w.c.cl.postTransfer(ctx, w.c.ProxyAddr, t, max(left, 200*time.Millisecond))
+		r, res := w.c.cl.postTransfers(ctx, w.c.ProxyAddr, ts, max(left, 200*time.Millisecond))
 		last = r
-		comp.HTTP = r.Status
+		if r.Malformed {
+			w.malformed(r.Err)
+		}
 		if res != nil {
-			if res.Status == "in_flight" {
-				if v := w.follow(ctx, t.ID, deadline); v != nil {
-					res = &transferResult{ID: t.ID, Result: v.Result, Status: v.Status, Shard: v.Shard, Seq: v.Seq, Original: res.Original}
-				} else {
-					unknown = true
-					comp.Result, comp.Status, comp.Error = res.Result, res.Status, "still in flight at the deadline"
-					break
-				}
+			for i := range items {
+				comps[i].Attempts, comps[i].HTTP = attempts, r.Status
+				w.answer(ctx, &items[i], &comps[i], &res[i], deadline)
 			}
-			comp.Result, comp.Status, comp.Original, comp.Seq, comp.Time = res.Result, res.Status, res.Original, res.Seq, w.now()
-			comp.Type = history.Fail
-			if w.acked(f, res) {
-				comp.Type = history.OK
-			}
-			comp.Error = ""
-			w.rec.Add(comp)
-			w.remember(f, t, inv.Index, shard, comp)
-			return comp
+			return comps
 		}
 		switch {
 		case r.Err == nil && r.Status == http.StatusServiceUnavailable:
 		case r.Err == nil && r.Status >= 400 && r.Status < 500:
 			// Refused at the edge: nothing was proposed.
-			comp.Type, comp.Error, comp.Time = history.Fail, r.String(), w.now()
-			if unknown {
-				comp.Type = history.Info
-			}
-			w.rec.Add(comp)
-			return comp
+			return w.finish(comps, attempts, r, unknown)
 		case r.Err == nil:
 			unknown = true // 504 or another 5xx: it may have applied
 		case r.Sent:
@@ -344,16 +404,43 @@ func (w *Workload) write(ctx context.Context, proc int, f string, t history.Tran
 		}
 		sleepCtx(ctx, time.Duration(50+rand.IntN(200))*time.Millisecond)
 	}
-	comp.Time = w.now()
-	if comp.Error == "" {
-		comp.Error = last.String()
+	return w.finish(comps, attempts, last, unknown)
+}
+
+// answer completes one operation from its item of a 200 answer.
+func (w *Workload) answer(ctx context.Context, it *item, comp *history.Op, res *transferResult, deadline time.Time) {
+	if res.Status == "in_flight" {
+		v := w.follow(ctx, it.t.ID, deadline)
+		if v == nil {
+			comp.Type, comp.Result, comp.Status, comp.Time = history.Info, res.Result, res.Status, w.now()
+			comp.Error = "still in flight at the deadline"
+			w.rec.Add(*comp)
+			return
+		}
+		res = &transferResult{ID: it.t.ID, Result: v.Result, Status: v.Status, Shard: v.Shard, Seq: v.Seq, Original: res.Original}
 	}
+	comp.Result, comp.Status, comp.Original, comp.Seq, comp.Time = res.Result, res.Status, res.Original, res.Seq, w.now()
 	comp.Type = history.Fail
-	if unknown {
-		comp.Type = history.Info
+	if w.acked(it.f, res) {
+		comp.Type = history.OK
 	}
-	w.rec.Add(comp)
-	return comp
+	w.rec.Add(*comp)
+	w.remember(it.f, it.t, comp.Index, it.shard, *comp)
+}
+
+// finish completes operations that got no answer: info if any attempt
+// may have applied them, fail otherwise.
+func (w *Workload) finish(comps []history.Op, attempts int, last reply, unknown bool) []history.Op {
+	for i := range comps {
+		c := &comps[i]
+		c.Time, c.Attempts, c.HTTP, c.Error = w.now(), attempts, last.Status, last.String()
+		c.Type = history.Fail
+		if unknown {
+			c.Type = history.Info
+		}
+		w.rec.Add(*c)
+	}
+	return comps
 }
 
 // acked reports whether an answer means the operation happened: a

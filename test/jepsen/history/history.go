@@ -110,6 +110,7 @@ type Op struct {
 	Node     string    `json:"node,omitempty"`  // node_read: the node asked
 	After    uint64    `json:"after,omitempty"` // shard_read: the cursor
 	Of       int       `json:"of,omitempty"`    // replays: the Index of the op whose id is sent again
+	Batch    int       `json:"batch,omitempty"` // sent in one request with Batch-1 other transfers
 
 	// What came back (completions).
 	Result   string     `json:"result,omitempty"`

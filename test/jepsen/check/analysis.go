@@ -115,13 +115,10 @@ func Analyze(ops []history.Op, final *Final) (*Analysis, error) {
 		ByID: map[string]*Outcome{}, Original: map[string]*history.Pair{},
 		Resolved: map[int]Resolution{}, Models: map[string]*Model{}}
 	a.Logs = make([][]Event, a.Shards)
+	if err := a.pickLogs(); err != nil {
+		return nil, err
+	}
 	for _, r := range final.Replicas {
-		if r.Shard < 0 || r.Shard >= a.Shards {
-			return nil, fmt.Errorf("replica %s: shard %d out of range", r.Node, r.Shard)
-		}
-		if r.Err == "" && len(r.Events) > len(a.Logs[r.Shard]) {
-			a.Logs[r.Shard] = r.Events
-		}
 		m := NewModel(r.Shard)
 		for i := range r.Events {
 			m.Apply(&r.Events[i])
@@ -188,6 +185,51 @@ func Analyze(ops []history.Op, final *Final) (*Analysis, error) {
 	}
 	a.buildBounds()
 	return a, nil
+}
+
+// pickLogs chooses each shard's canonical log: the one most replicas
+// hold (same length, same last hash), the longest among equals. When
+// replicas diverge (C5's to report), the majority's log is the one the
+// cluster goes on with, so the other checkers judge that one.
+func (a *Analysis) pickLogs() error {
+	type cand struct {
+		events []Event
+		votes  int
+	}
+	cands := make([]map[string]*cand, a.Shards)
+	for _, r := range a.Final.Replicas {
+		if r.Shard < 0 || r.Shard >= a.Shards {
+			return fmt.Errorf("replica %s: shard %d out of range", r.Node, r.Shard)
+		}
+		if r.Err != "" {
+			continue
+		}
+		key := fmt.Sprint(len(r.Events))
+		if n := len(r.Events); n > 0 {
+			key += "/" + r.Events[n-1].Hash
+		}
+		if cands[r.Shard] == nil {
+			cands[r.Shard] = map[string]*cand{}
+		}
+		c := cands[r.Shard][key]
+		if c == nil {
+			c = &cand{events: r.Events}
+			cands[r.Shard][key] = c
+		}
+		c.votes++
+	}
+	for s, cs := range cands {
+		var best *cand
+		for _, c := range cs {
+			if best == nil || c.votes > best.votes || (c.votes == best.votes && len(c.events) > len(best.events)) {
+				best = c
+			}
+		}
+		if best != nil {
+			a.Logs[s] = best.events
+		}
+	}
+	return nil
 }
 
 // isOriginal reports whether ops of kind f send a transfer id for the

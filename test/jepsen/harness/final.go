@@ -117,6 +117,48 @@ func exportReplica(ctx context.Context, c *Cluster, n *Node, rep *check.Replica,
 	}
 }
 
+// diverged lists the shards whose replicas report different applied
+// seqs or chain heads.
+func diverged(f *check.Final) []int {
+	var out []int
+	first := map[int]*check.StateView{}
+	bad := map[int]bool{}
+	for _, r := range f.Replicas {
+		if r.State == nil {
+			continue
+		}
+		if o, ok := first[r.Shard]; !ok {
+			first[r.Shard] = r.State
+		} else if o.AppliedSeq != r.State.AppliedSeq || o.HeadHash != r.State.HeadHash {
+			bad[r.Shard] = true
+		}
+	}
+	for s := 0; s < f.Shards; s++ {
+		if bad[s] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// saveRaft copies the Raft directories (log, stable store, snapshots) of
+// the given shards of every node into dir.
+func saveRaft(c *Cluster, shards []int, dir string, logf func(string, ...any)) {
+	for _, n := range c.Nodes {
+		for _, s := range shards {
+			src := filepath.Join(n.Data, fmt.Sprintf("shard-%d", s), "raft")
+			dst := filepath.Join(dir, n.ID, fmt.Sprintf("shard-%d", s))
+			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+				logf("save raft: %v", err)
+				continue
+			}
+			if err := run("cp", "-a", src, dst); err != nil {
+				logf("save raft: %v", err)
+			}
+		}
+	}
+}
+
 // LoadFinal reads an exported run back (for re-checking a stored run).
 func LoadFinal(dir string) (*check.Final, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "states.json"))

@@ -248,6 +248,12 @@ func (r *runner) finish(ctx context.Context) (*check.Final, error) {
 	if err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}
+	if shards := diverged(final); len(shards) > 0 {
+		// Keep the Raft logs of shards whose replicas disagree: the events
+		// say what each replica applied, the Raft logs say why.
+		r.logf("replicas of shards %v disagree: keeping their Raft directories in the store", shards)
+		saveRaft(c, shards, filepath.Join(r.dir, "raft"), r.logf)
+	}
 	r.changes = r.poll.Changes()
 	for _, p := range c.Procs() {
 		for _, u := range p.Unexpected() {

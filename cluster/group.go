@@ -234,11 +234,28 @@ func (g *Group) openStores(hl hclog.Logger) error {
 	}
 	g.trans = cfg.Transport
 	if g.trans == nil {
-		g.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-			Stream: cfg.Layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl})
+		g.trans = serialTransport{raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream: cfg.Layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl})}
 	}
 	return nil
 }
+
+// serialTransport is hashicorp/raft's NetworkTransport without its
+// heartbeat fast path. With the fast path, a heartbeat is handled on its
+// connection's goroutine, and one from a newer leader raises the term and
+// demotes the node while the node's main loop may still be dispatching a
+// batch as leader: that batch is written with the new term at the indexes
+// where the new leader writes its own entries, both logs hold different
+// entries with the same index and term, and the replicas diverge
+// (hashicorp/raft#695). The fault suite caught it when a paused leader
+// woke up (test/README.md). Without a heartbeat handler every RPC,
+// heartbeats included, runs on the main loop. Every other method,
+// RequestPreVote included, is the NetworkTransport's own, so pre-vote
+// stays on.
+type serialTransport struct{ *raft.NetworkTransport }
+
+// SetHeartbeatHandler ignores the handler: see serialTransport.
+func (serialTransport) SetHeartbeatHandler(func(raft.RPC)) {}
 
 func (g *Group) closeStores() {
 	if g.closer != nil {

@@ -4,7 +4,7 @@ BIN     ?= ./tally
 PKGS    := ./...
 
 .PHONY: help build test test-unit test-e2e cluster cluster-stop node lint fmt fuzz bench clean \
-	jepsen jepsen-ci jepsen-soak jepsen-selftest
+	jepsen jepsen-ci jepsen-soak jepsen-selftest jepsen-regress
 
 # The fault suite (test/README.md). SEED 0 picks a seed from the clock;
 # FAULTS is a comma-separated list of fault classes (empty: all).
@@ -62,6 +62,10 @@ jepsen: ## a longer fault run: make jepsen SEED=42 FAULTS=kill-leader,halves DUR
 
 jepsen-soak: ## random fault runs with fresh seeds for DURATION (default 30m); keeps failures only
 	$(JEPSEN) -profile soak -duration $(or $(DURATION),30m) $(if $(FAULTS),-faults $(FAULTS))
+
+jepsen-regress: ## the fault runs that found product bugs (test/README.md), again
+	$(JEPSEN) -profile random -seed 242473758 -duration 4m
+	$(JEPSEN) -profile random -seed 5004 -duration 4m -faults pause-leader,pause-follower,crash-point,kill-follower
 
 jepsen-selftest: ## build the product with each planted bug; the fault suite must catch every one
 	$(JEPSEN) -profile selftest -seed $(SEED)

@@ -31,8 +31,8 @@ func TestHeartbeatsTakeTheMainLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer send.Close()
-	heartbeat := &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ID: []byte("n2"), Addr: []byte(send.LocalAddr())},
-		Term: 7, Leader: send.EncodePeer("n2", send.LocalAddr())}
+	heartbeat := &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ID: []byte("n2"), Addr: send.EncodePeer("n2", send.LocalAddr())},
+		Term: 7}
 	done := make(chan error, 1)
 	go func() {
 		var resp raft.AppendEntriesResponse

@@ -8,8 +8,6 @@ import (
 	"math/big"
 	"sort"
 	"strings"
-
-	"tally/test/jepsen/history"
 )
 
 // The reference model folds one shard's event log the way SPEC.md says
@@ -447,10 +445,4 @@ func appendBool(b []byte, v bool) []byte {
 		return append(b, 1)
 	}
 	return append(b, 0)
-}
-
-// balanceOf returns an account's balances as a read would show them.
-func (a *mAccount) balanceOf() history.Balance {
-	return history.Balance{Currency: a.Currency, AllowNegative: a.AllowNegative, DebitsPosted: a.DP, CreditsPosted: a.CP,
-		DebitsPending: a.DPend, CreditsPending: a.CPend, Balance: a.CP - a.DP, Available: a.available()}
 }

@@ -271,15 +271,6 @@ func (n *Nemesis) afterHold(w *Window, f Fault) {
 	}
 }
 
-func (n *Nemesis) nodeIndex(id string) int {
-	for i, node := range n.c.Nodes {
-		if node.ID == id {
-			return i
-		}
-	}
-	return -1
-}
-
 // follower returns a node other than leader, chosen by f.Node.
 func (n *Nemesis) follower(f Fault, leader string) *Node {
 	var others []*Node

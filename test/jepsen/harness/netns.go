@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -351,16 +350,4 @@ func shardLinkRules(shards int, cut int) string {
 // cutting shard cut (or none when cut < 0).
 func (n *Net) SetShardLink(node string, shards, cut int) error {
 	return nft(n.members[node].ns, shardLinkRules(shards, cut))
-}
-
-// members returns the names of the members, sorted.
-func (n *Net) names() []string {
-	var out []string
-	for k := range n.members {
-		if k != "bridge" {
-			out = append(out, k)
-		}
-	}
-	sort.Strings(out)
-	return out
 }

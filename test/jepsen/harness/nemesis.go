@@ -140,6 +140,10 @@ type Nemesis struct {
 	logf func(string, ...any)
 	out  *os.File
 
+	// CatchUp makes each recovery also wait for every replica to catch
+	// up, so that faults do not overlap (the CI profile).
+	CatchUp bool
+
 	mu     sync.Mutex
 	active func() // heals the fault in force, nil when none
 }
@@ -434,6 +438,37 @@ func (n *Nemesis) recover(ctx context.Context, w *Window) {
 	if !ok {
 		w.note("the cluster had not recovered 30s after the heal")
 	}
+	if n.CatchUp && ctx.Err() == nil && !n.caughtUp(ctx, 20*time.Second) {
+		w.note("a replica had not caught up 20s after the heal")
+	}
+}
+
+// caughtUp waits until every replica of every shard has applied at least
+// the seq the most advanced replica of that shard had applied when the
+// wait began, so that the next fault meets a cluster whose replicas are
+// all current (no follower still installing a snapshot, say).
+func (n *Nemesis) caughtUp(ctx context.Context, d time.Duration) bool {
+	n.poll.Poll(ctx)
+	target := map[int]uint64{}
+	for _, v := range n.poll.States() {
+		target[v.Shard] = max(target[v.Shard], v.AppliedSeq)
+	}
+	return waitFor(d, func() bool {
+		if ctx.Err() != nil {
+			return true
+		}
+		n.poll.Poll(ctx)
+		st := n.poll.States()
+		for s := 0; s < n.c.Shards; s++ {
+			for _, node := range n.c.Nodes {
+				v, ok := st[fmt.Sprintf("%s/%d", node.ID, s)]
+				if !ok || v.AppliedSeq < target[s] {
+					return false
+				}
+			}
+		}
+		return true
+	})
 }
 
 // partition installs bridge rules and verifies them with connection

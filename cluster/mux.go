@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,9 +30,19 @@ type Mux struct {
 // group before the mux drops it.
 const handshakeTimeout = 5 * time.Second
 
+// keepAlive makes a connection whose peer went silent fail within seconds
+// rather than the kernel's default minutes. It matters most to a follower
+// installing a snapshot: hashicorp/raft reads the stream on the follower's
+// main loop with no deadline, so while a leader cut off mid-stream keeps the
+// read blocked, the follower can neither vote nor time out, and with one node
+// already down its shard cannot elect a leader. Probes are answered by the
+// peer's kernel, so idle but healthy connections are not affected.
+var keepAlive = net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 3}
+
 // Listen opens the node's Raft port.
 func Listen(addr string, log *slog.Logger) (*Mux, error) {
-	ln, err := net.Listen("tcp", addr)
+	lc := net.ListenConfig{KeepAliveConfig: keepAlive}
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("raft listen %s: %w", addr, err)
 	}
@@ -140,7 +151,8 @@ func (l *Layer) Addr() net.Addr { return l.mux.Addr() }
 
 // Dial connects to a peer's shared port and names this group.
 func (l *Layer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	c, err := net.DialTimeout("tcp", string(addr), timeout)
+	d := net.Dialer{Timeout: timeout, KeepAliveConfig: keepAlive}
+	c, err := d.Dial("tcp", string(addr))
 	if err != nil {
 		return nil, err
 	}

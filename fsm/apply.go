@@ -83,7 +83,11 @@ func (f *FSM) changes(c ledger.Changes) []kv {
 	out := make([]kv, 0, len(c.Events)*3+len(c.Accounts)+len(c.Records))
 	for i := range c.Events {
 		e := &c.Events[i]
-		out = append(out, kv{k: eventKey(e.Seq), v: mustJSON(e)})
+		v := e.Raw
+		if v == nil {
+			v = mustJSON(e)
+		}
+		out = append(out, kv{k: eventKey(e.Seq), v: v})
 		for _, b := range e.Balances {
 			out = append(out, kv{k: histKey(ledger.AccountKey(b.Account, b.Currency), e.Seq), v: nil})
 		}

@@ -56,7 +56,7 @@ func (st *State) apply(e *Event) error {
 		e.Balances[i] = balanceOf(a)
 	}
 	e.PrevHash = st.Head
-	e.Hash = e.ComputeHash()
+	e.Seal()
 	st.Seq, st.Head = e.Seq, e.Hash
 	st.events = append(st.events, *e)
 	return nil

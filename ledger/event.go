@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -105,6 +106,10 @@ type Event struct {
 	Balances  []Balance `json:"balances"`
 	PrevHash  Hash      `json:"prev_hash"`
 	Hash      Hash      `json:"hash"`
+	// Raw is the event's JSON encoding with both hashes filled in, set by
+	// Seal; it is what the log stores, so the apply path encodes an event
+	// once. It is never part of the encoding itself.
+	Raw []byte `json:"-"`
 }
 
 // Canonical is the encoding the hash covers: the event without its hashes.
@@ -112,7 +117,7 @@ type Event struct {
 // sorted), so every replica produces the same bytes.
 func (e *Event) Canonical() []byte {
 	c := *e
-	c.PrevHash, c.Hash = Hash{}, Hash{}
+	c.PrevHash, c.Hash, c.Raw = Hash{}, Hash{}, nil
 	b, err := json.Marshal(&c)
 	if err != nil {
 		// Every field is a plain value; failing here is a programming error.
@@ -123,10 +128,43 @@ func (e *Event) Canonical() []byte {
 
 // ComputeHash returns SHA-256(prev_hash || canonical encoding).
 func (e *Event) ComputeHash() Hash {
+	return hashOf(e.PrevHash, e.Canonical())
+}
+
+func hashOf(prev Hash, canonical []byte) Hash {
 	h := sha256.New()
-	h.Write(e.PrevHash[:])
-	h.Write(e.Canonical())
+	h.Write(prev[:])
+	h.Write(canonical)
 	var out Hash
 	h.Sum(out[:0])
 	return out
+}
+
+// zeroTail is how the canonical encoding ends: the two hashes are the last
+// fields and are zero in it.
+var zeroTail = []byte(`"prev_hash":"` + Hash{}.String() + `","hash":"` + Hash{}.String() + `"}`)
+
+// Seal sets e.Hash from e.PrevHash and the canonical encoding, and e.Raw
+// to the full encoding, which differs from the canonical one only in the
+// two hashes at its end: the event is encoded once, not twice.
+func (e *Event) Seal() {
+	c := e.Canonical()
+	e.Hash = hashOf(e.PrevHash, c)
+	if !bytes.HasSuffix(c, zeroTail) {
+		// Not reached while the hashes are the last fields; stay correct
+		// if someone moves them.
+		e.Raw = nil
+		b, err := json.Marshal(e)
+		if err != nil {
+			panic(fmt.Sprintf("ledger: encode event %d: %v", e.Seq, err))
+		}
+		e.Raw = b
+		return
+	}
+	raw := c[:len(c)-len(zeroTail)]
+	raw = append(raw, `"prev_hash":"`...)
+	raw = hex.AppendEncode(raw, e.PrevHash[:])
+	raw = append(raw, `","hash":"`...)
+	raw = hex.AppendEncode(raw, e.Hash[:])
+	e.Raw = append(raw, `"}`...)
 }

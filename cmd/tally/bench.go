@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
 	"sync"
 	"time"
 
@@ -31,6 +34,12 @@ const (
 	conservationTries = 10
 )
 
+// Account choice within the pool (--dist).
+const (
+	distUniform = "uniform"
+	distZipf    = "zipf"
+)
+
 type benchOptions struct {
 	accounts    int
 	duration    time.Duration
@@ -44,6 +53,10 @@ type benchOptions struct {
 	hot         int
 	prefix      string
 	seed        uint64
+	rate        float64 // transfers per second, open loop; 0: closed loop
+	dist        string  // distUniform or distZipf
+	zipfS       float64 // Zipf exponent, above 1
+	plot        string  // SVG file for the timeline, or ""
 }
 
 func newBenchCmd(a *app) *cobra.Command {
@@ -59,6 +72,23 @@ latency percentiles per request, errors and rejections by kind, and checks
 conservation: the bench accounts' balances must sum to accounts x initial, or
 the command exits with status 1 (a fast wrong answer does not pass).
 
+With --rate the loop is open instead: requests of --batch transfers are
+scheduled at fixed intervals to make --rate transfers per second in all,
+whether or not earlier ones were answered, and --concurrency caps the requests
+outstanding at once. A request's latency runs from its scheduled time, so a
+send that waits (for a free slot or a slow generator) counts against it; sends
+more than max(10ms, one interval) behind schedule are reported as late, and
+requests still unsent when the duration ends as missed.
+
+--dist chooses the accounts of each transfer within the pool (--hot, or all):
+uniform, or zipf, where the k-th account weighs (1+k)^-s (--zipf-s). Either
+way a same-shard transfer has both accounts on one shard and a cross-shard one
+on two, and an account never pays itself.
+
+Every second of the run is reported in --json's timeline (transfers/s, p50 and
+p99 of the requests answered in it, failed requests); --plot writes it as an
+SVG chart.
+
 Transfers stay within one shard unless --cross-shard says otherwise: that
 fraction of requests carries transfers between accounts on different shards,
 which run as sagas, and same-shard and cross-shard requests are reported
@@ -70,7 +100,9 @@ prefix, so runs do not collide. Durability is never relaxed.`,
 		Example: `  tally bench
   tally bench --accounts 1000 --concurrency 64 --duration 20s
   tally bench --batch 1000 --concurrency 8 --count 1000000
-  tally bench --hot 10 --cross-shard 0.2 --json`,
+  tally bench --hot 10 --cross-shard 0.2 --json
+  tally bench --rate 5000 --concurrency 256 --duration 20s --plot bench.svg
+  tally bench --dist zipf --zipf-s 1.3`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.check(cmd); err != nil {
@@ -83,7 +115,7 @@ prefix, so runs do not collide. Durability is never relaxed.`,
 	f.IntVar(&o.accounts, "accounts", 1000, "number of accounts")
 	f.DurationVar(&o.duration, "duration", 10*time.Second, "how long to run (a cap when --count is given)")
 	f.IntVar(&o.count, "count", 0, "stop after this many transfers (default: run for --duration)")
-	f.IntVar(&o.concurrency, "concurrency", 64, "closed-loop clients")
+	f.IntVar(&o.concurrency, "concurrency", 64, "closed loop: clients; open loop (--rate): most requests outstanding, a send waits for a free slot and the wait counts in its latency")
 	f.IntVar(&o.batch, "batch", 1, "transfers per request")
 	f.Int64Var(&o.initial, "initial", 1_000_000, "initial balance of each account, minor units")
 	f.Int64Var(&o.maxAmount, "max-amount", 100, "transfer amounts are uniform in 1..max-amount")
@@ -92,6 +124,10 @@ prefix, so runs do not collide. Durability is never relaxed.`,
 	f.IntVar(&o.hot, "hot", 0, "draw transfers from only this many accounts (contention; 0: all)")
 	f.StringVar(&o.prefix, "prefix", "", "account and transfer id prefix (default: bench-<random>-)")
 	f.Uint64Var(&o.seed, "seed", 0, "random seed (default: random)")
+	f.Float64Var(&o.rate, "rate", 0, "open loop: transfers per second in all, sent on schedule whatever the answers (0: closed loop)")
+	f.StringVar(&o.dist, "dist", distUniform, "how accounts are chosen within the pool: uniform or zipf")
+	f.Float64Var(&o.zipfS, "zipf-s", 1.1, "Zipf exponent s for --dist zipf, above 1 (larger: more skewed)")
+	f.StringVar(&o.plot, "plot", "", "write the per-second timeline (throughput, p50 and p99) to this SVG file")
 	return cmd
 }
 
@@ -117,6 +153,20 @@ func (o *benchOptions) check(cmd *cobra.Command) error {
 		return errors.New("--count must be 0 or more")
 	case o.count == 0 && o.duration <= 0:
 		return errors.New("--duration must be positive (or give --count)")
+	case o.rate < 0 || math.IsNaN(o.rate) || math.IsInf(o.rate, 0):
+		return errors.New("--rate must be 0 (closed loop) or a positive number of transfers per second")
+	case o.dist != distUniform && o.dist != distZipf:
+		return fmt.Errorf("--dist %q: must be uniform or zipf", o.dist)
+	case !(o.zipfS > 1) || math.IsInf(o.zipfS, 0):
+		return fmt.Errorf("--zipf-s must be a number above 1, not %v", o.zipfS)
+	case cmd.Flags().Changed("zipf-s") && o.dist != distZipf:
+		return errors.New("--zipf-s applies to --dist zipf only")
+	}
+	if o.plot != "" {
+		// Fail before the run, not after it, when the plot has nowhere to go.
+		if fi, err := os.Stat(filepath.Dir(o.plot)); err != nil || !fi.IsDir() {
+			return fmt.Errorf("--plot %s: no such directory", o.plot)
+		}
 	}
 	if o.count > 0 && !cmd.Flags().Changed("duration") {
 		o.duration = 0 // run until the count alone
@@ -152,9 +202,21 @@ func runBench(cmd *cobra.Command, a *app, o *benchOptions) error {
 	if err := benchSetup(ctx, c, o, w.ids); err != nil {
 		return err
 	}
-	fmt.Fprintf(errw, "bench: running %d clients, batch %d, %s\n", o.concurrency, o.batch, runLength(o))
+	if o.rate > 0 {
+		fmt.Fprintf(errw, "bench: open loop at %s transfers/s, at most %d requests outstanding, batch %d, %s accounts, %s\n",
+			rateString(o.rate), o.concurrency, o.batch, o.dist, runLength(o))
+	} else {
+		fmt.Fprintf(errw, "bench: running %d clients, batch %d, %s accounts, %s\n", o.concurrency, o.batch, o.dist, runLength(o))
+	}
 	st := runLoad(ctx, c, o, w, errw)
 	rep := st.report(o, shards)
+	var plotErr error
+	if o.plot != "" {
+		if plotErr = writePlot(o.plot, rep); plotErr == nil {
+			rep.Plot = o.plot
+			fmt.Fprintf(errw, "bench: wrote the plot to %s\n", o.plot)
+		}
+	}
 	// Check conservation even after an interrupt: the run's result is
 	// worthless without it. Sagas still in flight finish first.
 	bg := context.WithoutCancel(ctx)
@@ -185,6 +247,8 @@ func runBench(cmd *cobra.Command, a *app, o *benchOptions) error {
 		return fmt.Errorf("bench: the audit failed: %s", rep.Audit.Detail)
 	case rep.CrossChecked != nil && !*rep.CrossChecked:
 		return fmt.Errorf("bench: transfer %s was placed as cross-shard but the cluster ran it on one shard: the bench and the cluster disagree on placement", rep.CrossSample)
+	case plotErr != nil:
+		return fmt.Errorf("bench: %w", plotErr)
 	}
 	return nil
 }
@@ -203,11 +267,13 @@ func runLength(o *benchOptions) string {
 type workload struct {
 	ids []string // every bench account
 	// pool is the accounts transfers are drawn from (the hot ones, or all),
-	// shardOf their shards, and same the pool indexes whose shard holds
-	// another pool account.
+	// shardOf their shards, byShard each shard's pool indexes in increasing
+	// order, pos each index's place in its shard's list, and same the pool
+	// indexes whose shard holds another pool account.
 	pool    []string
 	shardOf []int
 	byShard map[int][]int
+	pos     []int
 	same    []int
 	shards  int
 }
@@ -222,9 +288,11 @@ func newWorkload(o *benchOptions, shards int) (*workload, error) {
 		w.pool = w.ids[:o.hot]
 	}
 	w.shardOf = make([]int, len(w.pool))
+	w.pos = make([]int, len(w.pool))
 	for i, id := range w.pool {
 		s := ledger.ShardOf(id, shards)
 		w.shardOf[i] = s
+		w.pos[i] = len(w.byShard[s])
 		w.byShard[s] = append(w.byShard[s], i)
 	}
 	for i, s := range w.shardOf {
@@ -241,24 +309,61 @@ func newWorkload(o *benchOptions, shards int) (*workload, error) {
 	return w, nil
 }
 
-// pair returns the debit and credit of one transfer.
-func (w *workload) pair(rng *rand.Rand, cross bool) (string, string) {
+// drawer draws an index in [0, n), n > 0: uniformly (a *rand.Rand) or
+// skewed towards 0 (zipfDraw).
+type drawer interface{ IntN(n int) int }
+
+// pair returns the debit and credit of one transfer. Each is drawn by d
+// from the accounts it may be, in pool order: a cross-shard credit from
+// the accounts on other shards than the debit's, a same-shard one from the
+// debit's shard less the debit. No draw is rejected and retried, so a
+// skewed d cannot make the choice slow.
+func (w *workload) pair(d drawer, cross bool) (string, string) {
 	if cross {
-		i := rng.IntN(len(w.pool))
-		for {
-			j := rng.IntN(len(w.pool))
-			if w.shardOf[j] != w.shardOf[i] {
-				return w.pool[i], w.pool[j]
-			}
-		}
+		i := d.IntN(len(w.pool))
+		g := w.byShard[w.shardOf[i]]
+		return w.pool[i], w.pool[nthOutside(g, d.IntN(len(w.pool)-len(g)))]
 	}
-	i := w.same[rng.IntN(len(w.same))]
+	i := w.same[d.IntN(len(w.same))]
 	g := w.byShard[w.shardOf[i]]
-	j := g[rng.IntN(len(g)-1)]
-	if j == i {
-		j = g[len(g)-1] // i was drawn once; the last member takes its place
+	r := d.IntN(len(g) - 1)
+	if r >= w.pos[i] {
+		r++ // skip i itself
 	}
-	return w.pool[i], w.pool[j]
+	return w.pool[i], w.pool[g[r]]
+}
+
+// nthOutside returns the r-th (from 0) non-negative integer that is not
+// in g, which is sorted and distinct. Before g[m] there are g[m]-m such
+// integers, so the answer is r plus the number of members it passes.
+func nthOutside(g []int, r int) int {
+	return r + sort.Search(len(g), func(m int) bool { return g[m]-m > r })
+}
+
+// zipfDraw draws indexes for one worker with a Zipf law: index k weighs
+// (1+k)^-s, so 0 is the most frequent. rand.Zipf fixes its bound when
+// made, so there is one generator per bound, made on first use; they share
+// the worker's source. Not safe for concurrent use.
+type zipfDraw struct {
+	rng *rand.Rand
+	s   float64
+	byN map[int]*rand.Zipf
+}
+
+func newZipfDraw(rng *rand.Rand, s float64) *zipfDraw {
+	return &zipfDraw{rng: rng, s: s, byN: map[int]*rand.Zipf{}}
+}
+
+func (z *zipfDraw) IntN(n int) int {
+	if n <= 1 {
+		return 0
+	}
+	g := z.byN[n]
+	if g == nil {
+		g = rand.NewZipf(z.rng, z.s, 1, uint64(n-1)) // s > 1 is checked with the flags
+		z.byN[n] = g
+	}
+	return int(min(g.Uint64(), uint64(n-1)))
 }
 
 // benchSetup creates the accounts and funds each with o.initial from

@@ -40,14 +40,30 @@ type workerStats struct {
 	// in_flight, read back at the end to confirm the cluster ran it as a
 	// saga.
 	crossSample string
+	// seconds are the requests that ended in each second of the run.
+	seconds []secondStats
+	// Open loop only: requests sent late, and the latest send.
+	late    int64
+	maxLate time.Duration
+}
+
+// secondStats is what ended in one second of the run.
+type secondStats struct {
+	lat       []time.Duration // of answered requests
+	transfers int64           // in answered requests
+	failed    int64           // requests
 }
 
 func newWorkerStats() *workerStats {
 	return &workerStats{rejected: map[string]int64{}, errs: map[string]*errorRow{}}
 }
 
-func (s *workerStats) record(kind int, lat time.Duration, size int, res []ledger.Result, err error) {
+// record counts one request that ended at offset at of the run, lat
+// after it was sent (or scheduled).
+func (s *workerStats) record(kind int, at, lat time.Duration, size int, res []ledger.Result, err error) {
+	sec := s.second(at)
 	if err != nil {
+		sec.failed++
 		k := errKind(err)
 		e := s.errs[k]
 		if e == nil {
@@ -60,6 +76,8 @@ func (s *workerStats) record(kind int, lat time.Duration, size int, res []ledger
 		}
 		return
 	}
+	sec.lat = append(sec.lat, lat)
+	sec.transfers += int64(len(res))
 	s.lat[kind] = append(s.lat[kind], lat)
 	s.requests[kind]++
 	s.transfers[kind] += int64(len(res))
@@ -83,7 +101,24 @@ func (s *workerStats) record(kind int, lat time.Duration, size int, res []ledger
 	}
 }
 
+// second returns the stats of the second holding offset at.
+func (s *workerStats) second(at time.Duration) *secondStats {
+	i := max(int(at/time.Second), 0)
+	for len(s.seconds) <= i {
+		s.seconds = append(s.seconds, secondStats{})
+	}
+	return &s.seconds[i]
+}
+
 func (s *workerStats) merge(o *workerStats) {
+	for i, b := range o.seconds {
+		m := s.second(time.Duration(i) * time.Second)
+		m.lat = append(m.lat, b.lat...)
+		m.transfers += b.transfers
+		m.failed += b.failed
+	}
+	s.late += o.late
+	s.maxLate = max(s.maxLate, o.maxLate)
 	for k := range kinds {
 		s.lat[k] = append(s.lat[k], o.lat[k]...)
 		s.requests[k] += o.requests[k]
@@ -127,44 +162,80 @@ type loadRun struct {
 	o        *benchOptions
 	c        *client.Client
 	w        *workload
+	start    time.Time
 	stop     atomic.Bool
 	issued   atomic.Int64 // transfers handed to workers (for --count)
 	answered atomic.Int64 // transfers in answered requests
 	failed   atomic.Int64 // failed requests
+	late     atomic.Int64 // open loop: requests sent late
 	mu       sync.Mutex
 	total    *workerStats
 	elapsed  time.Duration
+	sched    schedule // open loop: what was scheduled
 }
 
-// runLoad runs the closed loop until the duration passes, the count is
-// reached, or ctx ends, printing progress to errw once a second.
+// runLoad runs the load until the duration passes, the count is reached,
+// or ctx ends, printing progress to errw once a second: a closed loop, or
+// an open one when o.rate is set.
 func runLoad(ctx context.Context, c *client.Client, o *benchOptions, w *workload, errw io.Writer) *loadRun {
-	r := &loadRun{o: o, c: c, w: w, total: newWorkerStats()}
-	start := time.Now()
-	if o.duration > 0 {
-		t := time.AfterFunc(o.duration, func() { r.stop.Store(true) })
-		defer t.Stop()
-	}
+	r := &loadRun{o: o, c: c, w: w, total: newWorkerStats(), start: time.Now()}
 	done := make(chan struct{})
 	var progress sync.WaitGroup
-	progress.Go(func() { r.progress(errw, start, done) })
-	var wg sync.WaitGroup
-	for id := range o.concurrency {
-		wg.Go(func() { r.worker(ctx, id) })
+	progress.Go(func() { r.progress(errw, done) })
+	if o.rate > 0 {
+		r.openLoop(ctx)
+	} else {
+		r.closedLoop(ctx)
 	}
-	wg.Wait()
-	r.elapsed = time.Since(start)
+	r.elapsed = time.Since(r.start)
 	close(done)
 	progress.Wait()
 	return r
 }
 
+func (r *loadRun) closedLoop(ctx context.Context) {
+	if r.o.duration > 0 {
+		t := time.AfterFunc(r.o.duration, func() { r.stop.Store(true) })
+		defer t.Stop()
+	}
+	var wg sync.WaitGroup
+	for id := range r.o.concurrency {
+		wg.Go(func() { r.worker(ctx, id) })
+	}
+	wg.Wait()
+}
+
+// benchWorker is one client's state. Only its own goroutine uses it.
+type benchWorker struct {
+	id   int
+	rng  *rand.Rand
+	draw drawer // the accounts, by o.dist, from rng
+	s    *workerStats
+	ts   []ledger.Transfer
+	n    int // requests built, numbering transfer ids
+}
+
+func (r *loadRun) newWorker(id int) *benchWorker {
+	rng := rand.New(rand.NewPCG(r.o.seed, uint64(id)))
+	wk := &benchWorker{id: id, rng: rng, draw: rng, s: newWorkerStats(), ts: make([]ledger.Transfer, 0, r.o.batch)}
+	if r.o.dist == distZipf {
+		wk.draw = newZipfDraw(rng, r.o.zipfS)
+	}
+	return wk
+}
+
+// done merges a worker's stats into the run's.
+func (r *loadRun) done(wk *benchWorker) {
+	r.mu.Lock()
+	r.total.merge(wk.s)
+	r.mu.Unlock()
+}
+
 func (r *loadRun) worker(ctx context.Context, id int) {
 	o := r.o
-	rng := rand.New(rand.NewPCG(o.seed, uint64(id)))
-	s := newWorkerStats()
-	ts := make([]ledger.Transfer, 0, o.batch)
-	for n := 0; !r.stop.Load() && ctx.Err() == nil; n++ {
+	wk := r.newWorker(id)
+	defer r.done(wk)
+	for !r.stop.Load() && ctx.Err() == nil {
 		size := o.batch
 		if o.count > 0 {
 			end := r.issued.Add(int64(size))
@@ -173,36 +244,48 @@ func (r *loadRun) worker(ctx context.Context, id int) {
 			}
 			size -= int(max(end-int64(o.count), 0))
 		}
-		kind := sameShard
-		if o.crossShard > 0 && rng.Float64() < o.crossShard {
-			kind = crossShard
-		}
-		ts = ts[:0]
-		for k := range size {
-			d, cr := r.w.pair(rng, kind == crossShard)
-			ts = append(ts, ledger.Transfer{ID: fmt.Sprintf("%st%d-%d-%d", o.prefix, id, n, k),
-				Debit: d, Credit: cr, Amount: 1 + rng.Int64N(o.maxAmount)})
-		}
-		t0 := time.Now()
-		res, err := r.c.CreateTransfers(ctx, ts)
-		lat := time.Since(t0)
-		if err != nil && ctx.Err() != nil {
-			break // interrupted: the cut request is not a measurement
-		}
-		s.record(kind, lat, size, res, err)
-		if err != nil {
-			r.failed.Add(1)
-		} else {
-			r.answered.Add(int64(len(res)))
+		if !r.send(ctx, wk, size, time.Time{}) {
+			break
 		}
 	}
-	r.mu.Lock()
-	r.total.merge(s)
-	r.mu.Unlock()
+}
+
+// send builds a request of size transfers, sends it and records the
+// answer. Its latency runs from since, or from the moment it is sent when
+// since is zero. It reports false when ctx cut the request short: the cut
+// request is not a measurement.
+func (r *loadRun) send(ctx context.Context, wk *benchWorker, size int, since time.Time) bool {
+	o := r.o
+	kind := sameShard
+	if o.crossShard > 0 && wk.rng.Float64() < o.crossShard {
+		kind = crossShard
+	}
+	wk.ts = wk.ts[:0]
+	for k := range size {
+		d, cr := r.w.pair(wk.draw, kind == crossShard)
+		wk.ts = append(wk.ts, ledger.Transfer{ID: fmt.Sprintf("%st%d-%d-%d", o.prefix, wk.id, wk.n, k),
+			Debit: d, Credit: cr, Amount: 1 + wk.rng.Int64N(o.maxAmount)})
+	}
+	wk.n++
+	if since.IsZero() {
+		since = time.Now()
+	}
+	res, err := r.c.CreateTransfers(ctx, wk.ts)
+	end := time.Now()
+	if err != nil && ctx.Err() != nil {
+		return false
+	}
+	wk.s.record(kind, end.Sub(r.start), end.Sub(since), size, res, err)
+	if err != nil {
+		r.failed.Add(1)
+	} else {
+		r.answered.Add(int64(len(res)))
+	}
+	return true
 }
 
 // progress prints one line a second until done closes.
-func (r *loadRun) progress(w io.Writer, start time.Time, done <-chan struct{}) {
+func (r *loadRun) progress(w io.Writer, done <-chan struct{}) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var last int64
@@ -212,8 +295,13 @@ func (r *loadRun) progress(w io.Writer, start time.Time, done <-chan struct{}) {
 			return
 		case <-tick.C:
 			n := r.answered.Load()
-			fmt.Fprintf(w, "%6.1fs  %10d transfers  %9d/s  %d failed requests\n",
-				time.Since(start).Seconds(), n, n-last, r.failed.Load())
+			if r.o.rate > 0 {
+				fmt.Fprintf(w, "%6.1fs  %10d transfers  %9d/s (target %s/s)  %d late sends  %d failed requests\n",
+					time.Since(r.start).Seconds(), n, n-last, rateString(r.o.rate), r.late.Load(), r.failed.Load())
+			} else {
+				fmt.Fprintf(w, "%6.1fs  %10d transfers  %9d/s  %d failed requests\n",
+					time.Since(r.start).Seconds(), n, n-last, r.failed.Load())
+			}
 			last = n
 		}
 	}
@@ -269,16 +357,24 @@ type auditCheck struct {
 
 // benchReport is the outcome of a run; --json prints it as is.
 type benchReport struct {
-	Accounts    int          `json:"accounts"`
-	Shards      int          `json:"shards"`
-	Concurrency int          `json:"concurrency"`
-	Batch       int          `json:"batch"`
-	CrossShard  float64      `json:"cross_shard"`
-	Hot         int          `json:"hot"`
-	Seed        uint64       `json:"seed"`
-	Seconds     float64      `json:"seconds"`
-	Latency     []latencyRow `json:"latency"`
-	Applied     int64        `json:"applied"`
+	Accounts    int     `json:"accounts"`
+	Shards      int     `json:"shards"`
+	Concurrency int     `json:"concurrency"`
+	Batch       int     `json:"batch"`
+	CrossShard  float64 `json:"cross_shard"`
+	Hot         int     `json:"hot"`
+	Seed        uint64  `json:"seed"`
+	// Rate is the target in transfers per second of an open loop; 0 for
+	// a closed loop. Dist is how accounts were chosen, ZipfS its exponent.
+	Rate     float64       `json:"rate"`
+	Dist     string        `json:"dist"`
+	ZipfS    float64       `json:"zipf_s,omitempty"`
+	OpenLoop *openLoopStat `json:"open_loop,omitempty"`
+	Seconds  float64       `json:"seconds"`
+	Latency  []latencyRow  `json:"latency"`
+	Timeline []timelineRow `json:"timeline"`
+	Plot     string        `json:"plot,omitempty"` // the SVG written
+	Applied  int64         `json:"applied"`
 	// InFlight counts cross-shard transfers answered in_flight: their
 	// sagas finished after the request's deadline (see Sagas).
 	InFlight     int64            `json:"in_flight_transfers"`
@@ -295,9 +391,12 @@ type benchReport struct {
 func (r *loadRun) report(o *benchOptions, shards int) *benchReport {
 	t := r.total
 	rep := &benchReport{Accounts: o.accounts, Shards: shards, Concurrency: o.concurrency, Batch: o.batch,
-		CrossShard: o.crossShard, Hot: o.hot, Seed: o.seed, Seconds: r.elapsed.Seconds(),
+		CrossShard: o.crossShard, Hot: o.hot, Seed: o.seed, Rate: o.rate, Dist: o.dist, Seconds: r.elapsed.Seconds(),
 		Applied: t.applied, InFlight: t.inFlight, Unknown: t.unknown, Rejected: t.rejected, Errors: []errorRow{},
-		CrossSample: t.crossSample}
+		CrossSample: t.crossSample, Timeline: timeline(t.seconds, r.elapsed)}
+	if o.dist == distZipf {
+		rep.ZipfS = o.zipfS
+	}
 	var all []time.Duration
 	var allReq, allTr int64
 	for k := range kinds {
@@ -310,6 +409,9 @@ func (r *loadRun) report(o *benchOptions, shards int) *benchReport {
 		allTr += t.transfers[k]
 	}
 	rep.Latency = append(rep.Latency, latencyOf("total", all, allReq, allTr, r.elapsed))
+	if o.rate > 0 {
+		rep.OpenLoop = r.openLoopStat(allTr)
+	}
 	for _, e := range t.errs {
 		rep.Errors = append(rep.Errors, *e)
 	}
@@ -357,9 +459,22 @@ func pct(sorted []time.Duration, p float64) float64 {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
+// setting describes the run's workload in a few words, for the header
+// line and the plot's title.
+func (rep *benchReport) setting() string {
+	loop := "closed loop, " + plural(rep.Concurrency, "client")
+	if rep.Rate > 0 {
+		loop = fmt.Sprintf("open loop at %s transfers/s (at most %d outstanding)", rateString(rep.Rate), rep.Concurrency)
+	}
+	dist := rep.Dist
+	if rep.ZipfS > 0 {
+		dist = fmt.Sprintf("zipf s=%g", rep.ZipfS)
+	}
+	return fmt.Sprintf("%d accounts on %s, %s, batch %d, %s", rep.Accounts, plural(rep.Shards, "shard"), loop, rep.Batch, dist)
+}
+
 func (rep *benchReport) print(w io.Writer) {
-	fmt.Fprintf(w, "%d accounts on %s, %s, batch %d, %.1fs, seed %d\n",
-		rep.Accounts, plural(rep.Shards, "shard"), plural(rep.Concurrency, "client"), rep.Batch, rep.Seconds, rep.Seed)
+	fmt.Fprintf(w, "%s, %.1fs, seed %d\n", rep.setting(), rep.Seconds, rep.Seed)
 	t := newTable(w)
 	row(t, "KIND", "REQUESTS", "TRANSFERS", "TRANSFERS/S", "P50_MS", "P90_MS", "P99_MS", "P999_MS", "MAX_MS")
 	for _, l := range rep.Latency {
@@ -368,6 +483,10 @@ func (rep *benchReport) print(w io.Writer) {
 			fmt.Sprintf("%.2f", l.P999), fmt.Sprintf("%.2f", l.Max))
 	}
 	t.Flush()
+	if ol := rep.OpenLoop; ol != nil {
+		fmt.Fprintf(w, "\nopen loop: target %s/s, achieved %.0f/s; %d of %d requests sent, %d late by more than %gms (latest %.2fms), %d missed\n",
+			rateString(ol.TargetRate), ol.AchievedRate, ol.Sent, ol.Scheduled, ol.Late, ol.LateAfterMS, ol.MaxLateMS, ol.Missed)
+	}
 	fmt.Fprintf(w, "\napplied: %d transfers", rep.Applied)
 	if rep.InFlight > 0 {
 		fmt.Fprintf(w, ", in flight at the answer: %d", rep.InFlight)

@@ -1,8 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"io"
 	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -225,5 +233,341 @@ func TestBenchCrossShardTable(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in the report:\n%s", want, out)
 		}
+	}
+}
+
+// benchJSON runs the bench with --json and decodes its report.
+func benchJSON(t *testing.T, addr string, args ...string) (*benchReport, string) {
+	t.Helper()
+	out, stderr, err := run(t, addr, append([]string{"--json", "bench"}, args...)...)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s\n%s", err, out, stderr)
+	}
+	var rep benchReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("json: %v\n%s", err, out)
+	}
+	return &rep, stderr
+}
+
+// TestBenchOpenLoopRate runs the open loop against a fast fake: it sends
+// about rate x duration transfers, paced over the whole duration rather
+// than as fast as it can, and reports them second by second.
+func TestBenchOpenLoopRate(t *testing.T) {
+	f := newFakeLedger(t)
+	rep, stderr := benchJSON(t, f.addr(), "--accounts", "20", "--rate", "400", "--duration", "1700ms",
+		"--batch", "2", "--concurrency", "8", "--seed", "1")
+	total := rep.Latency[len(rep.Latency)-1]
+	ol := rep.OpenLoop
+	if rep.Rate != 400 || rep.Dist != "uniform" || ol == nil || ol.TargetRate != 400 {
+		t.Fatalf("rate %v, dist %q, open loop %+v", rep.Rate, rep.Dist, ol)
+	}
+	// 340 requests of 2 are due in 1.7s; a loaded machine may miss a few.
+	if ol.Scheduled != 340 || ol.Sent+ol.Missed != 340 || total.Transfers > 680 || total.Transfers < 580 {
+		t.Errorf("open loop %+v, %d transfers answered: want about 680", ol, total.Transfers)
+	}
+	if ol.IntervalMS != 5 || ol.LateAfterMS != 10 || ol.AchievedRate <= 0 {
+		t.Errorf("open loop %+v", ol)
+	}
+	// A loop that did not wait for the schedule would finish at once.
+	if rep.Seconds < 1.6 {
+		t.Errorf("the run took %.2fs: the sends were not paced over 1.7s", rep.Seconds)
+	}
+	var tlTransfers int64
+	for _, r := range rep.Timeline {
+		tlTransfers += r.Transfers
+	}
+	if len(rep.Timeline) != 2 || tlTransfers != total.Transfers || rep.Timeline[0].Transfers == 0 || rep.Timeline[0].P99 <= 0 {
+		t.Errorf("timeline %+v, want two seconds holding all %d transfers", rep.Timeline, total.Transfers)
+	}
+	if !rep.Conservation.OK {
+		t.Errorf("conservation %+v", rep.Conservation)
+	}
+	if !strings.Contains(stderr, "open loop at 400 transfers/s") || !strings.Contains(stderr, "(target 400/s)") {
+		t.Errorf("no target on stderr:\n%s", stderr)
+	}
+}
+
+// TestBenchOpenLoopQueues stalls every transfer request of the fake: the
+// open loop keeps its schedule, so the sends queue behind the one slot
+// and their latency, counted from when they were due, grows far past the
+// stall itself. Timed from the actual send it would stay near the stall
+// (coordinated omission).
+func TestBenchOpenLoopQueues(t *testing.T) {
+	const stall = 20 * time.Millisecond
+	f := newFakeLedger(t)
+	f.fail = func(r *http.Request) (int, string) {
+		if r.Method == "POST" && r.URL.Path == "/v1/transfers" {
+			time.Sleep(stall)
+		}
+		return 0, ""
+	}
+	rep, _ := benchJSON(t, f.addr(), "--accounts", "10", "--rate", "200", "--duration", "600ms", "--concurrency", "1", "--seed", "2")
+	total := rep.Latency[len(rep.Latency)-1]
+	ol := rep.OpenLoop
+	if total.Requests == 0 || ol == nil {
+		t.Fatalf("report %+v", rep)
+	}
+	// One slot answers at most 30 requests in 600ms, of the 120 due: the
+	// k-th is sent no sooner than k stalls in, though due at k x 5ms.
+	if total.P99 < float64(5*stall.Milliseconds()) || total.P50 < float64(2*stall.Milliseconds()) {
+		t.Errorf("p50 %.1fms, p99 %.1fms: the wait for the slot is not counted", total.P50, total.P99)
+	}
+	if ol.Late == 0 || ol.Missed == 0 || ol.MaxLateMS < float64(2*stall.Milliseconds()) || ol.Sent+ol.Missed != ol.Scheduled {
+		t.Errorf("open loop %+v: want late sends and missed requests", ol)
+	}
+	if ol.AchievedRate >= ol.TargetRate/2 {
+		t.Errorf("achieved %.0f/s of %.0f/s through a stalled slot", ol.AchievedRate, ol.TargetRate)
+	}
+	if !rep.Conservation.OK {
+		t.Errorf("conservation %+v", rep.Conservation)
+	}
+}
+
+// TestBenchZipfTable runs a Zipf choice and checks that the table's header
+// names the loop and the choice, and that the first accounts of the pool
+// carry most of the transfers.
+func TestBenchZipfTable(t *testing.T) {
+	f := newFakeLedger(t)
+	out, stderr, err := run(t, f.addr(), "bench", "--accounts", "50", "--count", "400", "--rate", "4000",
+		"--dist", "zipf", "--zipf-s", "1.5", "--prefix", "z-", "--seed", "7")
+	if err != nil {
+		t.Fatalf("bench: %v\n%s\n%s", err, out, stderr)
+	}
+	for _, want := range []string{"50 accounts on 1 shard, open loop at 4000 transfers/s (at most 64 outstanding), batch 1, zipf s=1.5,",
+		"open loop: target 4000/s, achieved ", "conservation: ok"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in the report:\n%s", want, out)
+		}
+	}
+	if got := fields(t, out, "total"); got[2] != "400" {
+		t.Errorf("total line %v", got)
+	}
+	// Weights (1+k)^-1.5 give the first 5 of 50 accounts about 3/4 of the
+	// debits; a uniform choice would give them 1/10.
+	top, all := 0, 0
+	for _, e := range f.events() {
+		if tr := e.Data.Transfer; tr != nil && tr.Debit != ledger.World {
+			all++
+			if slices.Contains([]string{"z-0", "z-1", "z-2", "z-3", "z-4"}, tr.Debit) {
+				top++
+			}
+		}
+	}
+	if all != 400 || top < all*2/5 {
+		t.Errorf("%d of %d debits from the first 5 accounts", top, all)
+	}
+}
+
+func TestBenchClosedLoopHeader(t *testing.T) {
+	f := newFakeLedger(t)
+	out := mustRun(t, f.addr(), "bench", "--accounts", "10", "--count", "30", "--concurrency", "3")
+	if !strings.Contains(out, "10 accounts on 1 shard, closed loop, 3 clients, batch 1, uniform,") || strings.Contains(out, "open loop") {
+		t.Errorf("report:\n%s", out)
+	}
+	rep, _ := benchJSON(t, f.addr(), "--accounts", "10", "--count", "30", "--concurrency", "3")
+	if rep.Rate != 0 || rep.Dist != "uniform" || rep.ZipfS != 0 || rep.OpenLoop != nil || len(rep.Timeline) == 0 {
+		t.Errorf("rate %v, dist %q, zipf_s %v, open loop %+v, timeline %+v", rep.Rate, rep.Dist, rep.ZipfS, rep.OpenLoop, rep.Timeline)
+	}
+}
+
+// TestWorkloadZipfPairs draws many pairs with a Zipf law, mild to
+// extreme, from pools whose shards hold many, few or single accounts.
+func TestWorkloadZipfPairs(t *testing.T) {
+	for _, tt := range []struct {
+		accounts, hot, shards int
+	}{{200, 0, 4}, {200, 7, 4}, {50, 0, 16}, {30, 0, 2}} {
+		o := &benchOptions{accounts: tt.accounts, hot: tt.hot, prefix: "p-", crossShard: 0.5}
+		w, err := newWorkload(o, tt.shards)
+		if err != nil {
+			t.Fatalf("%+v: %v", tt, err)
+		}
+		for _, s := range []float64{1.0001, 1.1, 3, 50} {
+			d := newZipfDraw(rand.New(rand.NewPCG(1, 2)), s)
+			debits := map[string]int{}
+			for range 3000 {
+				for _, cross := range []bool{false, true} {
+					dr, cr := w.pair(d, cross)
+					if dr == cr || (ledger.ShardOf(dr, tt.shards) != ledger.ShardOf(cr, tt.shards)) != cross {
+						t.Fatalf("%+v, s %v: pair(cross=%v) = %s (shard %d), %s (shard %d)", tt, s, cross,
+							dr, ledger.ShardOf(dr, tt.shards), cr, ledger.ShardOf(cr, tt.shards))
+					}
+					if !slices.Contains(w.pool, dr) || !slices.Contains(w.pool, cr) {
+						t.Fatalf("%s or %s is not in the pool", dr, cr)
+					}
+					if cross {
+						debits[dr]++
+					}
+				}
+			}
+			// The cross-shard debit is drawn from the whole pool: its
+			// first account is the most frequent.
+			for id, n := range debits {
+				if n > debits[w.pool[0]] {
+					t.Errorf("%+v, s %v: %s drawn %d times, more than %s (%d)", tt, s, id, n, w.pool[0], debits[w.pool[0]])
+				}
+			}
+		}
+	}
+}
+
+func TestNthOutside(t *testing.T) {
+	g := []int{0, 3, 4, 9}
+	var want []int
+	for x := range 15 {
+		if !slices.Contains(g, x) {
+			want = append(want, x)
+		}
+	}
+	for r, x := range want {
+		if got := nthOutside(g, r); got != x {
+			t.Errorf("nthOutside(%v, %d) = %d, want %d", g, r, got, x)
+		}
+	}
+}
+
+func TestTimeline(t *testing.T) {
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	secs := []secondStats{
+		{lat: []time.Duration{ms(1), ms(2), ms(3), ms(100)}, transfers: 40, failed: 1},
+		{},
+		{lat: []time.Duration{ms(5)}, transfers: 10},
+		{lat: []time.Duration{ms(7)}, transfers: 2, failed: 2},
+	}
+	// 3.2s: the last 0.2s joins the third second.
+	rows := timeline(secs, ms(3200))
+	if len(rows) != 3 {
+		t.Fatalf("rows %+v", rows)
+	}
+	if r := rows[0]; r.Second != 0 || r.Seconds != 1 || r.Requests != 4 || r.Transfers != 40 || r.TransfersPerSec != 40 || r.Failed != 1 || r.P50 != 2 || r.P99 != 100 {
+		t.Errorf("first second %+v", r)
+	}
+	if r := rows[1]; r.Requests != 0 || r.TransfersPerSec != 0 || r.P99 != 0 {
+		t.Errorf("empty second %+v", r)
+	}
+	if r := rows[2]; r.Second != 2 || r.Seconds != 1.2 || r.Transfers != 12 || r.TransfersPerSec != 10 || r.Failed != 2 || r.P50 != 5 || r.P99 != 7 {
+		t.Errorf("last second %+v", r)
+	}
+	// 3.7s: the last 0.7s stands alone.
+	if rows := timeline(secs, ms(3700)); len(rows) != 4 || rows[3].Seconds != 0.7 || rows[3].TransfersPerSec != 2/0.7 {
+		t.Errorf("rows %+v", rows)
+	}
+}
+
+// svgPolylines decodes an SVG as XML and returns its root element's name
+// and the points of each polyline by id.
+func svgPolylines(t *testing.T, data []byte) (string, map[string]string) {
+	t.Helper()
+	dec := xml.NewDecoder(bytes.NewReader(data))
+	root, lines := "", map[string]string{}
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("the SVG is not well-formed XML: %v\n%s", err, data)
+		}
+		el, ok := tok.(xml.StartElement)
+		if !ok {
+			continue
+		}
+		if root == "" {
+			root = el.Name.Space + " " + el.Name.Local
+		}
+		if el.Name.Local != "polyline" {
+			continue
+		}
+		var id, pts string
+		for _, a := range el.Attr {
+			switch a.Name.Local {
+			case "id":
+				id = a.Value
+			case "points":
+				pts = a.Value
+			}
+		}
+		lines[id] = pts
+	}
+	return root, lines
+}
+
+func TestBenchPlot(t *testing.T) {
+	f := newFakeLedger(t)
+	path := filepath.Join(t.TempDir(), "bench.svg")
+	rep, stderr := benchJSON(t, f.addr(), "--accounts", "10", "--rate", "300", "--duration", "1200ms", "--plot", path)
+	if rep.Plot != path || !strings.Contains(stderr, "wrote the plot to "+path) {
+		t.Errorf("plot %q; stderr:\n%s", rep.Plot, stderr)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, lines := svgPolylines(t, data)
+	if root != "http://www.w3.org/2000/svg svg" {
+		t.Errorf("root element %q", root)
+	}
+	for _, id := range []string{"throughput", "target", "p50", "p99"} {
+		if n := len(strings.Fields(lines[id])); n == 0 || (id != "target" && n != len(rep.Timeline)) {
+			t.Errorf("series %s has %d points, want one per second (%d): %v", id, n, len(rep.Timeline), lines)
+		}
+	}
+	if _, ok := lines["failed"]; ok {
+		t.Error("a failed series with no failures")
+	}
+	for _, label := range []string{">transfers/s<", ">request latency (ms)<", ">time since the load began (s)<", ">p99<"} {
+		if !bytes.Contains(data, []byte(label)) {
+			t.Errorf("no label %s in the SVG", label)
+		}
+	}
+}
+
+// TestRenderPlotEdges renders a timeline with failures, and an empty one:
+// both are well-formed, with a line per series.
+func TestRenderPlotEdges(t *testing.T) {
+	for _, tl := range [][]timelineRow{
+		{{Second: 0, Seconds: 1, Transfers: 10, TransfersPerSec: 10, Failed: 3, P50: 1.5, P99: 9}, {Second: 1, Seconds: 0.6, Failed: 1}},
+		{},
+	} {
+		var b bytes.Buffer
+		renderPlot(&b, &benchReport{Accounts: 3, Shards: 1, Concurrency: 1, Batch: 1, Dist: "zipf", ZipfS: 1.1,
+			Seconds: 1.6, Timeline: tl})
+		_, lines := svgPolylines(t, b.Bytes())
+		want := []string{"throughput", "p50", "p99"}
+		if len(tl) > 0 {
+			want = append(want, "failed")
+		}
+		if len(lines) != len(want) {
+			t.Errorf("series %v, want %v", lines, want)
+		}
+		for _, id := range want {
+			if _, ok := lines[id]; !ok {
+				t.Errorf("no series %s in %v", id, lines)
+			}
+		}
+	}
+}
+
+func TestBenchFlagErrors(t *testing.T) {
+	f := newFakeLedger(t)
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--rate", "-1"}, "--rate must be 0 (closed loop) or a positive number of transfers per second"},
+		{[]string{"--rate", "NaN"}, "--rate must be 0"},
+		{[]string{"--dist", "pareto"}, `--dist "pareto": must be uniform or zipf`},
+		{[]string{"--dist", "zipf", "--zipf-s", "1"}, "--zipf-s must be a number above 1, not 1"},
+		{[]string{"--dist", "zipf", "--zipf-s", "0.5"}, "--zipf-s must be a number above 1"},
+		{[]string{"--zipf-s", "2"}, "--zipf-s applies to --dist zipf only"},
+		{[]string{"--plot", "/no/such/dir/b.svg"}, "--plot /no/such/dir/b.svg: no such directory"},
+	} {
+		_, _, err := run(t, f.addr(), append([]string{"bench", "--accounts", "4", "--count", "4"}, tt.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: err = %v, want %q", tt.args, err, tt.want)
+		}
+	}
+	if n := f.requests(); n != 0 {
+		t.Errorf("%d requests reached the fake: bad flags must fail before the run", n)
 	}
 }

@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= ./tally
 PKGS    := ./...
 
-.PHONY: help build test test-unit test-e2e cluster cluster-stop node lint fmt fuzz bench clean \
+.PHONY: help build test test-unit test-e2e cluster cluster-stop node lint fmt fuzz bench bench-micro clean \
 	jepsen jepsen-ci jepsen-soak jepsen-selftest jepsen-regress
 
 # The fault suite (test/README.md). SEED 0 picks a seed from the clock;
@@ -69,7 +69,10 @@ jepsen-regress: ## the fault runs that found product bugs (test/README.md), agai
 jepsen-selftest: ## build the product with each planted bug; the fault suite must catch every one
 	$(JEPSEN) -profile selftest -seed $(SEED)
 
-bench: build ## go micro-benchmarks (tally bench runs against a cluster)
+bench: build ## the standard profile on a fresh cluster vs etcd and PostgreSQL: make bench BENCHFLAGS='-duration 5s -no-peers'
+	$(GO) run ./test/benchrun -bin $(BIN) $(BENCHFLAGS)
+
+bench-micro: build ## go micro-benchmarks (tally bench runs against a cluster)
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./ledger/ ./fsm/
 
 clean: ## remove the binary and local cluster data

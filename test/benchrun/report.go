@@ -1,0 +1,303 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Targets of PERFORMANCE.md, all measured in the same run.
+const (
+	targetVsEtcd      = 10      // one transfer per request: at least 10x etcd
+	targetVsPostgres  = 2       // and at least 2x PostgreSQL
+	targetHotVsUnif   = 0.8     // 10 hot accounts within 20% of uniform
+	targetBatchedTPS  = 100_000 // batches of 1000 on one shard
+	targetCrossVsSame = 1.0 / 3 // cross-shard at least 1/3 of same-shard
+	targetHalfPeakP99 = 50.0    // ms, open loop at half the peak rate
+)
+
+// summary is everything one run measured; -json writes it as is.
+type summary struct {
+	Started    time.Time  `json:"started"`
+	Duration   string     `json:"duration"`
+	ResultsDir string     `json:"results_dir"`
+	Profiles   []*profile `json:"profiles"`
+	Peers      []*peer    `json:"peers"`
+	RSS        []rss      `json:"peak_rss"`
+	CPUTop     *cpuTop    `json:"cpu_top,omitempty"`
+	Durability string     `json:"durability"`
+	Rows       [][]string `json:"table"`
+	Failures   []string   `json:"failures,omitempty"`
+}
+
+func (s *summary) profile(name string) *profile {
+	for _, p := range s.Profiles {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+func (s *summary) peer(name string) *peer {
+	for _, p := range s.Peers {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// tableHeader names the columns of the one table.
+var tableHeader = []string{"PROFILE", "TRANSFERS/S", "P50_MS", "P99_MS", "TARGET", "RESULT"}
+
+// buildRows turns the figures into the table's rows.
+func buildRows(s *summary) [][]string {
+	var rows [][]string
+	add := func(name string, l *latencyRow, target, result string) {
+		rows = append(rows, figures(name, l, target, result))
+	}
+	uniform := s.profile("uniform").total()
+	add("uniform (1/req)", uniform, fmt.Sprintf(">= %dx etcd, >= %dx postgres", targetVsEtcd, targetVsPostgres),
+		s.profileResult("uniform", func() string { return vsPeers(uniform, s.peer("etcd"), s.peer("postgres")) }))
+	hot := s.profile("hot10").total()
+	add("hot10 (1/req)", hot, "within 20% of uniform",
+		s.profileResult("hot10", func() string { return ratioVerdict(hot, uniform, "uniform", targetHotVsUnif) }))
+	batched := s.profile("batched-1shard").total()
+	add("batched-1shard (1000/req)", batched, fmt.Sprintf(">= %d/s", targetBatchedTPS),
+		s.profileResult("batched-1shard", func() string { return atLeast(batched.TransfersPerSec, targetBatchedTPS) }))
+	rows = append(rows, s.crossRows()...)
+	rows = append(rows, s.halfPeakRow())
+	for _, p := range s.Peers {
+		rows = append(rows, peerRow(p))
+	}
+	return rows
+}
+
+// total is the run's all-kinds latency row, nil if it has none.
+func (p *profile) total() *latencyRow {
+	if p == nil {
+		return nil
+	}
+	return p.Report.row("total")
+}
+
+// profileResult is the RESULT cell of a Tally profile: why it did not
+// run or failed, or the verdict, followed by failed requests if any.
+func (s *summary) profileResult(name string, verdict func() string) string {
+	p := s.profile(name)
+	switch {
+	case p == nil:
+		return "not run"
+	case p.Skipped != "":
+		return "skipped: " + p.Skipped
+	case p.Failed != "":
+		return "FAILED: " + p.Failed
+	case p.total() == nil:
+		return "no figures in the report"
+	}
+	v := verdict()
+	if n := p.Report.failedRequests(); n > 0 {
+		v += fmt.Sprintf("; %d failed requests", n)
+	}
+	return v
+}
+
+// crossRows are the cross-shard run's two kinds of request. Each client
+// picks the kind by coin toss, so both kinds get about the same number of
+// requests and their rates are about equal by construction; what differs
+// is how long each takes. At a fixed number of clients a closed loop's
+// rate is inversely proportional to latency, so the ratio of the medians
+// (same/cross) estimates the cross-shard rate relative to the same-shard
+// one.
+func (s *summary) crossRows() [][]string {
+	p := s.profile("cross-shard")
+	var same, cross *latencyRow
+	if p != nil {
+		same, cross = p.Report.row("same-shard"), p.Report.row("cross-shard")
+	}
+	verdict := func() string {
+		if same == nil || cross == nil || cross.P50 <= 0 {
+			return "no cross-shard requests answered"
+		}
+		r := same.P50 / cross.P50
+		return fmt.Sprintf("%s same-shard: %s", times(r), atLeast(r, targetCrossVsSame))
+	}
+	return [][]string{
+		figures("cross-shard: same-shard", same, "", ""),
+		figures("cross-shard: cross-shard", cross, ">= 1/3 of same-shard (by p50)", s.profileResult("cross-shard", verdict)),
+	}
+}
+
+func (s *summary) halfPeakRow() []string {
+	p := s.profile("half-peak")
+	name := "half-peak"
+	if p != nil && p.Rate > 0 {
+		name = fmt.Sprintf("half-peak (%d/s offered)", p.Rate)
+	}
+	l := p.total()
+	return figures(name, l, fmt.Sprintf("p99 < %.0f ms", targetHalfPeakP99), s.profileResult("half-peak", func() string {
+		v := below(l.P99, targetHalfPeakP99)
+		if p.Rate > 0 && l.TransfersPerSec < 0.9*float64(p.Rate) {
+			v += fmt.Sprintf("; reached %.0f%% of the offered rate", 100*l.TransfersPerSec/float64(p.Rate))
+		}
+		return v
+	}))
+}
+
+func peerRow(p *peer) []string {
+	if p.NotRun != "" || p.Result == nil {
+		return []string{p.Label, "-", "-", "-", "", "not run: " + p.NotRun}
+	}
+	r := p.Result
+	result := "baseline, " + r.Backend + " client"
+	if p.Reused {
+		result = "baseline from an earlier run (-peer-results), " + r.Backend + " client"
+	}
+	if r.Runs > 1 {
+		result += fmt.Sprintf(", mean of %d runs", r.Runs)
+	}
+	if p.Check != "" {
+		result += ", check " + p.Check
+	}
+	return []string{p.Label, fmt.Sprintf("%.0f", r.TPS), fmt.Sprintf("%.2f", r.P50), fmt.Sprintf("%.2f", r.P99), "", result}
+}
+
+// figures is a row's first four cells; dashes when there is no figure.
+func figures(name string, l *latencyRow, target, result string) []string {
+	if l == nil {
+		return []string{name, "-", "-", "-", target, result}
+	}
+	return []string{name, fmt.Sprintf("%.0f", l.TransfersPerSec), fmt.Sprintf("%.2f", l.P50),
+		fmt.Sprintf("%.2f", l.P99), target, result}
+}
+
+// vsPeers is the uniform run's ratio to each peer that ran.
+func vsPeers(l *latencyRow, etcd, pg *peer) string {
+	one := func(p *peer, short string, want float64) string {
+		if p == nil || p.Result == nil || p.Result.TPS <= 0 {
+			return short + " not run"
+		}
+		r := l.TransfersPerSec / p.Result.TPS
+		return fmt.Sprintf("%s %s (%s)", times(r), short, atLeast(r, want))
+	}
+	return one(etcd, "etcd", targetVsEtcd) + ", " + one(pg, "pg", targetVsPostgres)
+}
+
+// ratioVerdict is l's rate relative to base's, against a minimum ratio.
+func ratioVerdict(l, base *latencyRow, baseName string, want float64) string {
+	if base == nil || base.TransfersPerSec <= 0 {
+		return "no " + baseName + " rate to compare with"
+	}
+	r := l.TransfersPerSec / base.TransfersPerSec
+	return fmt.Sprintf("%s %s: %s", times(r), baseName, atLeast(r, want))
+}
+
+// atLeast is "ok" when got reaches want, else by how much it fell short,
+// in percent of want.
+func atLeast(got, want float64) string {
+	if got >= want {
+		return "ok"
+	}
+	return fmt.Sprintf("missed by %s%%", pctString(100*(want-got)/want))
+}
+
+// below is "ok" when got is under limit, else by how much it went over,
+// in percent of limit.
+func below(got, limit float64) string {
+	if got < limit {
+		return "ok"
+	}
+	return fmt.Sprintf("missed by %s%%", pctString(100*(got-limit)/limit))
+}
+
+// pctString rounds a percentage, but never down to 0: a miss is a miss.
+func pctString(p float64) string {
+	if p < 1 {
+		return "<1"
+	}
+	return fmt.Sprintf("%.0f", math.Floor(p))
+}
+
+// times formats a ratio: 12.3x, 2.10x, 0.95x.
+func times(r float64) string {
+	if r >= 10 {
+		return fmt.Sprintf("%.1fx", r)
+	}
+	return fmt.Sprintf("%.2fx", r)
+}
+
+// syncWrites finds the Badger option in fsm/fsm.go.
+var syncWrites = regexp.MustCompile(`WithSyncWrites\((true|false)\)`)
+
+// durabilityLine states what is fsynced. The Raft log (raft-boltdb) is
+// fsynced on every replica for every batch; whether the state store is
+// too is read from the source the binary was built from (make bench
+// builds it first), so the line cannot go stale.
+func durabilityLine(root string) string {
+	const raft = "fsync on everywhere: Tally fsyncs its Raft log on every replica for every batch; "
+	src, err := os.ReadFile(filepath.Join(root, "fsm", "fsm.go"))
+	m := syncWrites.FindSubmatch(src)
+	switch {
+	case err != nil || m == nil:
+		return raft + "whether the state store (Badger) is fsynced per batch could not be read from fsm/fsm.go; " +
+			"etcd and PostgreSQL run with fsync on (PostgreSQL: synchronous_commit=on)"
+	case string(m[1]) == "true":
+		return raft + "the state store (Badger) is fsynced per batch too (SyncWrites=true); " +
+			"etcd and PostgreSQL run with fsync on (PostgreSQL: synchronous_commit=on)"
+	}
+	return raft + "the state store (Badger) is not fsynced per batch; it is rebuilt from the fsynced Raft log after a power loss; " +
+		"acknowledged transfers are as durable as the Raft log; etcd and PostgreSQL run with fsync on (PostgreSQL: synchronous_commit=on)"
+}
+
+// printSummary prints the table, the nodes' peak memory, the durability
+// line and the top of the leader's CPU profile.
+func printSummary(w io.Writer, s *summary) {
+	s.Rows = buildRows(s)
+	fmt.Fprintf(w, "Tally vs peers, %s per run, 3 replicas, fsync on (same machine, same run)\n", s.Duration)
+	t := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(t, strings.Join(tableHeader, "\t"))
+	for _, r := range s.Rows {
+		fmt.Fprintln(t, strings.Join(r, "\t"))
+	}
+	t.Flush()
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "peak RSS: "+rssLine(s.RSS))
+	fmt.Fprintln(w, s.Durability)
+	if c := s.CPUTop; c != nil {
+		fmt.Fprintf(w, "\nCPU profile of %s (leads shards %v) during uniform, top 10 (%s):\n%s\n", c.Node, c.Shards, c.File, c.Top)
+	}
+	fmt.Fprintf(w, "\nraw results: %s\n", s.ResultsDir)
+	for _, f := range s.Failures {
+		fmt.Fprintln(w, "FAILED:", f)
+	}
+}
+
+func rssLine(rs []rss) string {
+	if len(rs) == 0 {
+		return "not measured"
+	}
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = fmt.Sprintf("%s %.0f MiB", r.Process, r.PeakMiB)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func writeSummaryJSON(path string, s *summary) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode figures: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write figures: %w", err)
+	}
+	return nil
+}

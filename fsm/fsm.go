@@ -37,6 +37,7 @@ type FSM struct {
 	mu      sync.RWMutex // guards db against the swap in Restore
 	db      *badger.DB
 	st      *ledger.State // owned by the FSM goroutine
+	ids     *idFilter     // record ids; FSM goroutine only
 	applied meta          // owned by the FSM goroutine
 
 	index   atomic.Uint64 // applied Raft index, for readers
@@ -167,9 +168,13 @@ func (f *FSM) load(db *badger.DB) error {
 	if err != nil {
 		return fmt.Errorf("fsm: load nodes: %w", err)
 	}
+	ids, err := loadIDs(db)
+	if err != nil {
+		return err
+	}
 	st.SetStore(f)
 	f.mu.Lock()
-	f.db, f.st, f.applied = db, st, m
+	f.db, f.st, f.ids, f.applied = db, st, ids, m
 	f.mu.Unlock()
 	f.nodesMu.Lock()
 	f.nodes = nodes
@@ -326,6 +331,9 @@ func (f *FSM) Close() error {
 func (f *FSM) Record(id string) (*ledger.Record, bool) {
 	if plant.NoIdem {
 		return nil, false
+	}
+	if f.ids != nil && !f.ids.mayContain(id) {
+		return nil, false // saves a Badger search for every new id
 	}
 	txn := f.txn
 	if txn == nil {

@@ -123,6 +123,12 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		os.RemoveAll(path)
 		return fmt.Errorf("fsm: restore nodes: %w", err)
 	}
+	ids, err := loadIDs(db)
+	if err != nil {
+		db.Close()
+		os.RemoveAll(path)
+		return err
+	}
 	st.SetStore(f)
 	f.snaps.Wait()
 	f.mu.Lock()
@@ -132,7 +138,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		db.Close()
 		return err
 	}
-	f.db, f.st, f.applied = db, st, m
+	f.db, f.st, f.ids, f.applied = db, st, ids, m
 	f.mu.Unlock()
 	f.nodesMu.Lock()
 	f.nodes = nodes

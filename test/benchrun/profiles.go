@@ -54,6 +54,14 @@ type benchReport struct {
 		Skipped bool   `json:"skipped"`
 		Detail  string `json:"detail"`
 	} `json:"audit"`
+	// OpenLoop is set by --rate runs: how well the client kept to its
+	// schedule. Many late sends mean the client, not only the cluster,
+	// was saturated.
+	OpenLoop *struct {
+		Scheduled   int64   `json:"scheduled_requests"`
+		LateSends   int64   `json:"late_sends"`
+		LateAfterMS float64 `json:"late_after_ms"`
+	} `json:"open_loop"`
 }
 
 // latencyRow is one kind of request (same-shard, cross-shard, total);

@@ -148,6 +148,9 @@ func (s *summary) halfPeakRow() []string {
 		if p.Rate > 0 && l.TransfersPerSec < 0.9*float64(p.Rate) {
 			v += fmt.Sprintf("; reached %.0f%% of the offered rate", 100*l.TransfersPerSec/float64(p.Rate))
 		}
+		if o := p.Report.OpenLoop; o != nil && o.Scheduled > 0 && o.LateSends > 0 {
+			v += fmt.Sprintf("; %.0f%% of sends late by > %.0f ms", 100*float64(o.LateSends)/float64(o.Scheduled), o.LateAfterMS)
+		}
 		return v
 	}))
 }

@@ -137,3 +137,28 @@ func TestRowsOfFailedAndSkippedRuns(t *testing.T) {
 		}
 	}
 }
+
+// TestHalfPeakRow reads a report in the shape `tally --json bench --rate`
+// prints (trimmed) and checks the row: p99 over the target, and the late
+// sends that show the client itself fell behind.
+func TestHalfPeakRow(t *testing.T) {
+	out := `{"rate": 435, "open_loop": {"target_rate": 435, "achieved_rate": 434.3, "scheduled_requests": 4350,
+		"sent_requests": 4350, "late_sends": 2081, "late_after_ms": 10, "missed_requests": 0},
+		"latency": [{"kind": "total", "requests": 4350, "transfers": 4350, "transfers_per_sec": 434.27,
+		"p50_ms": 256.96, "p99_ms": 3449.93}],
+		"conservation": {"ok": true, "detail": "sum of 1000 balances = 1000000000 (1000 x 1000000)"}}`
+	rep, failed := judgeBench([]byte(out), nil, "")
+	if failed != "" {
+		t.Fatal(failed)
+	}
+	s := &summary{Profiles: []*profile{{Name: "half-peak", Rate: 435, Report: rep}}}
+	got := s.halfPeakRow()
+	want := []string{"half-peak (435/s offered)", "434", "256.96", "3449.93", "p99 < 50 ms",
+		"missed by 6799%; 48% of sends late by > 10 ms"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+	if _, failed := judgeBench([]byte(strings.Replace(out, `"ok": true`, `"ok": false`, 1)), nil, ""); !strings.HasPrefix(failed, "conservation check failed") {
+		t.Errorf("conservation not ok: failed = %q", failed)
+	}
+}

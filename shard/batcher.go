@@ -17,9 +17,15 @@ import (
 const (
 	maxEntryCommands = 1024      // commands per Raft entry
 	maxEntryBytes    = 256 << 10 // estimated encoded bytes per Raft entry
-	maxInFlight      = 8         // entries proposed and not yet applied
-	queueCap         = 8192      // commands waiting for an entry
-	applyTimeout     = 30 * time.Second
+	// maxInFlight is the number of entries proposed and not yet applied.
+	// One is the fastest on 2 cores: commands that arrive meanwhile all go
+	// into the next entry, and every entry costs fsyncs and RPCs on three
+	// replicas whatever its size. 64 clients, one transfer per request, 4
+	// shards: 1,226/s with 1, 1,017/s with 2, 952/s with 8; batches of 1,000
+	// transfers ran as fast with 1 as with 4.
+	maxInFlight  = 1
+	queueCap     = 8192 // commands waiting for an entry
+	applyTimeout = 30 * time.Second
 )
 
 // ErrStopped is returned for commands submitted to a closed batcher.

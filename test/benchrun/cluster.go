@@ -112,7 +112,39 @@ func startCluster(ctx context.Context, cfg *config) (*cluster, error) {
 		return c, err
 	}
 	logf("cluster up: %d shards, each with a leader and %d replicas", cfg.shards, nodeCount)
+	c.waitSpread(ctx)
 	return c, nil
+}
+
+// spreadTimeout bounds the wait for the cluster to spread its leaders.
+const spreadTimeout = 30 * time.Second
+
+// waitSpread waits until no node leads more shards than its share: the
+// first node to start wins every election, and a run before the cluster
+// moves leaders away from it would measure one node doing all the work.
+// Not spreading in time is reported, not fatal.
+func (c *cluster) waitSpread(ctx context.Context) {
+	share := (c.cfg.shards + nodeCount - 1) / nodeCount
+	deadline := time.Now().Add(spreadTimeout)
+	for {
+		m, err := c.leaders(ctx)
+		worst := 0
+		for _, shards := range m {
+			worst = max(worst, len(shards))
+		}
+		if err == nil && worst <= share {
+			logf("leaders spread: %v", m)
+			return
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			logf("leaders not spread after %v: %v (%v)", spreadTimeout, m, err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(pollEvery):
+		}
+	}
 }
 
 // checkPortsFree fails early, with a clear message, when a port we need

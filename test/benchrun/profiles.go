@@ -116,7 +116,7 @@ func runProfiles(ctx context.Context, cfg *config, c *cluster) []*profile {
 		newProfile("hot10", "h", false, "--accounts", "1000", "--hot", "10", "--concurrency", "64", "--batch", "1"),
 		// The placement tag in braces puts every account on one shard.
 		newProfile("batched-1shard", "b", true, "--accounts", "1000", "--concurrency", "8", "--batch", "1000"),
-		newProfile("cross-shard", "x", false, "--accounts", "1000", "--concurrency", "64", "--batch", "1", "--cross-shard", "0.5"),
+		newProfile("cross-shard", "x", false, "--accounts", "1000", "--concurrency", "64", "--batch", "1", "--cross-shard", "1"),
 	} {
 		if ctx.Err() != nil {
 			break

@@ -81,6 +81,7 @@ type kv struct {
 // index, accounts, records and the open-pending index.
 func (f *FSM) changes(c ledger.Changes) []kv {
 	out := make([]kv, 0, len(c.Events)*3+len(c.Accounts)+len(c.Records))
+	var hist histGroups
 	for i := range c.Events {
 		e := &c.Events[i]
 		v := e.Raw
@@ -89,8 +90,12 @@ func (f *FSM) changes(c ledger.Changes) []kv {
 		}
 		out = append(out, kv{k: eventKey(e.Seq), v: v})
 		for _, b := range e.Balances {
-			out = append(out, kv{k: histKey(ledger.AccountKey(b.Account, b.Currency), e.Seq), v: nil})
+			hist.add(ledger.AccountKey(b.Account, b.Currency), e.Seq)
 		}
+	}
+	for _, a := range hist.order {
+		seqs := hist.seqs[a]
+		out = append(out, kv{k: histKey(a, seqs[len(seqs)-1]), v: encodeSeqs(seqs)})
 	}
 	for _, a := range c.Accounts {
 		out = append(out, kv{k: key(preAcct, a.Key()), v: mustJSON(a)})

@@ -1,7 +1,6 @@
 package fsm
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -133,30 +132,25 @@ func (f *FSM) History(k string, after uint64, limit int, desc bool) ([]ledger.Ev
 	limit = clampLimit(limit)
 	var out []ledger.Event
 	_, err := f.view(func(txn *badger.Txn) error {
-		prefix := histPrefix(k)
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, Reverse: desc})
-		defer it.Close()
-		start := histKey(k, after+1)
-		if desc {
-			start = histKey(k, after-1)
-			if after == 0 {
-				start = histKey(k, ^uint64(0))
-			}
-		}
-		for it.Seek(start); it.Valid() && len(out) < limit; it.Next() {
-			kb := it.Item().Key()
-			seq := binary.BigEndian.Uint64(kb[len(kb)-8:])
+		add := func(seq uint64) (bool, error) {
 			item, err := txn.Get(eventKey(seq))
 			if err != nil {
-				return fmt.Errorf("event %d: %w", seq, err)
+				return false, fmt.Errorf("event %d: %w", seq, err)
 			}
 			var e ledger.Event
 			if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &e) }); err != nil {
-				return err
+				return false, err
 			}
 			out = append(out, e)
+			return len(out) < limit, nil
 		}
-		return nil
+		if !desc {
+			return histAsc(txn, k, after, add)
+		}
+		if after == 0 {
+			return histDesc(txn, k, math.MaxUint64, add)
+		}
+		return histDesc(txn, k, after-1, add)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("history of %s: %w", k, err)
@@ -242,14 +236,13 @@ func (f *FSM) AccountAt(k string, seq uint64) (ledger.Account, error) {
 		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &a) }); err != nil {
 			return err
 		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: histPrefix(k), Reverse: true})
-		defer it.Close()
-		it.Seek(histKey(k, seq))
-		if !it.Valid() {
+		var at uint64
+		if err := histDesc(txn, k, seq, func(s uint64) (bool, error) { at = s; return false, nil }); err != nil {
+			return err
+		}
+		if at == 0 {
 			return ErrNotFound
 		}
-		kb := it.Item().Key()
-		at := binary.BigEndian.Uint64(kb[len(kb)-8:])
 		item, err = txn.Get(eventKey(at))
 		if err != nil {
 			return fmt.Errorf("event %d: %w", at, err)
@@ -279,11 +272,8 @@ func (f *FSM) AccountAt(k string, seq uint64) (ledger.Account, error) {
 // closedBy reports whether the closed account k was closed at or before
 // seq: it looks for the AccountClosed event from the newest event back.
 func closedBy(txn *badger.Txn, k string, seq uint64) (bool, error) {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: histPrefix(k), Reverse: true})
-	defer it.Close()
-	for it.Seek(histKey(k, ^uint64(0))); it.Valid(); it.Next() {
-		kb := it.Item().Key()
-		at := binary.BigEndian.Uint64(kb[len(kb)-8:])
+	closed, found := false, false
+	err := histDesc(txn, k, math.MaxUint64, func(at uint64) (bool, error) {
 		item, err := txn.Get(eventKey(at))
 		if err != nil {
 			return false, fmt.Errorf("event %d: %w", at, err)
@@ -293,10 +283,11 @@ func closedBy(txn *badger.Txn, k string, seq uint64) (bool, error) {
 			return false, err
 		}
 		if e.Type == ledger.AccountClosedEv {
-			return at <= seq, nil
+			closed, found = at <= seq, true
 		}
-	}
-	return false, nil
+		return !found, nil
+	})
+	return closed, err
 }
 
 // OpenSagas returns the open sagas this shard started, except those whose

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -221,6 +222,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case "/readyz":
 		p.readyz(w)
+		return
+	case "/debug/pprof/profile":
+		// The proxy's own profile (go tool pprof http://PROXY/debug/pprof/profile);
+		// other /debug/pprof paths go to a node like any other request.
+		pprof.Profile(w, r)
 		return
 	}
 	if strings.HasPrefix(r.URL.Path, "/v1/internal/") {

@@ -13,7 +13,9 @@ import (
 func TestSealMatchesEncodingAndHash(t *testing.T) {
 	st := NewState(0, 1, nil)
 	st.Begin(1, 1_700_000_000_000_000_000)
-	acct := func(id, cur string) Account { return Account{ID: id, Currency: cur, Metadata: map[string]string{"k": "v\"<>&"}} }
+	acct := func(id, cur string) Account {
+		return Account{ID: id, Currency: cur, Metadata: map[string]string{"k": "v\"<>&"}}
+	}
 	st.Execute(&Command{Kind: CmdOpenAccounts, Accounts: []Account{acct("a", "USD"), acct("b", "USD")}})
 	st.Execute(&Command{Kind: CmdTransfers, Transfers: []Transfer{
 		{ID: "f", Debit: World, Credit: "a", Amount: 100},

@@ -57,6 +57,11 @@ func decodeHist(k, v []byte) (histEntry, error) {
 		return histEntry{}, errors.New("short history key")
 	}
 	h := histEntry{last: binary.BigEndian.Uint64(k[len(k)-8:])}
+	if len(v) == 0 {
+		// Earlier builds wrote one key per event with an empty value.
+		h.seqs = []uint64{h.last}
+		return h, nil
+	}
 	prev := uint64(0)
 	for len(v) > 0 {
 		d, n := binary.Uvarint(v)

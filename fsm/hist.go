@@ -65,7 +65,7 @@ func decodeHist(k, v []byte) (histEntry, error) {
 	prev := uint64(0)
 	for len(v) > 0 {
 		d, n := binary.Uvarint(v)
-		if n <= 0 || (d == 0 && len(h.seqs) > 0) {
+		if n <= 0 || (d == 0 && len(h.seqs) > 0) || prev+d < prev {
 			return histEntry{}, fmt.Errorf("history key %x: bad seq list", k)
 		}
 		prev += d

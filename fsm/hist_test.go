@@ -120,3 +120,25 @@ func TestDecodeHistRejectsBadValues(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecodeHist: a damaged history value is an error, never a panic, and
+// what decodes is ascending and ends at the key's seq.
+func FuzzDecodeHist(f *testing.F) {
+	f.Add(uint64(9), encodeSeqs([]uint64{3, 5, 9}))
+	f.Add(uint64(1), []byte{})
+	f.Add(uint64(7), []byte{0x80, 0x80})
+	f.Fuzz(func(t *testing.T, last uint64, v []byte) {
+		h, err := decodeHist(histKey("a", last), v)
+		if err != nil {
+			return
+		}
+		if len(h.seqs) == 0 || h.seqs[len(h.seqs)-1] != last || !slices.IsSorted(h.seqs) {
+			t.Fatalf("decoded %v for key seq %d", h.seqs, last)
+		}
+		for i := 1; i < len(h.seqs); i++ {
+			if h.seqs[i] == h.seqs[i-1] {
+				t.Fatalf("repeated seq in %v", h.seqs)
+			}
+		}
+	})
+}

@@ -102,9 +102,7 @@ func (f *FSM) changes(c ledger.Changes) []kv {
 	}
 	for _, r := range c.Records {
 		out = append(out, kv{k: key(preRec, r.Transfer.ID), v: mustJSON(r)})
-		if f.ids != nil {
-			f.ids.add(r.Transfer.ID) // before the commit: the filter never misses a stored id
-		}
+		f.ids.add(r.Transfer.ID) // before the commit: the filter never misses a stored id
 		if r.Tracked() {
 			out = append(out, kv{k: key(preOpen, r.Transfer.ID), del: !r.Open()})
 		}

@@ -340,7 +340,7 @@ func (f *FSM) Record(id string) (*ledger.Record, bool) {
 	if plant.NoIdem {
 		return nil, false
 	}
-	if f.ids != nil && !f.ids.mayContain(id) {
+	if !f.ids.mayContain(id) {
 		return nil, false // saves a Badger search for every new id
 	}
 	txn := f.txn

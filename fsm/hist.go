@@ -46,47 +46,43 @@ func encodeSeqs(seqs []uint64) []byte {
 	return b
 }
 
-// histEntry is one decoded key of the index.
-type histEntry struct {
-	last uint64
-	seqs []uint64
-}
-
-func decodeHist(k, v []byte) (histEntry, error) {
+// decodeHist returns the seqs one key of the index lists, ascending; the
+// key's own seq is the last of them.
+func decodeHist(k, v []byte) ([]uint64, error) {
 	if len(k) < 8 {
-		return histEntry{}, errors.New("short history key")
+		return nil, errors.New("short history key")
 	}
-	h := histEntry{last: binary.BigEndian.Uint64(k[len(k)-8:])}
+	last := binary.BigEndian.Uint64(k[len(k)-8:])
 	if len(v) == 0 {
 		// Earlier builds wrote one key per event with an empty value.
-		h.seqs = []uint64{h.last}
-		return h, nil
+		return []uint64{last}, nil
 	}
+	var seqs []uint64
 	prev := uint64(0)
 	for len(v) > 0 {
 		d, n := binary.Uvarint(v)
-		if n <= 0 || (d == 0 && len(h.seqs) > 0) || prev+d < prev {
-			return histEntry{}, fmt.Errorf("history key %x: bad seq list", k)
+		if n <= 0 || (d == 0 && len(seqs) > 0) || prev+d < prev {
+			return nil, fmt.Errorf("history key %x: bad seq list", k)
 		}
 		prev += d
-		h.seqs = append(h.seqs, prev)
+		seqs = append(seqs, prev)
 		v = v[n:]
 	}
-	if len(h.seqs) == 0 || h.seqs[len(h.seqs)-1] != h.last {
-		return histEntry{}, fmt.Errorf("history key %x: seqs do not end at %d", k, h.last)
+	if seqs[len(seqs)-1] != last {
+		return nil, fmt.Errorf("history key %x: seqs do not end at %d", k, last)
 	}
-	return h, nil
+	return seqs, nil
 }
 
-func readHist(it *badger.Iterator) (histEntry, error) {
+func readHist(it *badger.Iterator) ([]uint64, error) {
 	item := it.Item()
-	var h histEntry
+	var seqs []uint64
 	err := item.Value(func(v []byte) error {
 		var err error
-		h, err = decodeHist(item.Key(), v)
+		seqs, err = decodeHist(item.Key(), v)
 		return err
 	})
-	return h, err
+	return seqs, err
 }
 
 // histAsc calls fn with the seqs above after of account k, ascending,
@@ -97,11 +93,11 @@ func histAsc(txn *badger.Txn, k string, after uint64, fn func(seq uint64) (bool,
 	// The first key whose newest seq is above after holds the first seq
 	// above after.
 	for it.Seek(histKey(k, after+1)); it.Valid(); it.Next() {
-		h, err := readHist(it)
+		seqs, err := readHist(it)
 		if err != nil {
 			return err
 		}
-		for _, s := range h.seqs {
+		for _, s := range seqs {
 			if s <= after {
 				continue
 			}
@@ -121,13 +117,13 @@ func histDesc(txn *badger.Txn, k string, upto uint64, fn func(seq uint64) (bool,
 	fwd := txn.NewIterator(badger.IteratorOptions{Prefix: histPrefix(k)})
 	fwd.Seek(histKey(k, upto))
 	if fwd.Valid() {
-		h, err := readHist(fwd)
+		seqs, err := readHist(fwd)
 		if err != nil {
 			fwd.Close()
 			return err
 		}
-		if h.last > upto {
-			for _, s := range slices.Backward(h.seqs) {
+		if seqs[len(seqs)-1] > upto {
+			for _, s := range slices.Backward(seqs) {
 				if s > upto {
 					continue
 				}
@@ -142,11 +138,11 @@ func histDesc(txn *badger.Txn, k string, upto uint64, fn func(seq uint64) (bool,
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: histPrefix(k), Reverse: true})
 	defer it.Close()
 	for it.Seek(histKey(k, upto)); it.Valid(); it.Next() {
-		h, err := readHist(it)
+		seqs, err := readHist(it)
 		if err != nil {
 			return err
 		}
-		for _, s := range slices.Backward(h.seqs) {
+		for _, s := range slices.Backward(seqs) {
 			if more, err := fn(s); err != nil || !more {
 				return err
 			}

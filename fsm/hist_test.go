@@ -104,10 +104,10 @@ func walk(t *testing.T, f *FSM, k string, size int, desc bool) []ledger.Event {
 
 func TestDecodeHistRejectsBadValues(t *testing.T) {
 	k := histKey("a", 9)
-	if h, err := decodeHist(k, encodeSeqs([]uint64{3, 5, 9})); err != nil || !slices.Equal(h.seqs, []uint64{3, 5, 9}) {
+	if h, err := decodeHist(k, encodeSeqs([]uint64{3, 5, 9})); err != nil || !slices.Equal(h, []uint64{3, 5, 9}) {
 		t.Fatalf("good value: %+v, %v", h, err)
 	}
-	if h, err := decodeHist(k, nil); err != nil || !slices.Equal(h.seqs, []uint64{9}) {
+	if h, err := decodeHist(k, nil); err != nil || !slices.Equal(h, []uint64{9}) {
 		t.Fatalf("a key of an earlier build (one event, empty value): %+v, %v", h, err)
 	}
 	for name, v := range map[string][]byte{
@@ -128,16 +128,16 @@ func FuzzDecodeHist(f *testing.F) {
 	f.Add(uint64(1), []byte{})
 	f.Add(uint64(7), []byte{0x80, 0x80})
 	f.Fuzz(func(t *testing.T, last uint64, v []byte) {
-		h, err := decodeHist(histKey("a", last), v)
+		seqs, err := decodeHist(histKey("a", last), v)
 		if err != nil {
 			return
 		}
-		if len(h.seqs) == 0 || h.seqs[len(h.seqs)-1] != last || !slices.IsSorted(h.seqs) {
-			t.Fatalf("decoded %v for key seq %d", h.seqs, last)
+		if len(seqs) == 0 || seqs[len(seqs)-1] != last || !slices.IsSorted(seqs) {
+			t.Fatalf("decoded %v for key seq %d", seqs, last)
 		}
-		for i := 1; i < len(h.seqs); i++ {
-			if h.seqs[i] == h.seqs[i-1] {
-				t.Fatalf("repeated seq in %v", h.seqs)
+		for i := 1; i < len(seqs); i++ {
+			if seqs[i] == seqs[i-1] {
+				t.Fatalf("repeated seq in %v", seqs)
 			}
 		}
 	})

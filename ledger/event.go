@@ -146,19 +146,14 @@ var zeroTail = []byte(`"prev_hash":"` + Hash{}.String() + `","hash":"` + Hash{}.
 
 // Seal sets e.Hash from e.PrevHash and the canonical encoding, and e.Raw
 // to the full encoding, which differs from the canonical one only in the
-// two hashes at its end: the event is encoded once, not twice.
+// two hashes at its end: the event is encoded once, not twice. Were the
+// hashes ever not the last fields, Raw stays nil and the store encodes the
+// event itself.
 func (e *Event) Seal() {
 	c := e.Canonical()
 	e.Hash = hashOf(e.PrevHash, c)
+	e.Raw = nil
 	if !bytes.HasSuffix(c, zeroTail) {
-		// Not reached while the hashes are the last fields; stay correct
-		// if someone moves them.
-		e.Raw = nil
-		b, err := json.Marshal(e)
-		if err != nil {
-			panic(fmt.Sprintf("ledger: encode event %d: %v", e.Seq, err))
-		}
-		e.Raw = b
 		return
 	}
 	raw := c[:len(c)-len(zeroTail)]

@@ -47,9 +47,8 @@ func (f *idFilter) add(id string) {
 	}
 	b := f.parts[last]
 	h := maphash.String(f.seed, id)
-	m := uint64(len(b.bits) * 64)
 	for i := range uint64(bloomProbes) {
-		bit := (h + i*(h>>32|1)) % m
+		bit := b.probe(h, i)
 		b.bits[bit/64] |= 1 << (bit % 64)
 	}
 	b.n++
@@ -66,10 +65,14 @@ func (f *idFilter) mayContain(id string) bool {
 	return false
 }
 
+// probe is the bit of the i-th probe for hash h (double hashing).
+func (b *bloom) probe(h, i uint64) uint64 {
+	return (h + i*(h>>32|1)) % uint64(len(b.bits)*64)
+}
+
 func (b *bloom) has(h uint64) bool {
-	m := uint64(len(b.bits) * 64)
 	for i := range uint64(bloomProbes) {
-		bit := (h + i*(h>>32|1)) % m
+		bit := b.probe(h, i)
 		if b.bits[bit/64]&(1<<(bit%64)) == 0 {
 			return false
 		}

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"tally/api/wire"
 )
 
 // Loopback ports of the bench cluster, away from `make cluster`
@@ -231,28 +233,16 @@ func (c *cluster) waitHealthy(ctx context.Context, n *node) error {
 	})
 }
 
-// clusterStatus is the part of `tally --json cluster status` we read.
-type clusterStatus struct {
-	Shards []struct {
-		Shard      int    `json:"shard"`
-		Leader     string `json:"leader"`
-		LeaderHTTP string `json:"leader_http"`
-		Replicas   []struct {
-			Node string `json:"node"`
-		} `json:"replicas"`
-	} `json:"shards"`
-}
-
 // status asks the proxy for the cluster status through the CLI, as a
 // user would.
-func (c *cluster) status(ctx context.Context) (*clusterStatus, error) {
+func (c *cluster) status(ctx context.Context) (*wire.Cluster, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, c.cfg.bin, "--addr", c.proxy, "--json", "cluster", "status").Output()
 	if err != nil {
 		return nil, fmt.Errorf("tally cluster status: %w", err)
 	}
-	var st clusterStatus
+	var st wire.Cluster
 	if err := json.Unmarshal(out, &st); err != nil {
 		return nil, fmt.Errorf("parse cluster status: %w", err)
 	}

@@ -141,6 +141,7 @@ func run(ctx context.Context, cfg *config) error {
 	}
 	sum.Peers = runPeers(ctx, cfg)
 
+	sum.Rows = buildRows(sum)
 	fmt.Println()
 	printSummary(os.Stdout, sum)
 	if cfg.jsonOut != "" {

@@ -105,10 +105,6 @@ func (r *benchReport) failedRequests() int64 {
 // runProfiles runs the standard profile in order; later profiles run even
 // when an earlier one failed, so that one bad run still shows the rest.
 func runProfiles(ctx context.Context, cfg *config, c *cluster) []*profile {
-	hasRate, err := benchHasRate(ctx, cfg.bin)
-	if err != nil {
-		logf("%v", err)
-	}
 	uniform := c.runBench(ctx, newProfile("uniform", "u", false,
 		"--accounts", "1000", "--concurrency", "64", "--batch", "1"), cfg.profile)
 	runs := []*profile{uniform}
@@ -126,16 +122,13 @@ func runProfiles(ctx context.Context, cfg *config, c *cluster) []*profile {
 	if ctx.Err() != nil {
 		return runs
 	}
-	return append(runs, c.halfPeak(ctx, uniform, hasRate))
+	return append(runs, c.halfPeak(ctx, uniform))
 }
 
-// halfPeak runs open loop at half the uniform run's rate, when tally
-// bench can do open loop at all.
-func (c *cluster) halfPeak(ctx context.Context, uniform *profile, hasRate bool) *profile {
+// halfPeak runs open loop at half the uniform run's rate.
+func (c *cluster) halfPeak(ctx context.Context, uniform *profile) *profile {
 	p := newProfile("half-peak", "r", false, "--accounts", "1000", "--concurrency", "256", "--batch", "1")
 	switch u := uniform.Report.row("total"); {
-	case !hasRate:
-		p.Skipped = "tally bench has no --rate"
 	case u == nil || u.TransfersPerSec < 2:
 		p.Skipped = "no uniform rate to halve"
 	default:
@@ -160,16 +153,6 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
 	return hex.EncodeToString(b)
-}
-
-// benchHasRate reports whether this tally bench has open loop (--rate),
-// which binaries built before it was added lack.
-func benchHasRate(ctx context.Context, bin string) (bool, error) {
-	out, err := exec.CommandContext(ctx, bin, "bench", "--help").CombinedOutput()
-	if err != nil {
-		return false, fmt.Errorf("tally bench --help: %w", err)
-	}
-	return bytes.Contains(out, []byte("--rate")), nil
 }
 
 // runBench runs one profile with `tally --json bench`, keeps its JSON
@@ -255,14 +238,10 @@ func (c *cluster) relayStderr(name string, r io.Reader, onRunning func()) string
 }
 
 // loadStarted reports whether a line of bench's stderr says that the load
-// has begun: the "running" (closed loop) or "open loop" line after the
-// account setup or, should that wording change, the first progress line.
+// has begun: the "running" (closed loop) or "open loop" line that
+// cmd/tally/bench.go prints after the account setup.
 func loadStarted(line string) bool {
-	if strings.HasPrefix(line, "bench: running") || strings.HasPrefix(line, "bench: open loop") {
-		return true
-	}
-	t := strings.TrimSpace(line)
-	return t != "" && t[0] >= '0' && t[0] <= '9'
+	return strings.HasPrefix(line, "bench: running") || strings.HasPrefix(line, "bench: open loop")
 }
 
 // judgeBench parses the report and says why the run failed ("" if it

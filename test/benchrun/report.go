@@ -73,7 +73,7 @@ func buildRows(s *summary) [][]string {
 	batched := s.profile("batched-1shard").total()
 	add("batched-1shard (1000/req)", batched, fmt.Sprintf(">= %d/s", targetBatchedTPS),
 		s.profileResult("batched-1shard", func() string { return atLeast(batched.TransfersPerSec, targetBatchedTPS) }))
-	rows = append(rows, s.crossRows()...)
+	rows = append(rows, s.crossRow())
 	rows = append(rows, s.halfPeakRow())
 	for _, p := range s.Peers {
 		rows = append(rows, peerRow(p))
@@ -110,10 +110,10 @@ func (s *summary) profileResult(name string, verdict func() string) string {
 	return v
 }
 
-// crossRows is the cross-shard run, every request a saga, against the
+// crossRow is the cross-shard run, every request a saga, against the
 // uniform run's same-shard rate: both closed loops of 64 clients with one
 // transfer per request, so the ratio of their rates is what a saga costs.
-func (s *summary) crossRows() [][]string {
+func (s *summary) crossRow() []string {
 	p := s.profile("cross-shard")
 	cross := p.total()
 	same := s.profile("uniform").total()
@@ -124,9 +124,7 @@ func (s *summary) crossRows() [][]string {
 		r := cross.TransfersPerSec / same.TransfersPerSec
 		return fmt.Sprintf("%s uniform: %s", times(r), atLeast(r, targetCrossVsSame))
 	}
-	return [][]string{
-		figures("cross-shard (1/req)", cross, ">= 1/3 of uniform", s.profileResult("cross-shard", verdict)),
-	}
+	return figures("cross-shard (1/req)", cross, ">= 1/3 of uniform", s.profileResult("cross-shard", verdict))
 }
 
 func (s *summary) halfPeakRow() []string {
@@ -256,7 +254,6 @@ func durabilityLine(root string) string {
 // printSummary prints the table, the nodes' peak memory, the durability
 // line and the top of the leader's CPU profile.
 func printSummary(w io.Writer, s *summary) {
-	s.Rows = buildRows(s)
 	fmt.Fprintf(w, "Tally vs peers, %s per run, 3 replicas, fsync on (same machine, same run)\n", s.Duration)
 	t := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(t, strings.Join(tableHeader, "\t"))

@@ -116,7 +116,7 @@ func TestUniformVersusPeers(t *testing.T) {
 func TestRowsOfFailedAndSkippedRuns(t *testing.T) {
 	s := &summary{Profiles: []*profile{
 		{Name: "uniform", Failed: "conservation check failed: sum of 1000 balances is 1, want 2"},
-		{Name: "half-peak", Skipped: "tally bench has no --rate"},
+		{Name: "half-peak", Skipped: "no uniform rate to halve"},
 	}, Peers: []*peer{{Name: "etcd", Label: "etcd (3 members)", NotRun: "etcd/run.sh: exited with status 1 (see etcd.log)"}}}
 	rows := buildRows(s)
 	cells := map[string]string{}
@@ -128,7 +128,7 @@ func TestRowsOfFailedAndSkippedRuns(t *testing.T) {
 	}
 	for name, want := range map[string]string{
 		"uniform (1/req)":  "FAILED: conservation check failed",
-		"half-peak":        "skipped: tally bench has no --rate",
+		"half-peak":        "skipped: no uniform rate to halve",
 		"hot10 (1/req)":    "not run",
 		"etcd (3 members)": "not run: etcd/run.sh: exited with status 1",
 	} {

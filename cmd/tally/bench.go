@@ -268,12 +268,11 @@ type workload struct {
 	ids []string // every bench account
 	// pool is the accounts transfers are drawn from (the hot ones, or all),
 	// shardOf their shards, byShard each shard's pool indexes in increasing
-	// order, pos each index's place in its shard's list, and same the pool
-	// indexes whose shard holds another pool account.
+	// order, and same the pool indexes whose shard holds another pool
+	// account.
 	pool    []string
 	shardOf []int
 	byShard map[int][]int
-	pos     []int
 	same    []int
 	shards  int
 }
@@ -288,11 +287,9 @@ func newWorkload(o *benchOptions, shards int) (*workload, error) {
 		w.pool = w.ids[:o.hot]
 	}
 	w.shardOf = make([]int, len(w.pool))
-	w.pos = make([]int, len(w.pool))
 	for i, id := range w.pool {
 		s := ledger.ShardOf(id, shards)
 		w.shardOf[i] = s
-		w.pos[i] = len(w.byShard[s])
 		w.byShard[s] = append(w.byShard[s], i)
 	}
 	for i, s := range w.shardOf {
@@ -327,8 +324,8 @@ func (w *workload) pair(d drawer, cross bool) (string, string) {
 	i := w.same[d.IntN(len(w.same))]
 	g := w.byShard[w.shardOf[i]]
 	r := d.IntN(len(g) - 1)
-	if r >= w.pos[i] {
-		r++ // skip i itself
+	if g[r] >= i {
+		r++ // g is increasing and holds i: skip i itself
 	}
 	return w.pool[i], w.pool[g[r]]
 }

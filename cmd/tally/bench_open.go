@@ -132,7 +132,6 @@ func (r *loadRun) openWorker(ctx context.Context, id int, jobs <-chan openJob) {
 		late := time.Since(j.at)
 		wk.s.maxLate = max(wk.s.maxLate, late)
 		if late > r.sched.lateAfter {
-			wk.s.late++
 			r.late.Add(1)
 		}
 		if !r.send(ctx, wk, j.size, j.at) {
@@ -160,7 +159,7 @@ type openLoopStat struct {
 
 func (r *loadRun) openLoopStat(answered int64) *openLoopStat {
 	s := &openLoopStat{TargetRate: r.o.rate, IntervalMS: r.sched.per * 1000, Scheduled: r.sched.planned,
-		Sent: r.sched.sent, Late: r.total.late, LateAfterMS: ms(r.sched.lateAfter),
+		Sent: r.sched.sent, Late: r.late.Load(), LateAfterMS: ms(r.sched.lateAfter),
 		MaxLateMS: ms(r.total.maxLate), Missed: r.sched.missed}
 	if r.elapsed > 0 {
 		s.AchievedRate = float64(answered) / r.elapsed.Seconds()

@@ -42,8 +42,7 @@ type workerStats struct {
 	crossSample string
 	// seconds are the requests that ended in each second of the run.
 	seconds []secondStats
-	// Open loop only: requests sent late, and the latest send.
-	late    int64
+	// Open loop only: the latest send (loadRun.late counts the late ones).
 	maxLate time.Duration
 }
 
@@ -117,7 +116,6 @@ func (s *workerStats) merge(o *workerStats) {
 		m.transfers += b.transfers
 		m.failed += b.failed
 	}
-	s.late += o.late
 	s.maxLate = max(s.maxLate, o.maxLate)
 	for k := range kinds {
 		s.lat[k] = append(s.lat[k], o.lat[k]...)

@@ -411,6 +411,35 @@ func TestWorkloadZipfPairs(t *testing.T) {
 	}
 }
 
+// With uniform draws every pool account must turn up as a credit, both
+// across shards and within its own shard: a pairing that can never pick
+// some account would still pass the checks above.
+func TestWorkloadReachesEveryCredit(t *testing.T) {
+	for _, tt := range []struct{ accounts, hot, shards int }{{200, 0, 4}, {200, 7, 4}, {30, 0, 2}} {
+		o := &benchOptions{accounts: tt.accounts, hot: tt.hot, prefix: "p-", crossShard: 0.5}
+		w, err := newWorkload(o, tt.shards)
+		if err != nil {
+			t.Fatalf("%+v: %v", tt, err)
+		}
+		d := rand.New(rand.NewPCG(3, 4))
+		for _, cross := range []bool{false, true} {
+			seen := map[string]bool{}
+			for range 200 * len(w.pool) {
+				_, cr := w.pair(d, cross)
+				seen[cr] = true
+			}
+			for _, i := range w.same {
+				if id := w.pool[i]; !cross && !seen[id] {
+					t.Errorf("%+v: %s never credited by a same-shard transfer", tt, id)
+				}
+			}
+			if cross && len(seen) != len(w.pool) {
+				t.Errorf("%+v: %d of %d accounts credited by cross-shard transfers", tt, len(seen), len(w.pool))
+			}
+		}
+	}
+}
+
 func TestNthOutside(t *testing.T) {
 	g := []int{0, 3, 4, 9}
 	var want []int

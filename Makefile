@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= ./tally
 PKGS    := ./...
 
-.PHONY: help build test test-unit test-e2e cluster cluster-stop node lint fmt fuzz bench bench-micro clean \
+.PHONY: help prereqs build test test-unit test-e2e cluster cluster-stop node lint fmt fuzz bench bench-micro clean \
 	jepsen jepsen-ci jepsen-soak jepsen-selftest jepsen-regress
 
 # The fault suite (test/README.md). SEED 0 picks a seed from the clock;
@@ -13,13 +13,16 @@ SEED     ?= 0
 FAULTS   ?=
 DURATION ?=
 
+prereqs: ## install what make test needs (root, apt) or name what is missing
+	@./scripts/prereqs.sh
+
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 build: ## build the tally binary
 	$(GO) build -o $(BIN) ./cmd/tally
 
-test: build ## what CI runs: vet, unit, in-process cluster, end-to-end tests and the fault suite's CI profile
+test: prereqs build ## what CI runs: vet, unit, in-process cluster, end-to-end tests and the fault suite's CI profile
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 9m $(PKGS)
 	$(JEPSEN) -profile ci -seed $(SEED)

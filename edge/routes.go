@@ -1,0 +1,183 @@
+package edge
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Route is one endpoint of the API with the query parameters it takes.
+type Route struct {
+	Method  string
+	Pattern string // a net/http ServeMux pattern without the method
+	Params  []string
+	// Open routes take any query parameter: the profiler's, whose
+	// parameters are the Go runtime's.
+	Open bool
+}
+
+// Parameters every API route takes: the deadline, and forward=false by
+// which a caller that routes by itself (the proxy) asks a node to answer
+// not_leader instead of forwarding.
+var common = []string{"timeout", "forward"}
+
+var (
+	reads   = []string{"consistency", "min_seq"}
+	account = append([]string{"currency", "shard"}, reads...)
+)
+
+// Routes is every endpoint that a node serves; the proxy serves the same
+// set (it routes some itself and passes the others to a node). Adding an
+// endpoint starts here.
+var Routes = []Route{
+	{Method: "POST", Pattern: "/v1/accounts"},
+	{Method: "GET", Pattern: "/v1/accounts/{id}", Params: append([]string{"at_seq"}, account...)},
+	{Method: "POST", Pattern: "/v1/accounts/{id}/close"},
+	{Method: "GET", Pattern: "/v1/accounts/{id}/history", Params: append([]string{"after", "limit", "order"}, account...)},
+	{Method: "POST", Pattern: "/v1/transfers"},
+	{Method: "GET", Pattern: "/v1/transfers/{id}", Params: append([]string{"shard"}, reads...)},
+	{Method: "GET", Pattern: "/v1/sagas", Params: []string{"state", "limit", "shard"}},
+	{Method: "POST", Pattern: "/v1/sagas/{id}/resolve"},
+	{Method: "GET", Pattern: "/v1/audit"},
+	{Method: "GET", Pattern: "/v1/shards/{shard}/audit"},
+	{Method: "GET", Pattern: "/v1/shards/{shard}/events", Params: []string{"after", "limit"}},
+	{Method: "GET", Pattern: "/v1/shards/{shard}/state"},
+	{Method: "GET", Pattern: "/v1/shards/{shard}/verify"},
+	{Method: "GET", Pattern: "/v1/shards/{shard}/hash", Params: []string{"seq"}},
+	{Method: "GET", Pattern: "/v1/cluster"},
+	{Method: "GET", Pattern: "/v1/cluster/local"},
+	{Method: "POST", Pattern: "/v1/cluster/join"},
+	{Method: "POST", Pattern: "/v1/cluster/leave"},
+	{Method: "POST", Pattern: "/v1/cluster/transfer-leader"},
+	{Method: "POST", Pattern: "/v1/internal/{op}", Params: []string{"shard"}},
+	{Method: "GET", Pattern: "/healthz"},
+	{Method: "GET", Pattern: "/readyz"},
+	{Method: "GET", Pattern: "/metrics"},
+	{Method: "GET", Pattern: "/debug/pprof/", Open: true},
+	{Method: "GET", Pattern: "/debug/pprof/profile", Open: true},
+	{Method: "GET", Pattern: "/debug/pprof/trace", Open: true},
+}
+
+// routes finds the Route of a request by its pattern.
+var routes = func() *http.ServeMux {
+	m := http.NewServeMux()
+	for i := range Routes {
+		rt := &Routes[i]
+		m.Handle(rt.Method+" "+rt.Pattern, routeHandler{rt})
+	}
+	return m
+}()
+
+type routeHandler struct{ *Route }
+
+func (routeHandler) ServeHTTP(http.ResponseWriter, *http.Request) {}
+
+// Lookup returns the route of r, or nil when no route takes r's method
+// and path.
+func Lookup(r *http.Request) *Route {
+	h, pattern := routes.Handler(r)
+	if rh, ok := h.(routeHandler); ok && pattern != "" {
+		return rh.Route
+	}
+	return nil
+}
+
+// Allowed returns the methods that have a route for r's path, sorted; none
+// when the path has no route at all.
+func Allowed(r *http.Request) []string {
+	var out []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host}
+		if Lookup(probe) != nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// NoRoute is the answer to a request that no route takes: 405 naming the
+// methods the path has, else 404.
+func NoRoute(w http.ResponseWriter, r *http.Request) {
+	if allow := Allowed(r); len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		WriteError(w, Errorf(http.StatusMethodNotAllowed, CodeMethodNotAllowed,
+			"%s is not allowed on %s; use %s", r.Method, r.URL.Path, strings.Join(allow, " or ")))
+		return
+	}
+	WriteError(w, NotFound(CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
+}
+
+// CheckQuery refuses a query parameter that the route does not take, or
+// one given twice: a parameter the server ignored would silently answer
+// another question than the one asked.
+func (rt *Route) CheckQuery(q url.Values) *Error {
+	if rt.Open {
+		return nil
+	}
+	names := make([]string, 0, len(q))
+	for k := range q {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if !slices.Contains(rt.Params, k) && !slices.Contains(common, k) {
+			return Invalid("unknown query parameter %q for %s %s", k, rt.Method, rt.Pattern)
+		}
+		if len(q[k]) > 1 {
+			return Invalid("query parameter %q is given %d times", k, len(q[k]))
+		}
+	}
+	return nil
+}
+
+// Timeout reads ?timeout=: a positive Go duration up to MaxTimeout,
+// DefaultTimeout when absent.
+func Timeout(q url.Values) (time.Duration, *Error) {
+	v := q.Get("timeout")
+	if v == "" {
+		return DefaultTimeout, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 || d > MaxTimeout {
+		return 0, Invalid("timeout %q must be a duration such as 10s, up to %s", v, MaxTimeout)
+	}
+	return d, nil
+}
+
+// Uint reads an optional non-negative integer query parameter (0 when
+// absent).
+func Uint(q url.Values, name string) (uint64, *Error) {
+	v := q.Get(name)
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, Invalid("%s must be a non-negative integer, not %q", name, v)
+	}
+	return n, nil
+}
+
+// Check runs the checks every request passes before its handler: a known
+// route, known query parameters, a valid deadline. It returns the route
+// and the deadline, or the answer to give.
+func Check(r *http.Request) (*Route, time.Duration, *Error) {
+	rt := Lookup(r)
+	if rt == nil {
+		return nil, 0, nil // the handler's NoRoute answers
+	}
+	q := r.URL.Query()
+	if e := rt.CheckQuery(q); e != nil {
+		return rt, 0, e
+	}
+	d, e := Timeout(q)
+	return rt, d, e
+}
+
+// String names a route for errors and metrics.
+func (rt *Route) String() string { return fmt.Sprintf("%s %s", rt.Method, rt.Pattern) }

@@ -7,16 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"tally/api/wire"
+	"tally/test/proc"
 )
 
 // Loopback ports of the bench cluster, away from `make cluster`
@@ -35,34 +34,13 @@ const (
 	pollEvery   = 500 * time.Millisecond
 )
 
-// proc is one process we started; done closes once it has been waited for.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-type node struct {
-	id, http, raft, data string
-	p                    *proc
-}
-
 // cluster is the fresh local cluster the Tally profiles run against.
 type cluster struct {
 	cfg    *config
 	dir    string // data directories, removed by stop unless -keep
-	nodes  []*node
+	nodes  []*proc.Node
 	proxy  string
-	pproc  *proc
+	pproc  *proc.Proc
 	cpuTop *cpuTop // the leader's CPU profile of the uniform run, if taken
 }
 
@@ -86,28 +64,13 @@ func startCluster(ctx context.Context, cfg *config) (*cluster, error) {
 	c := &cluster{cfg: cfg, dir: dir, proxy: fmt.Sprintf("127.0.0.1:%d", proxyPort)}
 	for i := 1; i <= nodeCount; i++ {
 		id := fmt.Sprintf("n%d", i)
-		c.nodes = append(c.nodes, &node{id: id, http: fmt.Sprintf("127.0.0.1:%d", httpBase+i),
-			raft: fmt.Sprintf("127.0.0.1:%d", raftBase+i), data: filepath.Join(dir, id)})
+		c.nodes = append(c.nodes, proc.NewNode(cfg.bin, id, fmt.Sprintf("127.0.0.1:%d", httpBase+i),
+			fmt.Sprintf("127.0.0.1:%d", raftBase+i), filepath.Join(dir, id), filepath.Join(cfg.out, id+".log")))
 	}
+	c.pproc = proc.NewProxy(cfg.bin, c.proxy, filepath.Join(cfg.out, "proxy.log"), c.nodes)
 	logf("starting %d nodes (HTTP %s..%s) and the proxy (%s), data in %s",
-		nodeCount, c.nodes[0].http, c.nodes[nodeCount-1].http, c.proxy, dir)
-	if err := c.startNode(c.nodes[0], "--bootstrap", "--shards", strconv.Itoa(cfg.shards)); err != nil {
-		return c, err
-	}
-	if err := c.waitHealthy(ctx, c.nodes[0]); err != nil {
-		return c, err
-	}
-	for _, n := range c.nodes[1:] {
-		if err := c.startNode(n, "--join", c.nodes[0].http); err != nil {
-			return c, err
-		}
-	}
-	var addrs []string
-	for _, n := range c.nodes {
-		addrs = append(addrs, n.http)
-	}
-	c.pproc, err = c.spawn("proxy", "proxy", "--listen", c.proxy, "--nodes", strings.Join(addrs, ","))
-	if err != nil {
+		nodeCount, c.nodes[0].HTTP, c.nodes[nodeCount-1].HTTP, c.proxy, dir)
+	if err := proc.StartCluster(ctx, c.nodes, c.pproc, cfg.shards, upTimeout); err != nil {
 		return c, err
 	}
 	if err := c.waitLeaders(ctx); err != nil {
@@ -166,71 +129,14 @@ func checkPortsFree() error {
 	return nil
 }
 
-func (c *cluster) startNode(n *node, extra ...string) error {
-	args := append([]string{"server", "--id", n.id, "--data", n.data, "--raft", n.raft, "--http", n.http}, extra...)
-	p, err := c.spawn(n.id, args...)
-	n.p = p
-	return err
-}
-
-// spawn starts the tally binary with its output in <results>/<name>.log.
-// It runs in its own process group so that a Ctrl-C at the terminal
-// reaches only us, and we stop it in order.
-func (c *cluster) spawn(name string, args ...string) (*proc, error) {
-	f, err := os.Create(filepath.Join(c.cfg.out, name+".log"))
-	if err != nil {
-		return nil, fmt.Errorf("log of %s: %w", name, err)
-	}
-	cmd := exec.Command(c.cfg.bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		// The exit status is not needed: stop reports what it had to kill.
-		_ = cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func (c *cluster) procs() []*proc {
-	var ps []*proc
-	for _, n := range c.nodes {
-		if n.p != nil {
-			ps = append(ps, n.p)
-		}
-	}
-	if c.pproc != nil {
-		ps = append(ps, c.pproc)
-	}
-	return ps
-}
-
 // deadProc names a process that has exited while it should be running.
 func (c *cluster) deadProc() error {
-	for _, p := range c.procs() {
-		if p.exited() {
-			return fmt.Errorf("%s exited early (%v); see %s", p.name, p.cmd.ProcessState,
-				filepath.Join(c.cfg.out, p.name+".log"))
+	for _, p := range proc.Procs(c.nodes, c.pproc) {
+		if !p.Running() {
+			return fmt.Errorf("%s exited early (%s); see %s", p.Name, p.Exit(), p.LogPath)
 		}
 	}
 	return nil
-}
-
-func (c *cluster) waitHealthy(ctx context.Context, n *node) error {
-	return c.poll(ctx, n.id+" /healthz", func() bool {
-		resp, err := http.Get("http://" + n.http + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
 }
 
 // status asks the proxy for the cluster status through the CLI, as a
@@ -305,27 +211,7 @@ func (c *cluster) leaders(ctx context.Context) (map[string][]int, error) {
 // still running after stopTimeout, and removes the data unless -keep.
 // It is safe to call on a partly started cluster.
 func (c *cluster) stop() error {
-	ps := c.procs()
-	for _, p := range ps {
-		if !p.exited() {
-			// An error means it has just exited: nothing left to stop.
-			_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		}
-	}
-	deadline := time.After(stopTimeout)
-	var killed []string
-	for _, p := range ps {
-		select {
-		case <-p.done:
-		case <-deadline:
-		}
-		if !p.exited() {
-			killed = append(killed, p.name)
-			_ = p.cmd.Process.Kill() // as above: it may have exited meanwhile
-			<-p.done
-		}
-	}
-	if len(killed) > 0 {
+	if killed := proc.StopAll(stopTimeout, proc.Procs(c.nodes, c.pproc)...); len(killed) > 0 {
 		logf("killed %s: still running %v after SIGTERM", strings.Join(killed, ", "), stopTimeout)
 	} else {
 		logf("cluster stopped")
@@ -350,13 +236,16 @@ type rss struct {
 // process still running; call it before stop.
 func (c *cluster) peakRSS() []rss {
 	var out []rss
-	for _, p := range c.procs() {
-		kib, err := vmHWM(p.cmd.Process.Pid)
-		if err != nil {
-			logf("peak RSS of %s: %v", p.name, err)
+	for _, p := range proc.Procs(c.nodes, c.pproc) {
+		if !p.Running() {
 			continue
 		}
-		out = append(out, rss{Process: p.name, PeakMiB: float64(kib) / 1024})
+		kib, err := vmHWM(p.Pid())
+		if err != nil {
+			logf("peak RSS of %s: %v", p.Name, err)
+			continue
+		}
+		out = append(out, rss{Process: p.Name, PeakMiB: float64(kib) / 1024})
 	}
 	return out
 }

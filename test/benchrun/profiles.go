@@ -19,6 +19,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"tally/test/proc"
 )
 
 // benchGrace bounds a `tally bench` run beyond its duration: account
@@ -293,9 +295,9 @@ func (c *cluster) profileNodes(ctx context.Context) {
 	files := make([]string, len(c.nodes))
 	for i, n := range c.nodes {
 		wg.Go(func() {
-			files[i] = filepath.Join(c.cfg.out, "cpu-uniform-"+n.id+".pprof")
-			if err := fetchProfile(ctx, n.http, secs, files[i]); err != nil {
-				logf("cpu profile of %s: %v", n.id, err)
+			files[i] = filepath.Join(c.cfg.out, "cpu-uniform-"+n.ID+".pprof")
+			if err := fetchProfile(ctx, n.HTTP, secs, files[i]); err != nil {
+				logf("cpu profile of %s: %v", n.ID, err)
 				files[i] = ""
 			}
 		})
@@ -303,19 +305,19 @@ func (c *cluster) profileNodes(ctx context.Context) {
 	wg.Wait()
 	lead := busiestLeader(leaders, c.nodes)
 	for i, n := range c.nodes {
-		if n.id == lead && files[i] != "" {
-			c.cpuTop = &cpuTop{Node: n.id, Shards: leaders[n.id], File: files[i], Top: pprofTop(ctx, c.cfg.bin, files[i])}
+		if n.ID == lead && files[i] != "" {
+			c.cpuTop = &cpuTop{Node: n.ID, Shards: leaders[n.ID], File: files[i], Top: pprofTop(ctx, c.cfg.bin, files[i])}
 		}
 	}
 }
 
 // busiestLeader is the node that leads the most shards (the first node
 // on a tie), where most of the load's work happens.
-func busiestLeader(leaders map[string][]int, nodes []*node) string {
-	best := nodes[0].id
+func busiestLeader(leaders map[string][]int, nodes []*proc.Node) string {
+	best := nodes[0].ID
 	for _, n := range nodes {
-		if len(leaders[n.id]) > len(leaders[best]) {
-			best = n.id
+		if len(leaders[n.ID]) > len(leaders[best]) {
+			best = n.ID
 		}
 	}
 	return best

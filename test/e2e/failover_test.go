@@ -183,7 +183,7 @@ func (c *cluster) leaderOf(ctx context.Context, sh int) *node {
 			return false
 		}
 		for _, n := range c.nodes {
-			if n.id == st.Shards[sh].Leader && n.cmd != nil {
+			if n.id == st.Shards[sh].Leader && n.Running() {
 				out = n
 				return true
 			}

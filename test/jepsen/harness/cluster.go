@@ -6,14 +6,18 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
+
+	"tally/test/proc"
 )
+
+// Proc is one tally process (a node or the proxy), started again with the
+// same arguments after a kill.
+type Proc = proc.Proc
 
 // Node is one tally server.
 type Node struct {
-	*Proc
-	ID, HTTP, Raft, Data string
+	*proc.Node
 	// FailpointFile arms the failpoints of a failpoints build.
 	FailpointFile string
 }
@@ -80,7 +84,7 @@ func (c *Cluster) start(ctx context.Context, cfg ClusterConfig) error {
 		}
 	} else {
 		var err error
-		if ports, err = freePorts(7); err != nil {
+		if ports, err = proc.FreePorts(7); err != nil {
 			return err
 		}
 		d := &net.Dialer{}
@@ -92,30 +96,9 @@ func (c *Cluster) start(ctx context.Context, cfg ClusterConfig) error {
 		})
 	}
 	for i, id := range ids {
-		n := &Node{ID: id, Data: filepath.Join(c.work, id), FailpointFile: filepath.Join(c.work, id+".failpoints")}
-		if c.Root {
-			ip := c.net.IP(id)
-			n.HTTP, n.Raft = fmt.Sprintf("%s:%d", ip, httpPort), fmt.Sprintf("%s:%d", ip, raftPort)
-			d, err := NewDisk(id, n.Data)
-			if err != nil {
-				c.logf("disk for %s: %v (the disk-full fault is off)", id, err)
-			} else {
-				c.disks[id] = d
-			}
-		} else {
-			n.HTTP, n.Raft = fmt.Sprintf("127.0.0.1:%d", ports[3+i]), fmt.Sprintf("127.0.0.1:%d", ports[i])
-		}
-		if err := os.WriteFile(n.FailpointFile, []byte(failpointBase), 0o644); err != nil {
+		n, err := c.newNode(i, id, ports, cfg.Fast)
+		if err != nil {
 			return err
-		}
-		args := []string{"server", "--id", id, "--data", n.Data, "--raft", n.Raft, "--http", n.HTTP}
-		if cfg.Fast {
-			args = append(args, "--fast-failover")
-		}
-		n.Proc = &Proc{Name: id, Args: args, LogPath: filepath.Join(c.store, id+".log"),
-			Env: []string{"TALLY_FAILPOINTS=" + n.FailpointFile}}
-		if c.Root {
-			n.Proc.NS = c.net.NS(id)
 		}
 		c.Nodes = append(c.Nodes, n)
 	}
@@ -124,60 +107,64 @@ func (c *Cluster) start(ctx context.Context, cfg ClusterConfig) error {
 	} else {
 		c.ProxyAddr = fmt.Sprintf("127.0.0.1:%d", ports[6])
 	}
-	var nodes []string
+	var nodes []*proc.Node
 	for _, n := range c.Nodes {
-		nodes = append(nodes, n.HTTP)
+		nodes = append(nodes, n.Node)
 	}
-	c.Proxy = &Proc{Name: "proxy", Args: []string{"proxy", "--listen", c.ProxyAddr, "--nodes", strings.Join(nodes, ",")},
-		LogPath: filepath.Join(c.store, "proxy.log")}
+	c.Proxy = proc.NewProxy(c.bin, c.ProxyAddr, filepath.Join(c.store, "proxy.log"), nodes)
+	c.Proxy.Ready = c.ready(c.ProxyAddr)
 	if c.Root {
-		c.Proxy.NS = c.net.NS("proxy")
+		c.Proxy.Prefix = netnsExec(c.net.NS("proxy"))
 	}
-	if err := c.Nodes[0].Start(c.bin, "--bootstrap", "--shards", fmt.Sprint(c.Shards)); err != nil {
-		return err
-	}
-	if err := c.waitHealthy(ctx, c.Nodes[0].HTTP, 30*time.Second); err != nil {
-		return err
-	}
-	for _, n := range c.Nodes[1:] {
-		if err := n.Start(c.bin, "--join", c.Nodes[0].HTTP); err != nil {
-			return err
-		}
-	}
-	if err := c.Proxy.Start(c.bin); err != nil {
+	if err := proc.StartCluster(ctx, nodes, c.Proxy, c.Shards, 30*time.Second); err != nil {
 		return err
 	}
 	return c.waitMembers(ctx, 90*time.Second)
 }
 
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	var out []int
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+// newNode describes node i, id: its addresses (in its namespace with
+// root, on loopback otherwise), its disk (with root), its failpoint file
+// and its process.
+func (c *Cluster) newNode(i int, id string, ports []int, fast bool) (*Node, error) {
+	data := filepath.Join(c.work, id)
+	var httpAddr, raftAddr string
+	if c.Root {
+		ip := c.net.IP(id)
+		httpAddr, raftAddr = fmt.Sprintf("%s:%d", ip, httpPort), fmt.Sprintf("%s:%d", ip, raftPort)
+		d, err := NewDisk(id, data)
 		if err != nil {
-			return nil, err
+			c.logf("disk for %s: %v (the disk-full fault is off)", id, err)
+		} else {
+			c.disks[id] = d
 		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
+	} else {
+		httpAddr, raftAddr = fmt.Sprintf("127.0.0.1:%d", ports[3+i]), fmt.Sprintf("127.0.0.1:%d", ports[i])
 	}
-	return out, nil
+	var extra []string
+	if fast {
+		extra = append(extra, "--fast-failover")
+	}
+	n := &Node{Node: proc.NewNode(c.bin, id, httpAddr, raftAddr, data, filepath.Join(c.store, id+".log"), extra...),
+		FailpointFile: filepath.Join(c.work, id+".failpoints")}
+	if err := os.WriteFile(n.FailpointFile, []byte(failpointBase), 0o644); err != nil {
+		return nil, err
+	}
+	n.Env = []string{"TALLY_FAILPOINTS=" + n.FailpointFile}
+	n.Ready = c.ready(httpAddr)
+	if c.Root {
+		n.Prefix = netnsExec(c.net.NS(id))
+	}
+	return n, nil
 }
 
-func (c *Cluster) waitHealthy(ctx context.Context, addr string, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for !c.cl.healthy(ctx, addr) {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("%s not healthy after %s", addr, d)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return nil
+// netnsExec is the prefix that runs a process in namespace ns; ip netns
+// exec execs the binary, so the pid is tally's own.
+func netnsExec(ns string) []string { return []string{"ip", "netns", "exec", ns} }
+
+// ready probes addr's /healthz through the harness's own client, which
+// reaches into the namespaces.
+func (c *Cluster) ready(addr string) func(context.Context) bool {
+	return func(ctx context.Context) bool { return c.cl.healthy(ctx, addr) }
 }
 
 // clusterView is the part of GET /v1/cluster the harness reads.
@@ -239,19 +226,7 @@ func (c *Cluster) Node(id string) *Node {
 // Restart starts a stopped node or the proxy again and waits until it
 // answers.
 func (c *Cluster) Restart(ctx context.Context, p *Proc) error {
-	if p.Running() {
-		return nil
-	}
-	if err := p.Start(c.bin); err != nil {
-		return err
-	}
-	addr := c.ProxyAddr
-	for _, n := range c.Nodes {
-		if n.Proc == p {
-			addr = n.HTTP
-		}
-	}
-	return c.waitHealthy(ctx, addr, 30*time.Second)
+	return p.Restart(ctx, 30*time.Second)
 }
 
 // Procs returns every process.
@@ -259,6 +234,9 @@ func (c *Cluster) Procs() []*Proc {
 	var out []*Proc
 	for _, n := range c.Nodes {
 		out = append(out, n.Proc)
+	}
+	if c.Proxy == nil {
+		return out
 	}
 	return append(out, c.Proxy)
 }

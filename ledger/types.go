@@ -29,40 +29,75 @@ const World = "@world"
 // ClearingPrefix names the per-shard-pair counterparties of saga legs.
 const ClearingPrefix = "@clearing:"
 
-// Code is a per-item result. The transfer codes are listed in the order
-// Decide checks them: the first failing check wins.
+// Code is a per-item result.
 type Code string
 
+// Transfer result codes, in the order a client transfer is checked: when
+// a transfer fails several checks, the code listed first is the answer,
+// so results are deterministic. Each code sits where it is first checked;
+// three are checked again further on, for another reason:
+//
+//   - invalid_id: first the transfer id (before the idempotency lookup,
+//     which must never match a saga record's "@saga:" key), then, after
+//     linked_event_failed, the debit, credit and pending ids, interleaved
+//     with the invalid_request shape checks.
+//   - amount_invalid: for a post or a void, again after the pending
+//     checks, against the held amount.
+//   - limit_exceeded: first the reference and metadata sizes, then, after
+//     currency_mismatch (or after account_closed for a saga's hold), a
+//     balance that would overflow.
+//
+// account_closed is checked for a post after the pending checks, and
+// otherwise after both accounts are found. A post or void takes the
+// pending_* branch and never meets cross_shard_not_supported or the
+// *_not_found codes; exists and exists_with_different_fields, like
+// pending_already_resolved and pending_expired, are two answers of one
+// check. linked_event_failed answers a member of a failed chain whose
+// own checks did not run: only an invalid id or a known id beats it.
+// ledger/order_test.go keeps this list and the checks in step.
 const (
 	OK                        Code = "ok"
+	InvalidID                 Code = "invalid_id"
 	Exists                    Code = "exists"
 	ExistsWithDifferentFields Code = "exists_with_different_fields"
-	InvalidID                 Code = "invalid_id"
-	AmountInvalid             Code = "amount_invalid"
-	LimitExceeded             Code = "limit_exceeded"
-	AccountsMustBeDifferent   Code = "accounts_must_be_different"
-	PendingNotFound           Code = "pending_not_found"
-	PendingAlreadyResolved    Code = "pending_already_resolved"
-	PendingExpired            Code = "pending_expired"
-	DebitAccountNotFound      Code = "debit_account_not_found"
-	CreditAccountNotFound     Code = "credit_account_not_found"
-	AccountClosed             Code = "account_closed"
-	CurrencyMismatch          Code = "currency_mismatch"
-	InsufficientFunds         Code = "insufficient_funds"
 	LinkedEventFailed         Code = "linked_event_failed"
-	CrossShardNotSupported    Code = "cross_shard_not_supported"
-	// SagaAbortedCode answers a credit that arrives after the source
-	// shard gave the saga up (the destination was fenced).
-	SagaAbortedCode Code = "saga_aborted"
-
-	// Codes for account commands.
-	AccountNotFound Code = "account_not_found"
-	CurrencyInvalid Code = "currency_invalid"
-	MetadataInvalid Code = "metadata_invalid"
+	// InvalidRequest is a shape no other code names (for example both
+	// post_pending_id and void_pending_id).
+	InvalidRequest          Code = "invalid_request"
+	LimitExceeded           Code = "limit_exceeded"
+	AmountInvalid           Code = "amount_invalid"
+	AccountsMustBeDifferent Code = "accounts_must_be_different"
 	// WrongShard means a command reached a shard that does not own the
 	// account: a routing bug in the caller, never a client error.
-	WrongShard Code = "wrong_shard"
+	WrongShard             Code = "wrong_shard"
+	PendingNotFound        Code = "pending_not_found"
+	PendingAlreadyResolved Code = "pending_already_resolved"
+	PendingExpired         Code = "pending_expired"
+	CrossShardNotSupported Code = "cross_shard_not_supported"
+	DebitAccountNotFound   Code = "debit_account_not_found"
+	CreditAccountNotFound  Code = "credit_account_not_found"
+	AccountClosed          Code = "account_closed"
+	CurrencyMismatch       Code = "currency_mismatch"
+	InsufficientFunds      Code = "insufficient_funds"
 )
+
+// Codes only account commands return, in the order they are checked. An
+// account creation is checked: invalid_id, currency_invalid,
+// metadata_invalid, invalid_request, wrong_shard, then exists or
+// exists_with_different_fields (validation comes before the lookup, the
+// other way round from transfers). A close: invalid_id,
+// account_not_found, account_closed.
+const (
+	CurrencyInvalid Code = "currency_invalid"
+	MetadataInvalid Code = "metadata_invalid"
+	AccountNotFound Code = "account_not_found"
+)
+
+// SagaAbortedCode answers a credit that arrives after the source shard
+// gave the saga up (the destination was fenced). A saga credit is checked
+// on its destination shard: credit_account_not_found, account_closed,
+// currency_mismatch, limit_exceeded.
+const SagaAbortedCode Code = "saga_aborted"
 
 // Status is where a transfer stands.
 type Status string

@@ -5,10 +5,6 @@ import (
 	"unicode/utf8"
 )
 
-// InvalidRequest is the code for a request whose shape is wrong in a way no
-// other code names (for example both post_pending_id and void_pending_id).
-const InvalidRequest Code = "invalid_request"
-
 // ValidID reports whether s is 1 to 64 bytes of [A-Za-z0-9._:@-], or
 // braces, which mark the part of an account id that places it (alice{eu}).
 func ValidID(s string) bool {

@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"tally/bench"
 	"tally/test/proc"
 )
 
@@ -34,74 +35,9 @@ type profile struct {
 	Prefix string   `json:"prefix"`
 	// Rate is the offered rate of an open-loop run (half-peak).
 	Rate    int          `json:"rate,omitempty"`
-	Report  *benchReport `json:"report,omitempty"`
+	Report  *bench.Report `json:"report,omitempty"`
 	Skipped string       `json:"skipped,omitempty"`
 	Failed  string       `json:"failed,omitempty"`
-}
-
-// benchReport is the part of `tally --json bench` we read (see
-// cmd/tally/bench_run.go); fields added there later are ignored.
-type benchReport struct {
-	Seconds      float64      `json:"seconds"`
-	Latency      []latencyRow `json:"latency"`
-	Applied      int64        `json:"applied"`
-	Unknown      int64        `json:"outcome_unknown_transfers"`
-	Errors       []errorRow   `json:"errors"`
-	Conservation struct {
-		OK     bool   `json:"ok"`
-		Detail string `json:"detail"`
-	} `json:"conservation"`
-	Audit *struct {
-		OK      bool   `json:"ok"`
-		Skipped bool   `json:"skipped"`
-		Detail  string `json:"detail"`
-	} `json:"audit"`
-	// OpenLoop is set by --rate runs: how well the client kept to its
-	// schedule. Many late sends mean the client, not only the cluster,
-	// was saturated.
-	OpenLoop *struct {
-		Scheduled   int64   `json:"scheduled_requests"`
-		LateSends   int64   `json:"late_sends"`
-		LateAfterMS float64 `json:"late_after_ms"`
-	} `json:"open_loop"`
-}
-
-// latencyRow is one kind of request (same-shard, cross-shard, total);
-// latencies are per request, in milliseconds.
-type latencyRow struct {
-	Kind            string  `json:"kind"`
-	Requests        int64   `json:"requests"`
-	Transfers       int64   `json:"transfers"`
-	TransfersPerSec float64 `json:"transfers_per_sec"`
-	P50             float64 `json:"p50_ms"`
-	P99             float64 `json:"p99_ms"`
-}
-
-type errorRow struct {
-	Kind  string `json:"kind"`
-	Count int64  `json:"count"`
-}
-
-// row returns the latency row of one kind, or nil.
-func (r *benchReport) row(kind string) *latencyRow {
-	if r == nil {
-		return nil
-	}
-	for i := range r.Latency {
-		if r.Latency[i].Kind == kind {
-			return &r.Latency[i]
-		}
-	}
-	return nil
-}
-
-// failedRequests counts the requests that got no answer.
-func (r *benchReport) failedRequests() int64 {
-	var n int64
-	for _, e := range r.Errors {
-		n += e.Count
-	}
-	return n
 }
 
 // runProfiles runs the standard profile in order; later profiles run even
@@ -130,7 +66,7 @@ func runProfiles(ctx context.Context, cfg *config, c *cluster) []*profile {
 // halfPeak runs open loop at half the uniform run's rate.
 func (c *cluster) halfPeak(ctx context.Context, uniform *profile) *profile {
 	p := newProfile("half-peak", "r", false, "--accounts", "1000", "--concurrency", "256", "--batch", "1")
-	switch u := uniform.Report.row("total"); {
+	switch u := uniform.Report.Row("total"); {
 	case u == nil || u.TransfersPerSec < 2:
 		p.Skipped = "no uniform rate to halve"
 	default:
@@ -241,15 +177,15 @@ func (c *cluster) relayStderr(name string, r io.Reader, onRunning func()) string
 
 // loadStarted reports whether a line of bench's stderr says that the load
 // has begun: the "running" (closed loop) or "open loop" line that
-// cmd/tally/bench.go prints after the account setup.
+// package bench prints after the account setup.
 func loadStarted(line string) bool {
 	return strings.HasPrefix(line, "bench: running") || strings.HasPrefix(line, "bench: open loop")
 }
 
 // judgeBench parses the report and says why the run failed ("" if it
 // did not). The report decides first: it explains a non-zero exit.
-func judgeBench(out []byte, runErr error, errLine string) (*benchReport, string) {
-	var rep benchReport
+func judgeBench(out []byte, runErr error, errLine string) (*bench.Report, string) {
+	var rep bench.Report
 	if err := json.Unmarshal(out, &rep); err != nil || len(rep.Latency) == 0 {
 		if runErr != nil {
 			return nil, benchError(runErr, errLine)

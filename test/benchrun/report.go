@@ -11,6 +11,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"tally/bench"
 )
 
 // Targets of PERFORMANCE.md, all measured in the same run.
@@ -61,7 +63,7 @@ var tableHeader = []string{"PROFILE", "TRANSFERS/S", "P50_MS", "P99_MS", "TARGET
 // buildRows turns the figures into the table's rows.
 func buildRows(s *summary) [][]string {
 	var rows [][]string
-	add := func(name string, l *latencyRow, target, result string) {
+	add := func(name string, l *bench.LatencyRow, target, result string) {
 		rows = append(rows, figures(name, l, target, result))
 	}
 	uniform := s.profile("uniform").total()
@@ -82,11 +84,11 @@ func buildRows(s *summary) [][]string {
 }
 
 // total is the run's all-kinds latency row, nil if it has none.
-func (p *profile) total() *latencyRow {
+func (p *profile) total() *bench.LatencyRow {
 	if p == nil {
 		return nil
 	}
-	return p.Report.row("total")
+	return p.Report.Row("total")
 }
 
 // profileResult is the RESULT cell of a Tally profile: why it did not
@@ -104,7 +106,7 @@ func (s *summary) profileResult(name string, verdict func() string) string {
 		return "no figures in the report"
 	}
 	v := verdict()
-	if n := p.Report.failedRequests(); n > 0 {
+	if n := p.Report.FailedRequests(); n > 0 {
 		v += fmt.Sprintf("; %d failed requests", n)
 	}
 	return v
@@ -139,8 +141,8 @@ func (s *summary) halfPeakRow() []string {
 		if p.Rate > 0 && l.TransfersPerSec < 0.9*float64(p.Rate) {
 			v += fmt.Sprintf("; reached %.0f%% of the offered rate", 100*l.TransfersPerSec/float64(p.Rate))
 		}
-		if o := p.Report.OpenLoop; o != nil && o.Scheduled > 0 && o.LateSends > 0 {
-			v += fmt.Sprintf("; %.0f%% of sends late by > %.0f ms", 100*float64(o.LateSends)/float64(o.Scheduled), o.LateAfterMS)
+		if o := p.Report.OpenLoop; o != nil && o.Scheduled > 0 && o.Late > 0 {
+			v += fmt.Sprintf("; %.0f%% of sends late by > %.0f ms", 100*float64(o.Late)/float64(o.Scheduled), o.LateAfterMS)
 		}
 		return v
 	}))
@@ -165,7 +167,7 @@ func peerRow(p *peer) []string {
 }
 
 // figures is a row's first four cells; dashes when there is no figure.
-func figures(name string, l *latencyRow, target, result string) []string {
+func figures(name string, l *bench.LatencyRow, target, result string) []string {
 	if l == nil {
 		return []string{name, "-", "-", "-", target, result}
 	}
@@ -174,7 +176,7 @@ func figures(name string, l *latencyRow, target, result string) []string {
 }
 
 // vsPeers is the uniform run's ratio to each peer that ran.
-func vsPeers(l *latencyRow, etcd, pg *peer) string {
+func vsPeers(l *bench.LatencyRow, etcd, pg *peer) string {
 	one := func(p *peer, short string, want float64) string {
 		if p == nil || p.Result == nil || p.Result.TPS <= 0 {
 			return short + " not run"
@@ -186,7 +188,7 @@ func vsPeers(l *latencyRow, etcd, pg *peer) string {
 }
 
 // ratioVerdict is l's rate relative to base's, against a minimum ratio.
-func ratioVerdict(l, base *latencyRow, baseName string, want float64) string {
+func ratioVerdict(l, base *bench.LatencyRow, baseName string, want float64) string {
 	if base == nil || base.TransfersPerSec <= 0 {
 		return "no " + baseName + " rate to compare with"
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"tally/bench"
 )
 
 // etcdLog is etcd.log of a `make bench` run (etcd/run.sh with
@@ -99,15 +101,15 @@ func TestUniformVersusPeers(t *testing.T) {
 	etcd := &peer{Name: "etcd", Backends: []string{"etcd"}}
 	etcd.Result, etcd.Check = pickResult(lines, etcd.Backends, 1000)
 	pg := &peer{Name: "postgres", Result: &peerResult{Backend: "pg", TPS: 5000}}
-	got := vsPeers(&latencyRow{TransfersPerSec: 11775}, etcd, pg)
+	got := vsPeers(&bench.LatencyRow{TransfersPerSec: 11775}, etcd, pg)
 	if want := "12.5x etcd (ok), 2.35x pg (ok)"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
-	got = vsPeers(&latencyRow{TransfersPerSec: 565.2}, etcd, &peer{Name: "postgres", NotRun: "no RESULT line"})
+	got = vsPeers(&bench.LatencyRow{TransfersPerSec: 565.2}, etcd, &peer{Name: "postgres", NotRun: "no RESULT line"})
 	if want := "0.60x etcd (missed by 94%), pg not run"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
-	hot := ratioVerdict(&latencyRow{TransfersPerSec: 700}, &latencyRow{TransfersPerSec: 1000}, "uniform", targetHotVsUnif)
+	hot := ratioVerdict(&bench.LatencyRow{TransfersPerSec: 700}, &bench.LatencyRow{TransfersPerSec: 1000}, "uniform", targetHotVsUnif)
 	if want := "0.70x uniform: missed by 12%"; hot != want {
 		t.Errorf("got %q, want %q", hot, want)
 	}

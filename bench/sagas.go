@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 // saga answered in_flight (or cut off with its request) is still driven
 // by its source shard's leader, and until it completes its destination
 // has credited an amount its source has only held, so the bench accounts
-// briefly sum to more than they hold. The conservation check therefore
+// briefly sum to more than they hold. The Conservation check therefore
 // waits first for the run's sagas to finish, as GET /v1/sagas lists them.
 const (
 	// sagaSettleTimeout bounds that wait. A saga is retried with backoff
@@ -26,10 +26,10 @@ const (
 
 // waitSagas waits until no saga of a transfer whose id starts with prefix
 // is in flight on any shard, or the bound passes.
-func waitSagas(ctx context.Context, c *client.Client, prefix string, errw io.Writer) *sagaSettle {
+func waitSagas(ctx context.Context, c *client.Client, prefix string, errw io.Writer) *SagaSettle {
 	start := time.Now()
 	deadline := start.Add(sagaSettleTimeout)
-	res := &sagaSettle{Open: -1}
+	res := &SagaSettle{Open: -1}
 	told := false
 	var lastErr error
 	for {
@@ -101,7 +101,7 @@ func confirmCross(ctx context.Context, c *client.Client, id string) (*bool, erro
 // clearing accounts between shards match the sagas. It is retried a few
 // times while the cut is not consistent (shards moved between its two
 // rounds), which is not a failure but proves less.
-func auditAfter(ctx context.Context, c *client.Client) *auditCheck {
+func auditAfter(ctx context.Context, c *client.Client) *AuditCheck {
 	var rep *ledger.AuditReport
 	var err error
 	for try := range 3 {
@@ -117,9 +117,9 @@ func auditAfter(ctx context.Context, c *client.Client) *auditCheck {
 	case client.IsNotFound(err):
 		return nil // a cluster without the audit
 	case err != nil:
-		return &auditCheck{Skipped: true, Detail: fmt.Sprintf("could not run the audit: %v", err)}
+		return &AuditCheck{Skipped: true, Detail: fmt.Sprintf("could not run the audit: %v", err)}
 	}
-	a := &auditCheck{OK: rep.OK, Consistent: rep.Consistent, Currencies: rep.Currencies, Violations: rep.Violations}
+	a := &AuditCheck{OK: rep.OK, Consistent: rep.Consistent, Currencies: rep.Currencies, Violations: rep.Violations}
 	cut := "consistent cut"
 	if !rep.Consistent {
 		cut = "shards moved between rounds: bounds checked"

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bytes"
@@ -11,9 +11,9 @@ import (
 	"time"
 )
 
-// timelineRow is one second of the run: the requests that ended in it.
-// Latencies are of requests, in milliseconds, as in latencyRow.
-type timelineRow struct {
+// TimelineRow is one second of the run: the requests that ended in it.
+// Latencies are of requests, in milliseconds, as in LatencyRow.
+type TimelineRow struct {
 	Second          int     `json:"second"`  // its start, in seconds since the load began
 	Seconds         float64 `json:"seconds"` // its length: 1, but the last may differ
 	Requests        int64   `json:"requests"`
@@ -31,11 +31,11 @@ const timelineTail = 250 * time.Millisecond
 
 // timeline makes one row per second of a run that lasted elapsed, from
 // the requests that ended in each second.
-func timeline(secs []secondStats, elapsed time.Duration) []timelineRow {
+func timeline(secs []secondStats, elapsed time.Duration) []TimelineRow {
 	n := max(int((elapsed+time.Second-1)/time.Second), len(secs))
 	last := n - 1
 	merge := last > 0 && elapsed-time.Duration(last)*time.Second < timelineTail
-	rows := []timelineRow{}
+	rows := []TimelineRow{}
 	for i := range n {
 		hi, length := i+1, min(time.Second, elapsed-time.Duration(i)*time.Second)
 		switch {
@@ -50,8 +50,8 @@ func timeline(secs []secondStats, elapsed time.Duration) []timelineRow {
 }
 
 // timelineRowOf sums secs[lo:hi], which last length in all.
-func timelineRowOf(secs []secondStats, lo, hi int, length time.Duration) timelineRow {
-	row := timelineRow{Second: lo, Seconds: length.Seconds()}
+func timelineRowOf(secs []secondStats, lo, hi int, length time.Duration) TimelineRow {
+	row := TimelineRow{Second: lo, Seconds: length.Seconds()}
 	var lat []time.Duration
 	for _, b := range secs[min(lo, len(secs)):min(hi, len(secs))] {
 		lat = append(lat, b.lat...)
@@ -89,7 +89,7 @@ type plotSeries struct {
 }
 
 // writePlot writes the run's timeline to path as a self-contained SVG.
-func writePlot(path string, rep *benchReport) error {
+func writePlot(path string, rep *Report) error {
 	var b bytes.Buffer
 	renderPlot(&b, rep)
 	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
@@ -98,7 +98,7 @@ func writePlot(path string, rep *benchReport) error {
 	return nil
 }
 
-func renderPlot(b *bytes.Buffer, rep *benchReport) {
+func renderPlot(b *bytes.Buffer, rep *Report) {
 	tl := rep.Timeline
 	xs := make([]float64, len(tl))
 	tps, failed, p50, p99 := make([]float64, len(tl)), make([]float64, len(tl)), make([]float64, len(tl)), make([]float64, len(tl))

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -39,16 +39,16 @@ func (s *schedule) due(k int64) time.Duration {
 	return time.Duration(d)
 }
 
-// openLoop sends requests on a fixed schedule from o.concurrency workers,
+// openLoop sends requests on a fixed schedule from o.Concurrency workers,
 // whether or not earlier requests were answered.
 func (r *loadRun) openLoop(ctx context.Context) {
 	o := r.o
-	r.sched.per = float64(o.batch) / o.rate
+	r.sched.per = float64(o.Batch) / o.Rate
 	r.sched.lateAfter = max(lateAfterMin, r.sched.due(1))
 	r.sched.planned = plannedRequests(o, &r.sched)
 	jobs := make(chan openJob) // unbuffered: a send leaves only when a worker is free
 	var wg sync.WaitGroup
-	for id := range o.concurrency {
+	for id := range o.Concurrency {
 		wg.Go(func() { r.openWorker(ctx, id, jobs) })
 	}
 	r.dispatch(ctx, jobs)
@@ -58,19 +58,19 @@ func (r *loadRun) openLoop(ctx context.Context) {
 
 // plannedRequests counts the requests due: those due before the duration
 // ends, and no more than the count needs.
-func plannedRequests(o *benchOptions, s *schedule) int64 {
+func plannedRequests(o *Options, s *schedule) int64 {
 	n := int64(math.MaxInt64)
-	if o.count > 0 {
-		n = int64((o.count + o.batch - 1) / o.batch)
+	if o.Count > 0 {
+		n = int64((o.Count + o.Batch - 1) / o.Batch)
 	}
-	if o.duration > 0 {
+	if o.Duration > 0 {
 		// The first request is due at 0, so ceil(duration/interval) of
 		// them are due before the end; float rounding is settled by due.
-		k := int64(math.Ceil(o.duration.Seconds() / s.per))
-		for k > 0 && s.due(k-1) >= o.duration {
+		k := int64(math.Ceil(o.Duration.Seconds() / s.per))
+		for k > 0 && s.due(k-1) >= o.Duration {
 			k--
 		}
-		for s.due(k) < o.duration {
+		for s.due(k) < o.Duration {
 			k++
 		}
 		n = min(n, k)
@@ -85,19 +85,19 @@ func plannedRequests(o *benchOptions, s *schedule) int64 {
 func (r *loadRun) dispatch(ctx context.Context, jobs chan<- openJob) {
 	o := r.o
 	var end <-chan time.Time
-	if o.duration > 0 {
-		t := time.NewTimer(time.Until(r.start.Add(o.duration)))
+	if o.Duration > 0 {
+		t := time.NewTimer(time.Until(r.start.Add(o.Duration)))
 		defer t.Stop()
 		end = t.C
 	}
 	wait := time.NewTimer(time.Hour)
 	wait.Stop()
 	defer wait.Stop()
-	left := int64(o.count) // transfers still to send, with --count
+	left := int64(o.Count) // transfers still to send, with --count
 	for k := int64(0); k < r.sched.planned; k++ {
-		job := openJob{at: r.start.Add(r.sched.due(k)), size: o.batch}
-		if o.count > 0 {
-			job.size = int(min(int64(o.batch), left))
+		job := openJob{at: r.start.Add(r.sched.due(k)), size: o.Batch}
+		if o.Count > 0 {
+			job.size = int(min(int64(o.Batch), left))
 		}
 		if d := time.Until(job.at); d > 0 {
 			wait.Reset(d)
@@ -140,8 +140,8 @@ func (r *loadRun) openWorker(ctx context.Context, id int, jobs <-chan openJob) {
 	}
 }
 
-// openLoopStat is how the open loop kept to its schedule.
-type openLoopStat struct {
+// OpenLoopStat is how the open loop kept to its schedule.
+type OpenLoopStat struct {
 	TargetRate   float64 `json:"target_rate"`   // transfers per second
 	AchievedRate float64 `json:"achieved_rate"` // transfers answered per second of the run
 	IntervalMS   float64 `json:"interval_ms"`   // between requests
@@ -157,8 +157,8 @@ type openLoopStat struct {
 	Missed int64 `json:"missed_requests"`
 }
 
-func (r *loadRun) openLoopStat(answered int64) *openLoopStat {
-	s := &openLoopStat{TargetRate: r.o.rate, IntervalMS: r.sched.per * 1000, Scheduled: r.sched.planned,
+func (r *loadRun) OpenLoopStat(answered int64) *OpenLoopStat {
+	s := &OpenLoopStat{TargetRate: r.o.Rate, IntervalMS: r.sched.per * 1000, Scheduled: r.sched.planned,
 		Sent: r.sched.sent, Late: r.late.Load(), LateAfterMS: ms(r.sched.lateAfter),
 		MaxLateMS: ms(r.total.maxLate), Missed: r.sched.missed}
 	if r.elapsed > 0 {

@@ -1,0 +1,244 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"tally/ledger"
+)
+
+func TestWorkloadPairs(t *testing.T) {
+	o := &Options{Accounts: 200, Prefix: "p-", CrossShard: 0.5}
+	w, err := newWorkload(o, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shard := map[string]int{}
+	for i, id := range w.pool {
+		shard[id] = w.shardOf[i]
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 1000 {
+		for _, cross := range []bool{false, true} {
+			d, c := w.pair(rng, cross)
+			if d == c || (shard[d] != shard[c]) != cross {
+				t.Fatalf("pair(cross=%v) = %s (shard %d), %s (shard %d)", cross, d, shard[d], c, shard[c])
+			}
+		}
+	}
+	if _, err := newWorkload(&Options{Accounts: 2, Prefix: "p-", CrossShard: 0}, 64); err == nil {
+		t.Error("two accounts on different shards cannot make same-shard pairs")
+	}
+}
+
+// TestWorkloadZipfPairs draws many pairs with a Zipf law, mild to
+// extreme, from pools whose shards hold many, few or single accounts.
+func TestWorkloadZipfPairs(t *testing.T) {
+	for _, tt := range []struct {
+		accounts, hot, shards int
+	}{{200, 0, 4}, {200, 7, 4}, {50, 0, 16}, {30, 0, 2}} {
+		o := &Options{Accounts: tt.accounts, Hot: tt.hot, Prefix: "p-", CrossShard: 0.5}
+		w, err := newWorkload(o, tt.shards)
+		if err != nil {
+			t.Fatalf("%+v: %v", tt, err)
+		}
+		for _, s := range []float64{1.0001, 1.1, 3, 50} {
+			d := newZipfDraw(rand.New(rand.NewPCG(1, 2)), s)
+			debits := map[string]int{}
+			for range 3000 {
+				for _, cross := range []bool{false, true} {
+					dr, cr := w.pair(d, cross)
+					if dr == cr || (ledger.ShardOf(dr, tt.shards) != ledger.ShardOf(cr, tt.shards)) != cross {
+						t.Fatalf("%+v, s %v: pair(cross=%v) = %s (shard %d), %s (shard %d)", tt, s, cross,
+							dr, ledger.ShardOf(dr, tt.shards), cr, ledger.ShardOf(cr, tt.shards))
+					}
+					if !slices.Contains(w.pool, dr) || !slices.Contains(w.pool, cr) {
+						t.Fatalf("%s or %s is not in the pool", dr, cr)
+					}
+					if cross {
+						debits[dr]++
+					}
+				}
+			}
+			// The cross-shard debit is drawn from the whole pool: its
+			// first account is the most frequent.
+			for id, n := range debits {
+				if n > debits[w.pool[0]] {
+					t.Errorf("%+v, s %v: %s drawn %d times, more than %s (%d)", tt, s, id, n, w.pool[0], debits[w.pool[0]])
+				}
+			}
+		}
+	}
+}
+
+// With uniform draws every pool account must turn up as a credit, both
+// across shards and within its own shard: a pairing that can never pick
+// some account would still pass the checks above.
+func TestWorkloadReachesEveryCredit(t *testing.T) {
+	for _, tt := range []struct{ accounts, hot, shards int }{{200, 0, 4}, {200, 7, 4}, {30, 0, 2}} {
+		o := &Options{Accounts: tt.accounts, Hot: tt.hot, Prefix: "p-", CrossShard: 0.5}
+		w, err := newWorkload(o, tt.shards)
+		if err != nil {
+			t.Fatalf("%+v: %v", tt, err)
+		}
+		d := rand.New(rand.NewPCG(3, 4))
+		for _, cross := range []bool{false, true} {
+			seen := map[string]bool{}
+			for range 200 * len(w.pool) {
+				_, cr := w.pair(d, cross)
+				seen[cr] = true
+			}
+			for _, i := range w.same {
+				if id := w.pool[i]; !cross && !seen[id] {
+					t.Errorf("%+v: %s never credited by a same-shard transfer", tt, id)
+				}
+			}
+			if cross && len(seen) != len(w.pool) {
+				t.Errorf("%+v: %d of %d accounts credited by cross-shard transfers", tt, len(seen), len(w.pool))
+			}
+		}
+	}
+}
+
+func TestNthOutside(t *testing.T) {
+	g := []int{0, 3, 4, 9}
+	var want []int
+	for x := range 15 {
+		if !slices.Contains(g, x) {
+			want = append(want, x)
+		}
+	}
+	for r, x := range want {
+		if got := nthOutside(g, r); got != x {
+			t.Errorf("nthOutside(%v, %d) = %d, want %d", g, r, got, x)
+		}
+	}
+}
+
+func TestTimeline(t *testing.T) {
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	secs := []secondStats{
+		{lat: []time.Duration{ms(1), ms(2), ms(3), ms(100)}, transfers: 40, failed: 1},
+		{},
+		{lat: []time.Duration{ms(5)}, transfers: 10},
+		{lat: []time.Duration{ms(7)}, transfers: 2, failed: 2},
+	}
+	// 3.2s: the last 0.2s joins the third second.
+	rows := timeline(secs, ms(3200))
+	if len(rows) != 3 {
+		t.Fatalf("rows %+v", rows)
+	}
+	if r := rows[0]; r.Second != 0 || r.Seconds != 1 || r.Requests != 4 || r.Transfers != 40 || r.TransfersPerSec != 40 || r.Failed != 1 || r.P50 != 2 || r.P99 != 100 {
+		t.Errorf("first second %+v", r)
+	}
+	if r := rows[1]; r.Requests != 0 || r.TransfersPerSec != 0 || r.P99 != 0 {
+		t.Errorf("empty second %+v", r)
+	}
+	if r := rows[2]; r.Second != 2 || r.Seconds != 1.2 || r.Transfers != 12 || r.TransfersPerSec != 10 || r.Failed != 2 || r.P50 != 5 || r.P99 != 7 {
+		t.Errorf("last second %+v", r)
+	}
+	// 3.7s: the last 0.7s stands alone.
+	if rows := timeline(secs, ms(3700)); len(rows) != 4 || rows[3].Seconds != 0.7 || rows[3].TransfersPerSec != 2/0.7 {
+		t.Errorf("rows %+v", rows)
+	}
+}
+
+// svgPolylines decodes an SVG as XML and returns its root element's name
+// and the points of each polyline by id.
+func svgPolylines(t *testing.T, data []byte) (string, map[string]string) {
+	t.Helper()
+	dec := xml.NewDecoder(bytes.NewReader(data))
+	root, lines := "", map[string]string{}
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("the SVG is not well-formed XML: %v\n%s", err, data)
+		}
+		el, ok := tok.(xml.StartElement)
+		if !ok {
+			continue
+		}
+		if root == "" {
+			root = el.Name.Space + " " + el.Name.Local
+		}
+		if el.Name.Local != "polyline" {
+			continue
+		}
+		var id, pts string
+		for _, a := range el.Attr {
+			switch a.Name.Local {
+			case "id":
+				id = a.Value
+			case "points":
+				pts = a.Value
+			}
+		}
+		lines[id] = pts
+	}
+	return root, lines
+}
+
+// TestRenderPlotEdges renders a timeline with failures, and an empty one:
+// both are well-formed, with a line per series.
+func TestRenderPlotEdges(t *testing.T) {
+	for _, tl := range [][]TimelineRow{
+		{{Second: 0, Seconds: 1, Transfers: 10, TransfersPerSec: 10, Failed: 3, P50: 1.5, P99: 9}, {Second: 1, Seconds: 0.6, Failed: 1}},
+		{},
+	} {
+		var b bytes.Buffer
+		renderPlot(&b, &Report{Accounts: 3, Shards: 1, Concurrency: 1, Batch: 1, Dist: "zipf", ZipfS: 1.1,
+			Seconds: 1.6, Timeline: tl})
+		_, lines := svgPolylines(t, b.Bytes())
+		want := []string{"throughput", "p50", "p99"}
+		if len(tl) > 0 {
+			want = append(want, "failed")
+		}
+		if len(lines) != len(want) {
+			t.Errorf("series %v, want %v", lines, want)
+		}
+		for _, id := range want {
+			if _, ok := lines[id]; !ok {
+				t.Errorf("no series %s in %v", id, lines)
+			}
+		}
+	}
+}
+
+
+// TestRenderPlot renders an open loop's timeline: one point per second in
+// each series, the target as a line, no failed series without failures.
+func TestRenderPlot(t *testing.T) {
+	tl := []TimelineRow{{Second: 0, Seconds: 1, Transfers: 300, TransfersPerSec: 300, P50: 1.5, P99: 9},
+		{Second: 1, Seconds: 0.2, Transfers: 60, TransfersPerSec: 300, P50: 1.2, P99: 4}}
+	var b bytes.Buffer
+	renderPlot(&b, &Report{Accounts: 10, Shards: 1, Concurrency: 64, Batch: 1, Dist: DistUniform, Rate: 300,
+		Seconds: 1.2, Timeline: tl})
+	data := b.Bytes()
+	root, lines := svgPolylines(t, data)
+	if root != "http://www.w3.org/2000/svg svg" {
+		t.Errorf("root element %q", root)
+	}
+	for _, id := range []string{"throughput", "target", "p50", "p99"} {
+		if n := len(strings.Fields(lines[id])); n == 0 || (id != "target" && n != len(tl)) {
+			t.Errorf("series %s has %d points, want one per second (%d): %v", id, n, len(tl), lines)
+		}
+	}
+	if _, ok := lines["failed"]; ok {
+		t.Error("a failed series with no failures")
+	}
+	for _, label := range []string{">transfers/s<", ">request latency (ms)<", ">time since the load began (s)<", ">p99<"} {
+		if !bytes.Contains(data, []byte(label)) {
+			t.Errorf("no label %s in the SVG", label)
+		}
+	}
+}

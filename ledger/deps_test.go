@@ -41,9 +41,10 @@ func TestOnlyStandardLibrary(t *testing.T) {
 	}
 }
 
-// TestNoEffects checks the ledger's own files for what STYLE.md bans in
-// the pure core: imports that reach clocks, randomness, I/O, logging or
-// concurrency, calls that read the clock, and goroutines.
+// TestNoEffects checks the ledger's own files for what the package
+// comment (types.go) bans in the pure core: imports that reach clocks,
+// randomness, I/O, logging or concurrency, calls that read the clock, and
+// goroutines.
 func TestNoEffects(t *testing.T) {
 	banned := map[string]bool{"os": true, "net": true, "net/http": true, "math/rand": true, "math/rand/v2": true,
 		"crypto/rand": true, "log": true, "log/slog": true, "sync": true, "sync/atomic": true, "syscall": true,

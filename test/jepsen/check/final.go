@@ -1,6 +1,6 @@
 // Package check holds the fault suite's checkers C1-C8 (test/README.md,
-// TESTING.md "Checkers"). They read a run's history and every replica's
-// final event log and state, and judge them against SPEC.md alone: this
+// docs/testing.md "Checkers"). They read a run's history and every replica's
+// final event log and state, and judge them against docs/spec.md alone: this
 // package imports nothing of the product (no ledger, fsm or shard), so a
 // bug shared by the product and its own verifier cannot hide here.
 package check
@@ -61,7 +61,7 @@ type VerifyView struct {
 	Error      string `json:"error"`
 }
 
-// Event is one event of a shard's log as the API serves it (SPEC.md 3,
+// Event is one event of a shard's log as the API serves it (docs/spec.md 5,
 // docs/api.md "Events"). Raw keeps the bytes the server sent, from which
 // the hash is recomputed.
 type Event struct {
@@ -143,7 +143,7 @@ func ParseEvents(page []byte) ([]Event, string, error) {
 var zeroHash = strings.Repeat("0", 64)
 
 // ComputeHash recomputes SHA-256(prev_hash || canonical encoding) from the
-// raw event (SPEC.md 3). The canonical encoding is the event as served
+// raw event (docs/spec.md 5). The canonical encoding is the event as served
 // with both hashes zeroed. It returns "" when the raw bytes are missing or
 // do not hold the hashes where the API puts them.
 func (e *Event) ComputeHash() string {

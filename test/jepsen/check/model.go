@@ -10,8 +10,8 @@ import (
 	"strings"
 )
 
-// The reference model folds one shard's event log the way SPEC.md says
-// events change balances (sections 2-4), independently of the product's
+// The reference model folds one shard's event log the way docs/spec.md says
+// events change balances (sections 2-6), independently of the product's
 // code. It checks, event by event: the seq and the hash chain, the
 // balances the event reports, that the decision the event records was the
 // right one (no posted overdraft, no wrongful insufficient_funds), that
@@ -185,7 +185,7 @@ func (m *Model) effects(e *Event) []*mAccount {
 	case "SagaCompleted", "SagaAborted":
 		return m.sagaEnd(e)
 	}
-	m.fail("C4", e, "event type %q is not in SPEC.md", e.Type)
+	m.fail("C4", e, "event type %q is not in docs/spec.md", e.Type)
 	return nil
 }
 
@@ -271,7 +271,7 @@ func (m *Model) checkRejection(e *Event) {
 	}
 }
 
-// Saga legs (SPEC.md 4): the source holds the debit against
+// Saga legs (docs/spec.md 6): the source holds the debit against
 // @clearing:<dest>, the destination credits against @clearing:<source>,
 // and the source posts or releases its holds.
 func (m *Model) sagaHeld(e *Event) []*mAccount {

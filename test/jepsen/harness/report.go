@@ -65,7 +65,7 @@ func orNone(s string) string {
 	return s
 }
 
-// Coverage gates (TESTING.md "Honesty"): a run that did not exercise
+// Coverage gates (docs/testing.md "Verdicts"): a run that did not exercise
 // what it claims is unknown, and unknown fails.
 const (
 	minWarmupRate = 5.0 // ok operations per second before the first fault

@@ -1,4 +1,4 @@
-// Package harness runs the black-box fault run of TESTING.md: three real
+// Package harness runs the black-box fault run of docs/testing.md: three real
 // tally nodes and the proxy, each in its own network namespace on a
 // private bridge, closed-loop clients in another, a nemesis that kills,
 // pauses, partitions, fills disks and trips failpoints, and the checkers

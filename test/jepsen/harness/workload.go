@@ -75,7 +75,7 @@ type doneTransfer struct {
 	f     string
 }
 
-// ShardOf is the placement of SPEC.md 4 and shard/DESIGN.md: a jump
+// ShardOf is the placement of docs/spec.md 6 and shard/DESIGN.md: a jump
 // consistent hash of the FNV-1a hash of the id, or of the part of the id
 // inside its first braces. The harness checks it against the shard each
 // account's creation reports.

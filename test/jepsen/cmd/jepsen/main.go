@@ -1,4 +1,4 @@
-// Command jepsen runs Tally's black-box fault suite (TESTING.md): three
+// Command jepsen runs Tally's black-box fault suite (docs/testing.md): three
 // real nodes and the proxy in network namespaces, a nemesis, closed-loop
 // clients and the checkers C1-C8. Exit status: 0 valid, 1 invalid,
 // 2 unknown (which fails too), 3 the run itself failed, 4 partial (not

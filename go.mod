@@ -6,6 +6,7 @@ go 1.26.0
 // dropped the go-metrics/compat package that raft-boltdb/v2 v2.3.1 imports,
 // so the two do not build together.
 require (
+	github.com/HdrHistogram/hdrhistogram-go v1.4.0
 	github.com/anishathalye/porcupine v1.3.1
 	github.com/dgraph-io/badger/v4 v4.9.6
 	github.com/hashicorp/go-hclog v1.6.3

@@ -1,6 +1,6 @@
 // Package bench is the load generator behind `tally bench`: it creates
 // and funds accounts, sends transfers between them from a closed or an
-// open loop, measures throughput and latency, and
+// open loop, measures throughput and latency (HDR histograms), and
 // checks that no money was created or destroyed. Its Report is what
 // `tally --json bench` prints and what the benchmark runner reads.
 package bench

@@ -5,11 +5,15 @@ import (
 	"encoding/xml"
 	"errors"
 	"io"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"tally/ledger"
 )
@@ -122,26 +126,38 @@ func TestNthOutside(t *testing.T) {
 	}
 }
 
+// hist is a latency histogram of the given milliseconds.
+func hist(msecs ...int) *hdrhistogram.PackedHistogram {
+	h := newHist()
+	for _, m := range msecs {
+		record(h, time.Duration(m)*time.Millisecond)
+	}
+	return h
+}
+
+// near reports whether got is want within the histograms' precision.
+func near(got, want float64) bool { return math.Abs(got-want) <= want/1000 }
+
 func TestTimeline(t *testing.T) {
 	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
 	secs := []secondStats{
-		{lat: []time.Duration{ms(1), ms(2), ms(3), ms(100)}, transfers: 40, failed: 1},
-		{},
-		{lat: []time.Duration{ms(5)}, transfers: 10},
-		{lat: []time.Duration{ms(7)}, transfers: 2, failed: 2},
+		{lat: hist(1, 2, 3, 100), transfers: 40, failed: 1},
+		{lat: hist()},
+		{lat: hist(5), transfers: 10},
+		{lat: hist(7), transfers: 2, failed: 2},
 	}
 	// 3.2s: the last 0.2s joins the third second.
 	rows := timeline(secs, ms(3200))
 	if len(rows) != 3 {
 		t.Fatalf("rows %+v", rows)
 	}
-	if r := rows[0]; r.Second != 0 || r.Seconds != 1 || r.Requests != 4 || r.Transfers != 40 || r.TransfersPerSec != 40 || r.Failed != 1 || r.P50 != 2 || r.P99 != 100 {
+	if r := rows[0]; r.Second != 0 || r.Seconds != 1 || r.Requests != 4 || r.Transfers != 40 || r.TransfersPerSec != 40 || r.Failed != 1 || !near(r.P50, 2) || !near(r.P99, 100) {
 		t.Errorf("first second %+v", r)
 	}
 	if r := rows[1]; r.Requests != 0 || r.TransfersPerSec != 0 || r.P99 != 0 {
 		t.Errorf("empty second %+v", r)
 	}
-	if r := rows[2]; r.Second != 2 || r.Seconds != 1.2 || r.Transfers != 12 || r.TransfersPerSec != 10 || r.Failed != 2 || r.P50 != 5 || r.P99 != 7 {
+	if r := rows[2]; r.Second != 2 || r.Seconds != 1.2 || r.Transfers != 12 || r.TransfersPerSec != 10 || r.Failed != 2 || !near(r.P50, 5) || !near(r.P99, 7) {
 		t.Errorf("last second %+v", r)
 	}
 	// 3.7s: the last 0.7s stands alone.
@@ -240,5 +256,49 @@ func TestRenderPlot(t *testing.T) {
 		if !bytes.Contains(data, []byte(label)) {
 			t.Errorf("no label %s in the SVG", label)
 		}
+	}
+}
+
+// TestLatencyPercentiles records many latencies, spread over six orders
+// of magnitude, from many goroutines: each percentile is the exact one
+// (nearest rank) within the histograms' 0.1%, and one beyond the range is
+// kept as the range's top.
+func TestLatencyPercentiles(t *testing.T) {
+	rec := newRecorder()
+	rng := rand.New(rand.NewPCG(5, 6))
+	lats := make([]time.Duration, 20000)
+	for i := range lats {
+		lats[i] = time.Duration(math.Exp(rng.Float64()*14)) * time.Microsecond // 1µs to 1.2s
+	}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < len(lats); i += 8 {
+				rec.answered(sameShard, time.Duration(i)*time.Millisecond/4, lats[i], 2)
+			}
+		})
+	}
+	wg.Wait()
+	slices.Sort(lats)
+	row := latencyOf("same-shard", rec.kind[sameShard], rec.transfers[sameShard], 5*time.Second)
+	if row.Requests != 20000 || row.Transfers != 40000 || row.TransfersPerSec != 8000 {
+		t.Errorf("row %+v", row)
+	}
+	for _, c := range []struct {
+		p   float64
+		got float64
+	}{{50, row.P50}, {90, row.P90}, {99, row.P99}, {99.9, row.P999}, {100, row.Max}} {
+		exact := float64(lats[int(math.Ceil(c.p/100*float64(len(lats))))-1].Microseconds()) / 1000
+		if math.Abs(c.got-exact) > exact/1000+0.001 {
+			t.Errorf("p%v = %vms, exact %vms", c.p, c.got, exact)
+		}
+	}
+	if len(rec.seconds) != 5 || rec.seconds[4].lat.TotalCount() != 4000 {
+		t.Errorf("%d seconds, the last with %d requests", len(rec.seconds), rec.seconds[len(rec.seconds)-1].lat.TotalCount())
+	}
+	h := hist()
+	record(h, time.Hour)
+	if got := pct(h, 100); !near(got, float64(maxLatency.Milliseconds())) {
+		t.Errorf("an hour recorded as %vms, want the range's top %v", got, maxLatency)
 	}
 }

@@ -24,43 +24,32 @@ const (
 
 var kindNames = [kinds]string{"same-shard", "cross-shard"}
 
-// workerStats is what one bench client measured; merged at the end.
+// workerStats is what one bench client counted; merged at the end. The
+// latencies go straight to the run's recorder.
 type workerStats struct {
-	lat       [kinds][]time.Duration // latency of each answered request
-	requests  [kinds]int64           // answered requests
-	transfers [kinds]int64           // transfers in answered requests
-	applied   int64                  // transfers answered ok or exists
-	inFlight  int64                  // cross-shard transfers answered in_flight: their saga outlived the request
-	unknown   int64                  // transfers whose request had an unknown outcome
-	rejected  map[string]int64       // by result code
-	errs      map[string]*ErrorRow   // failed requests by kind
+	rec      *recorder
+	applied  int64                // transfers answered ok or exists
+	inFlight int64                // cross-shard transfers answered in_flight: their saga outlived the request
+	unknown  int64                // transfers whose request had an unknown outcome
+	rejected map[string]int64     // by result code
+	errs     map[string]*ErrorRow // failed requests by kind
 	// crossSample is a transfer sent as cross-shard and answered posted or
 	// in_flight, read back at the end to confirm the cluster ran it as a
 	// saga.
 	crossSample string
-	// seconds are the requests that ended in each second of the run.
-	seconds []secondStats
 	// Open loop only: the latest send (loadRun.late counts the late ones).
 	maxLate time.Duration
 }
 
-// secondStats is what ended in one second of the run.
-type secondStats struct {
-	lat       []time.Duration // of answered requests
-	transfers int64           // in answered requests
-	failed    int64           // requests
-}
-
-func newWorkerStats() *workerStats {
-	return &workerStats{rejected: map[string]int64{}, errs: map[string]*ErrorRow{}}
+func newWorkerStats(rec *recorder) *workerStats {
+	return &workerStats{rec: rec, rejected: map[string]int64{}, errs: map[string]*ErrorRow{}}
 }
 
 // record counts one request that ended at offset at of the run, lat
 // after it was sent (or scheduled).
 func (s *workerStats) record(kind int, at, lat time.Duration, size int, res []ledger.Result, err error) {
-	sec := s.second(at)
 	if err != nil {
-		sec.failed++
+		s.rec.failed(at)
 		k := errKind(err)
 		e := s.errs[k]
 		if e == nil {
@@ -73,11 +62,7 @@ func (s *workerStats) record(kind int, at, lat time.Duration, size int, res []le
 		}
 		return
 	}
-	sec.lat = append(sec.lat, lat)
-	sec.transfers += int64(len(res))
-	s.lat[kind] = append(s.lat[kind], lat)
-	s.requests[kind]++
-	s.transfers[kind] += int64(len(res))
+	s.rec.answered(kind, at, lat, len(res))
 	for _, r := range res {
 		if kind == crossShard && s.crossSample == "" && (r.Status == ledger.StatusPosted || r.Status == ledger.StatusInFlight) {
 			s.crossSample = r.ID
@@ -98,28 +83,8 @@ func (s *workerStats) record(kind int, at, lat time.Duration, size int, res []le
 	}
 }
 
-// second returns the stats of the second holding offset at.
-func (s *workerStats) second(at time.Duration) *secondStats {
-	i := max(int(at/time.Second), 0)
-	for len(s.seconds) <= i {
-		s.seconds = append(s.seconds, secondStats{})
-	}
-	return &s.seconds[i]
-}
-
 func (s *workerStats) merge(o *workerStats) {
-	for i, b := range o.seconds {
-		m := s.second(time.Duration(i) * time.Second)
-		m.lat = append(m.lat, b.lat...)
-		m.transfers += b.transfers
-		m.failed += b.failed
-	}
 	s.maxLate = max(s.maxLate, o.maxLate)
-	for k := range kinds {
-		s.lat[k] = append(s.lat[k], o.lat[k]...)
-		s.requests[k] += o.requests[k]
-		s.transfers[k] += o.transfers[k]
-	}
 	s.applied += o.applied
 	s.inFlight += o.inFlight
 	s.unknown += o.unknown
@@ -166,6 +131,7 @@ type loadRun struct {
 	late     atomic.Int64 // open loop: requests sent late
 	mu       sync.Mutex
 	total    *workerStats
+	rec      *recorder // every request's latency
 	elapsed  time.Duration
 	sched    schedule // open loop: what was scheduled
 }
@@ -174,7 +140,8 @@ type loadRun struct {
 // or ctx ends, printing progress to errw once a second: a closed loop, or
 // an open one when o.Rate is set.
 func runLoad(ctx context.Context, c *client.Client, o *Options, w *workload, errw io.Writer) *loadRun {
-	r := &loadRun{o: o, c: c, w: w, total: newWorkerStats(), start: time.Now()}
+	r := &loadRun{o: o, c: c, w: w, rec: newRecorder(), start: time.Now()}
+	r.total = newWorkerStats(r.rec)
 	done := make(chan struct{})
 	var progress sync.WaitGroup
 	progress.Go(func() { r.progress(errw, done) })
@@ -213,7 +180,7 @@ type benchWorker struct {
 
 func (r *loadRun) newWorker(id int) *benchWorker {
 	rng := rand.New(rand.NewPCG(r.o.Seed, uint64(id)))
-	wk := &benchWorker{id: id, rng: rng, draw: rng, s: newWorkerStats(), ts: make([]ledger.Transfer, 0, r.o.Batch)}
+	wk := &benchWorker{id: id, rng: rng, draw: rng, s: newWorkerStats(r.rec), ts: make([]ledger.Transfer, 0, r.o.Batch)}
 	if r.o.Dist == DistZipf {
 		wk.draw = newZipfDraw(rng, r.o.ZipfS)
 	}
@@ -308,24 +275,23 @@ func (r *loadRun) report(o *Options, shards int) *Report {
 	rep := &Report{Accounts: o.Accounts, Shards: shards, Concurrency: o.Concurrency, Batch: o.Batch,
 		CrossShard: o.CrossShard, Hot: o.Hot, Seed: o.Seed, Rate: o.Rate, Dist: o.Dist, Seconds: r.elapsed.Seconds(),
 		Applied: t.applied, InFlight: t.inFlight, Unknown: t.unknown, Rejected: t.rejected, Errors: []ErrorRow{},
-		CrossSample: t.crossSample, Timeline: timeline(t.seconds, r.elapsed)}
+		CrossSample: t.crossSample, Timeline: timeline(r.rec.seconds, r.elapsed)}
 	if o.Dist == DistZipf {
 		rep.ZipfS = o.ZipfS
 	}
-	var all []time.Duration
-	var allReq, allTr int64
+	all := newHist()
+	var allTr int64
 	for k := range kinds {
-		if t.requests[k] == 0 {
+		if r.rec.kind[k].TotalCount() == 0 {
 			continue
 		}
-		rep.Latency = append(rep.Latency, latencyOf(kindNames[k], t.lat[k], t.requests[k], t.transfers[k], r.elapsed))
-		all = append(all, t.lat[k]...)
-		allReq += t.requests[k]
-		allTr += t.transfers[k]
+		rep.Latency = append(rep.Latency, latencyOf(kindNames[k], r.rec.kind[k], r.rec.transfers[k], r.elapsed))
+		all.Merge(r.rec.kind[k])
+		allTr += r.rec.transfers[k]
 	}
-	rep.Latency = append(rep.Latency, latencyOf("total", all, allReq, allTr, r.elapsed))
+	rep.Latency = append(rep.Latency, latencyOf("total", all, allTr, r.elapsed))
 	if o.Rate > 0 {
-		rep.OpenLoop = r.OpenLoopStat(allTr)
+		rep.OpenLoop = r.openLoopStat(allTr)
 	}
 	for _, e := range t.errs {
 		rep.Errors = append(rep.Errors, *e)

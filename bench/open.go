@@ -157,7 +157,7 @@ type OpenLoopStat struct {
 	Missed int64 `json:"missed_requests"`
 }
 
-func (r *loadRun) OpenLoopStat(answered int64) *OpenLoopStat {
+func (r *loadRun) openLoopStat(answered int64) *OpenLoopStat {
 	s := &OpenLoopStat{TargetRate: r.o.Rate, IntervalMS: r.sched.per * 1000, Scheduled: r.sched.planned,
 		Sent: r.sched.sent, Late: r.late.Load(), LateAfterMS: ms(r.sched.lateAfter),
 		MaxLateMS: ms(r.total.maxLate), Missed: r.sched.missed}

@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"io"
 	"math/big"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"tally/client"
 	"tally/ledger"
@@ -138,26 +139,17 @@ func (rep *Report) unsettled() bool {
 	return rep.settling() && (rep.Sagas == nil || !rep.Sagas.Settled)
 }
 
-func latencyOf(kind string, lat []time.Duration, requests, transfers int64, elapsed time.Duration) LatencyRow {
-	slices.Sort(lat)
-	row := LatencyRow{Kind: kind, Requests: requests, Transfers: transfers}
+// latencyOf is the row of one kind of request: h holds their latencies.
+func latencyOf(kind string, h *hdrhistogram.PackedHistogram, transfers int64, elapsed time.Duration) LatencyRow {
+	row := LatencyRow{Kind: kind, Requests: h.TotalCount(), Transfers: transfers}
 	if s := elapsed.Seconds(); s > 0 {
 		row.TransfersPerSec = float64(transfers) / s
 	}
-	row.P50, row.P90, row.P99, row.P999 = pct(lat, 0.50), pct(lat, 0.90), pct(lat, 0.99), pct(lat, 0.999)
-	if len(lat) > 0 {
-		row.Max = ms(lat[len(lat)-1])
+	row.P50, row.P90, row.P99, row.P999 = pct(h, 50), pct(h, 90), pct(h, 99), pct(h, 99.9)
+	if h.TotalCount() > 0 {
+		row.Max = float64(h.Max()) / 1000
 	}
 	return row
-}
-
-// pct is the p-quantile (nearest rank) of sorted latencies, in ms.
-func pct(sorted []time.Duration, p float64) float64 {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(float64(len(sorted))*p+0.999999) - 1
-	return ms(sorted[min(max(i, 0), len(sorted)-1)])
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

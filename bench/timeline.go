@@ -6,7 +6,6 @@ import (
 	"html"
 	"math"
 	"os"
-	"slices"
 	"strings"
 	"time"
 )
@@ -52,15 +51,14 @@ func timeline(secs []secondStats, elapsed time.Duration) []TimelineRow {
 // timelineRowOf sums secs[lo:hi], which last length in all.
 func timelineRowOf(secs []secondStats, lo, hi int, length time.Duration) TimelineRow {
 	row := TimelineRow{Second: lo, Seconds: length.Seconds()}
-	var lat []time.Duration
+	lat := newHist()
 	for _, b := range secs[min(lo, len(secs)):min(hi, len(secs))] {
-		lat = append(lat, b.lat...)
+		lat.Merge(b.lat)
 		row.Transfers += b.transfers
 		row.Failed += b.failed
 	}
-	slices.Sort(lat)
-	row.Requests = int64(len(lat))
-	row.P50, row.P99 = pct(lat, 0.50), pct(lat, 0.99)
+	row.Requests = lat.TotalCount()
+	row.P50, row.P99 = pct(lat, 50), pct(lat, 99)
 	if length > 0 {
 		row.TransfersPerSec = float64(row.Transfers) / length.Seconds()
 	}

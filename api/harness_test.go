@@ -18,6 +18,7 @@ import (
 
 	"tally/api"
 	"tally/cluster"
+	nodesvc "tally/node"
 	"tally/shard"
 )
 
@@ -88,14 +89,15 @@ func startNode(tb testing.TB, id, raftAddr string, bootstrap bool, trans []raft.
 	tb.Helper()
 	srv := httptest.NewUnstartedServer(nil)
 	addr := srv.Listener.Addr().String()
+	peer := nodesvc.NewPeer(nil)
 	host, err := shard.Open(shard.Config{NodeID: id, RaftAddr: raftAddr, HTTPAddr: addr, Dir: tb.TempDir(),
 		Shards: testShards, Bootstrap: bootstrap, Timing: timing, Logger: log.With("node", id),
-		Transports: func(i int) raft.Transport { return trans[i] }})
+		Transports: func(i int) raft.Transport { return trans[i] }, Peers: peer})
 	if err != nil {
 		srv.Close()
 		tb.Fatalf("open node %s: %v", id, err)
 	}
-	n := &node{id: id, raft: raftAddr, host: host, api: api.New(host, log.With("node", id)), srv: srv}
+	n := &node{id: id, raft: raftAddr, host: host, api: api.New(nodesvc.New(host, peer), log.With("node", id)), srv: srv}
 	srv.Config.Handler = n.api
 	srv.Start()
 	tb.Cleanup(func() {

@@ -13,6 +13,16 @@ import (
 	"tally/shard"
 )
 
+// replicas is what the metrics read of this node's replicas at scrape
+// time.
+type replicas interface {
+	NodeID() string
+	Shards() int
+	Leader(i int) (id, http string)
+	Status(i int) (shard.ReplicaStatus, error)
+	Sagas(ctx context.Context, i int, aborted bool, limit int, o shard.ReadOpts) ([]shard.SagaView, error)
+}
+
 type metrics struct {
 	reg       *prometheus.Registry
 	auditOK   prometheus.Gauge
@@ -23,7 +33,7 @@ type metrics struct {
 
 // newMetrics registers request metrics and per-shard gauges that read the
 // host's state at scrape time.
-func newMetrics(h Host) *metrics {
+func newMetrics(h replicas) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tally_http_requests_total",
 		Help: "HTTP requests by route and status."}, []string{"route", "status"})
@@ -84,11 +94,11 @@ func (m *metrics) audited(ok bool) {
 // sagaCollector reports, for the shards this node leads, the open sagas
 // and the age of the oldest, read when scraped.
 type sagaCollector struct {
-	h           Host
+	h           replicas
 	open, older *prometheus.Desc
 }
 
-func newSagaCollector(h Host) *sagaCollector {
+func newSagaCollector(h replicas) *sagaCollector {
 	return &sagaCollector{h: h,
 		open:  prometheus.NewDesc("tally_sagas_open", "Open sagas started by a shard this node leads.", []string{"shard"}, nil),
 		older: prometheus.NewDesc("tally_sagas_oldest_age_seconds", "Age of the oldest open saga of a shard this node leads.", []string{"shard"}, nil)}

@@ -9,11 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -45,10 +43,20 @@ type Config struct {
 	// Transports, when set, gives each shard an in-memory transport
 	// instead of TCP (in-process tests).
 	Transports func(shard int) raft.Transport
-	// HTTPClient, when set, carries the saga steps this node sends to
-	// other nodes (in-process tests use it to cut or lose them); nil means
-	// a client of the host's own.
-	HTTPClient *http.Client
+	// Peers carries the calls this host makes to other nodes (saga steps
+	// on another shard's leader, health probes). Required.
+	Peers Peers
+}
+
+// Peers is what a host needs of other nodes; node.Peer implements it.
+// Its methods are safe for concurrent use.
+type Peers interface {
+	// Submit runs cmd on shard i at the node at addr (that shard's
+	// leader, or a node that knows it).
+	Submit(ctx context.Context, addr string, i int, cmd ledger.Command) ([]ledger.Result, error)
+	// Healthy reports whether the node at addr answers, within a short
+	// bound.
+	Healthy(ctx context.Context, addr string) bool
 }
 
 // Host runs one replica of every shard. Its methods are safe for
@@ -58,7 +66,6 @@ type Host struct {
 	log      *slog.Logger
 	mux      *cluster.Mux
 	replicas []*Replica
-	hc       *http.Client // to other nodes, for saga steps
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	once     sync.Once
@@ -93,10 +100,10 @@ func Open(cfg Config) (*Host, error) {
 		return nil, err
 	}
 	cfg.Shards = n
-	h := &Host{cfg: cfg, log: cfg.Logger, stop: make(chan struct{}), hc: cfg.HTTPClient}
-	if h.hc == nil {
-		h.hc = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: time.Minute}}
+	if cfg.Peers == nil {
+		return nil, errors.New("shard: Config.Peers is required")
 	}
+	h := &Host{cfg: cfg, log: cfg.Logger, stop: make(chan struct{})}
 	if cfg.Transports == nil {
 		if h.mux, err = cluster.Listen(cfg.RaftAddr, h.log); err != nil {
 			return nil, err

@@ -2,7 +2,6 @@ package shard
 
 import (
 	"context"
-	"net/http"
 	"slices"
 	"time"
 
@@ -137,27 +136,11 @@ func (h *Host) spread(ctx context.Context, r *Replica) {
 	}
 	slices.Sort(ids)
 	want := ids[r.ID%len(ids)]
-	if want == h.cfg.NodeID || !healthy(ctx, nodes[want]) {
+	if want == h.cfg.NodeID || !h.cfg.Peers.Healthy(ctx, nodes[want]) {
 		return
 	}
 	h.call(ctx, func(c context.Context) error {
 		r.log.Info("handing leadership to preferred node", "to", want)
 		return r.Group.TransferLeadership(c, want)
 	})
-}
-
-// healthy probes a node's /healthz briefly.
-func healthy(ctx context.Context, addr string) bool {
-	ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/healthz", nil)
-	if err != nil {
-		return false
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
 }

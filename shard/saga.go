@@ -1,18 +1,13 @@
 package shard
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"sync"
 	"time"
 
-	"tally/cluster"
 	"tally/internal/failpoint"
 	"tally/internal/plant"
 	"tally/ledger"
@@ -29,10 +24,6 @@ const (
 	// as stuck.
 	StuckAfter = 30 * time.Second
 )
-
-// InternalCommandsPath is where a node takes one encoded ledger command
-// for a shard it leads: the saga driver's way to reach another shard.
-const InternalCommandsPath = "/v1/internal/commands"
 
 // SagaInfo is what the driver knows of an open saga beyond the log: how
 // often it tried the next step and what went wrong last. It lives on the
@@ -297,8 +288,8 @@ func (d *driver) snapshot(id string) (SagaInfo, bool) {
 	return *in, true
 }
 
-// submitAnywhere runs cmd on shard i's leader: here, or through that
-// leader's internal endpoint.
+// submitAnywhere runs cmd on shard i's leader: here, or through the
+// peer seam on that leader.
 func (h *Host) submitAnywhere(ctx context.Context, i int, cmd ledger.Command) ([]ledger.Result, error) {
 	res, err := h.Submit(ctx, i, cmd)
 	var nl *NotLeaderError
@@ -308,35 +299,5 @@ func (h *Host) submitAnywhere(ctx context.Context, i int, cmd ledger.Command) ([
 	if nl.LeaderHTTP == "" || nl.LeaderID == h.cfg.NodeID {
 		return nil, err
 	}
-	return h.postCommand(ctx, nl.LeaderHTTP, i, cmd)
-}
-
-// postCommand sends one encoded command to the node at addr for shard i.
-func (h *Host) postCommand(ctx context.Context, addr string, i int, cmd ledger.Command) ([]ledger.Result, error) {
-	body := (&ledger.Entry{Commands: []ledger.Command{cmd}}).Encode(nil)
-	url := fmt.Sprintf("http://%s%s?shard=%d&forward=false", addr, InternalCommandsPath, i)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err := h.hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%w: shard %d at %s: %v", cluster.ErrOutcomeUnknown, i, addr, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, fmt.Errorf("%w: shard %d at %s: %v", cluster.ErrOutcomeUnknown, i, addr, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("shard %d at %s: %d %.200s", i, addr, resp.StatusCode, b)
-	}
-	var out struct {
-		Results []ledger.Result `json:"results"`
-	}
-	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, fmt.Errorf("%w: shard %d at %s: %v", cluster.ErrOutcomeUnknown, i, addr, err)
-	}
-	return out.Results, nil
+	return h.cfg.Peers.Submit(ctx, nl.LeaderHTTP, i, cmd)
 }

@@ -19,7 +19,7 @@ import (
 	"tally/api"
 	"tally/client"
 	"tally/ledger"
-	"tally/shard"
+	"tally/node"
 	"tally/shard/shardtest"
 )
 
@@ -60,7 +60,7 @@ func TestSagasUnderFaults(t *testing.T) {
 	seed := sagaSeed(t)
 	t.Logf("seed %d (rerun with SAGA_SEED=%d)", seed, seed)
 	c := shardtest.New(t, sagaNodes, sagaShards, shardtest.WithHandler(
-		func(h *shard.Host, log *slog.Logger) http.Handler { return api.New(h, log) }))
+		func(svc *node.Service, log *slog.Logger) http.Handler { return api.New(svc, log) }))
 	r := newSagaRun(t, c, seed)
 	t.Cleanup(r.logFaults)
 	r.setup()

@@ -15,6 +15,7 @@ import (
 
 	"tally/api"
 	"tally/cluster"
+	"tally/node"
 	"tally/shard"
 )
 
@@ -87,13 +88,14 @@ func runServer(ctx context.Context, a *app, o *serverOpts) error {
 	if err != nil {
 		return fmt.Errorf("http listen: %w", err)
 	}
+	peer := node.NewPeer(nil)
 	host, err := shard.Open(shard.Config{NodeID: o.id, RaftAddr: o.raft, HTTPAddr: o.http, Dir: o.data,
-		Shards: o.shards, Bootstrap: o.bootstrap, Timing: timing, Logger: log})
+		Shards: o.shards, Bootstrap: o.bootstrap, Timing: timing, Logger: log, Peers: peer})
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	srv := &http.Server{Handler: api.New(host, log), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: api.New(node.New(host, peer), log), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)

@@ -29,6 +29,7 @@ import (
 
 	"tally/cluster"
 	"tally/ledger"
+	nodesvc "tally/node"
 	"tally/shard"
 )
 
@@ -62,8 +63,8 @@ type options struct {
 func WithTiming(t cluster.Timing) Option { return func(o *options) { o.timing = t } }
 
 // HandlerFunc makes the HTTP handler of one incarnation of a node, for
-// its host h and its logger.
-type HandlerFunc func(h *shard.Host, log *slog.Logger) http.Handler
+// its node service and its logger.
+type HandlerFunc func(svc *nodesvc.Service, log *slog.Logger) http.Handler
 
 // WithHandler makes every node serve fn's handler (typically api.New) on
 // its HTTP address while it runs, instead of /healthz alone. The harness
@@ -194,11 +195,12 @@ func (c *Cluster) start(i int, bootstrap bool) error {
 	c.wireLocked()
 	c.mu.Unlock()
 	log := c.log.With("node", n.id)
+	peer := nodesvc.NewPeer(n.client)
 	h, err := shard.Open(shard.Config{NodeID: n.id, RaftAddr: n.id, HTTPAddr: n.web.Listener.Addr().String(),
 		Dir: n.dir, Shards: c.shards, Bootstrap: bootstrap, Timing: c.timing,
 		Logger:     log,
 		Transports: func(s int) raft.Transport { return trans[s] },
-		HTTPClient: n.client})
+		Peers:      peer})
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err != nil {
@@ -207,7 +209,7 @@ func (c *Cluster) start(i int, bootstrap bool) error {
 	}
 	n.host = h
 	if c.handler != nil {
-		hd := c.handler(h, log)
+		hd := c.handler(nodesvc.New(h, peer), log)
 		n.handler.Store(&hd)
 	}
 	n.up.Store(true)

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"tally/test/jepsen/nemesis"
 )
 
 // The network: every process of a run lives in its own network namespace,
@@ -248,21 +250,10 @@ func (n *Net) Probe(from, addr string, d time.Duration) bool {
 	return true
 }
 
-// Cut is one directed pair of members whose packets the bridge drops
-// (both directions are listed when a link is cut both ways).
-type Cut struct{ From, To string }
-
-// Rule is one bridge rule: drop packets from one member to another,
-// optionally only a percentage of them.
-type Rule struct {
-	From, To string
-	Percent  int // 0 or 100: drop all; otherwise drop this share at random
-}
-
 // Apply replaces the bridge's rule set with rules, atomically: the file
 // given to nft flushes the table and adds the new rules in one
 // transaction.
-func (n *Net) Apply(rules []Rule) error {
+func (n *Net) Apply(rules []nemesis.Rule) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table bridge %s {}\nflush table bridge %s\n", nftTable, nftTable)
 	fmt.Fprintf(&b, "table bridge %s {\n\tchain filter {\n\t\ttype filter hook forward priority 0; policy accept;\n", nftTable)

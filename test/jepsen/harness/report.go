@@ -22,42 +22,6 @@ func writeJSON(path string, v any) {
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.1fs", d.Seconds()) }
 
-// windowLine is the output line of one fault window.
-func windowLine(w *Window, start time.Time) string {
-	f := w.Fault
-	what := f.Class
-	if f.Variant != "" {
-		what += ":" + f.Variant
-	}
-	v := "verified"
-	if !w.Verified {
-		v = "NOT VERIFIED"
-	}
-	h := "healed"
-	if !w.HealVerified {
-		h = "heal NOT VERIFIED"
-		if w.HealMsg != "" {
-			h += " (" + w.HealMsg + ")"
-		}
-	}
-	lead := ""
-	if w.LeaderChanged != nil {
-		lead = fmt.Sprintf(" shard %d leader %s->%s", f.Shard, orNone(w.LeaderBefore), orNone(w.LeaderAfter))
-		if !*w.LeaderChanged {
-			lead += " (NO CHANGE)"
-		}
-	}
-	s := fmt.Sprintf("fault %2d %6s-%6s %-24s %-10s %s; %s;%s %s", w.N, secs(w.Start.Sub(start)), secs(w.Healed.Sub(start)),
-		what, w.Target, v, h, lead, w.Verify)
-	if w.Err != "" {
-		s += " ERROR: " + w.Err
-	}
-	if len(w.Notes) > 0 {
-		s += " [" + strings.Join(w.Notes, "; ") + "]"
-	}
-	return s
-}
-
 func orNone(s string) string {
 	if s == "" {
 		return "none"

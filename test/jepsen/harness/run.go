@@ -21,6 +21,7 @@ import (
 
 	"tally/test/jepsen/check"
 	"tally/test/jepsen/history"
+	"tally/test/jepsen/nemesis"
 )
 
 // Config is one run.
@@ -48,14 +49,17 @@ type Config struct {
 
 // Report is a run's outcome.
 type Report struct {
-	Seed     uint64
-	Verdict  check.Verdict
-	Partial  bool // not root: network and disk faults did not run
-	Results  []check.Result
-	Windows  []*Window
-	Dir      string
-	Summary  string
-	Problems []string // reasons for an unknown verdict (coverage gates)
+	Seed    uint64
+	Verdict check.Verdict
+	Partial bool // not root: the classes that need root did not run
+	// Unavailable lists the registered fault classes this run could not
+	// apply, with why.
+	Unavailable map[string]string `json:",omitempty"`
+	Results     []check.Result
+	Windows     []*Window
+	Dir         string
+	Summary     string
+	Problems    []string // reasons for an unknown verdict (coverage gates)
 }
 
 const lockPath = "/run/" + nsPrefix + "lock"
@@ -92,12 +96,13 @@ type runner struct {
 	cfg     Config
 	out     io.Writer
 	root    bool
+	env     nemesis.Env
 	start0  time.Time
 	dir     string
 	work    string
 	bin     string
 	classes []string
-	sched   []Fault
+	sched   []nemesis.Step
 	rep     *Report
 	undo    []func() // run in reverse by close
 
@@ -105,7 +110,7 @@ type runner struct {
 	poll *Poller
 	rec  *history.Recorder
 	w    *Workload
-	nem  *Nemesis
+	nem  *nemesis.Runner
 
 	warm, faultStart time.Time
 	changes          []LeaderChange
@@ -129,12 +134,14 @@ func (r *runner) close() {
 func (r *runner) prepare() error {
 	cfg := r.cfg
 	r.root = os.Geteuid() == 0 && haveTools()
+	r.env = nemesis.Env{Root: r.root, Failpoints: strings.Contains(cfg.Tags, "failpoints")}
 	if !r.root {
 		why := "not running as root"
 		if os.Geteuid() == 0 {
 			why = "ip, nft or mount missing"
 		}
-		fmt.Fprintf(r.out, "jepsen: %s: running kill and pause faults only on loopback; this run cannot pass in full\n", why)
+		fmt.Fprintf(r.out, "jepsen: %s: running %s only, on loopback; this run cannot pass in full\n", why,
+			strings.Join(nemesis.Available(nil, r.env), ","))
 	} else {
 		unlock, err := lock()
 		if err != nil {
@@ -148,7 +155,13 @@ func (r *runner) prepare() error {
 	if err := os.MkdirAll(r.dir, 0o755); err != nil {
 		return err
 	}
-	r.rep = &Report{Seed: cfg.Seed, Dir: r.dir, Partial: !r.root}
+	r.rep = &Report{Seed: cfg.Seed, Dir: r.dir, Partial: nemesis.Partial(r.env)}
+	for name, err := range nemesis.Unavailable(r.env) {
+		if r.rep.Unavailable == nil {
+			r.rep.Unavailable = map[string]string{}
+		}
+		r.rep.Unavailable[name] = err.Error()
+	}
 	r.work = filepath.Join(os.TempDir(), nsPrefix+"run")
 	_ = os.RemoveAll(r.work)
 	if err := os.MkdirAll(r.work, 0o755); err != nil {
@@ -163,10 +176,10 @@ func (r *runner) prepare() error {
 			return err
 		}
 	}
-	r.classes = available(cfg.Faults, r.root, strings.Contains(cfg.Tags, "failpoints"))
+	r.classes = nemesis.Available(cfg.Faults, r.env)
 	fmt.Fprintf(r.out, "jepsen: seed %d profile %s faults %s root %v tags %q store %s\n", cfg.Seed, cfg.Profile,
 		strings.Join(r.classes, ","), r.root, cfg.Tags, r.dir)
-	r.sched = Schedule(cfg.Seed, r.classes, cfg.Profile == "ci", cfg.Duration, cfg.Hold, cfg.Gap, cfg.Shards)
+	r.sched = nemesis.Schedule(cfg.Seed, r.classes, cfg.Profile == "ci", cfg.Duration, cfg.Hold, cfg.Gap, cfg.Shards)
 	writeJSON(filepath.Join(r.dir, "schedule.json"), r.sched)
 	return nil
 }
@@ -176,7 +189,7 @@ func (r *runner) prepare() error {
 func (r *runner) start(ctx context.Context) error {
 	cfg := r.cfg
 	c, err := StartCluster(ctx, ClusterConfig{Bin: r.bin, Shards: cfg.Shards, Root: r.root, Work: r.work, Store: r.dir,
-		Fast: true, Logf: r.logf, Failpoints: strings.Contains(cfg.Tags, "failpoints")})
+		Fast: true, Logf: r.logf, Failpoints: r.env.Failpoints})
 	if err != nil {
 		return fmt.Errorf("start cluster: %w", err)
 	}
@@ -194,7 +207,7 @@ func (r *runner) start(ctx context.Context) error {
 	if err := r.w.Setup(ctx); err != nil {
 		return fmt.Errorf("setup: %w", err)
 	}
-	if r.nem, err = NewNemesis(c, r.poll, filepath.Join(r.dir, "nemesis.jsonl"), r.logf); err != nil {
+	if r.nem, err = nemesis.NewRunner(faultView{c, r.poll}, faultView{c, r.poll}, filepath.Join(r.dir, "nemesis.jsonl")); err != nil {
 		return err
 	}
 	// The CI profile tests each class on its own; random runs let one
@@ -221,11 +234,11 @@ func (r *runner) faults(ctx context.Context) {
 		phase = time.Duration(len(r.sched))*(r.cfg.Hold+r.cfg.Gap) + 10*time.Minute
 	}
 	r.rep.Windows = r.nem.Run(ctx, r.faultStart, r.faultStart.Add(phase), r.sched, func(win *Window) {
-		fmt.Fprintln(r.out, windowLine(win, r.start0))
+		fmt.Fprintln(r.out, win.Line(r.start0))
 	})
 	// Traffic goes on a little after the last heal, then stops.
 	sleepCtx(ctx, 2*time.Second)
-	r.nem.HealAll()
+	r.nem.HealAll(ctx)
 	close(stop)
 	<-done
 }
@@ -324,7 +337,7 @@ func (r *runner) judge(final *check.Final) error {
 func verdictWord(rep *Report) string {
 	v := strings.ToUpper(string(rep.Verdict))
 	if rep.Partial && rep.Verdict == check.Valid {
-		return "PARTIAL (not root: no network or disk faults; not a pass)"
+		return fmt.Sprintf("PARTIAL (not root: %d fault classes could not run; not a pass)", len(rep.Unavailable))
 	}
 	return v
 }
@@ -339,19 +352,18 @@ func countVerified(ws []*Window) int {
 	return n
 }
 
-// available filters the classes this run can apply.
-func available(want []string, root, failpoints bool) []string {
-	if len(want) == 0 {
-		want = Classes
-	}
-	var out []string
-	for _, c := range want {
-		if (!withoutRoot[c] && !root) || (needsFailpoints[c] && !failpoints) {
-			continue
+// waitFor polls ok every 20 ms until it holds or d has passed.
+func waitFor(d time.Duration, ok func() bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if ok() {
+			return true
 		}
-		out = append(out, c)
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return out
 }
 
 func haveTools() bool {

@@ -23,13 +23,14 @@ import (
 	"tally/test/jepsen/check"
 	"tally/test/jepsen/harness"
 	"tally/test/jepsen/history"
+	"tally/test/jepsen/nemesis"
 )
 
 func main() {
 	var (
 		profile  = flag.String("profile", "ci", "ci: every fault class once; random: random faults for -duration; soak: random runs until -duration; selftest: one run per planted bug")
 		seed     = flag.Uint64("seed", 0, "seed of the schedule and the clients (0: from the clock)")
-		faults   = flag.String("faults", "", "comma-separated fault classes (default: all): "+strings.Join(harness.Classes, ","))
+		faults   = flag.String("faults", "", "comma-separated fault classes (default: all): "+strings.Join(nemesis.Names(), ","))
 		duration = flag.Duration("duration", 5*time.Minute, "fault phase (random), or total time (soak)")
 		runLen   = flag.Duration("run", 4*time.Minute, "soak: the fault phase of each run")
 		hold     = flag.Duration("hold", 4*time.Second, "how long each fault stays")
@@ -57,13 +58,8 @@ func main() {
 	cfg := harness.Config{Profile: *profile, Seed: *seed, Duration: *duration, Hold: *hold, Gap: *gap,
 		Warmup: *warmup, Workers: *workers, Shards: *shards, Sagas: *sagas, Tags: *tags, Bin: *bin,
 		Repo: repo, Store: *store, Out: os.Stdout}
-	if *faults != "" {
-		cfg.Faults = strings.Split(*faults, ",")
-		for _, f := range cfg.Faults {
-			if !contains(harness.Classes, f) {
-				fail(fmt.Errorf("unknown fault class %q", f))
-			}
-		}
+	if cfg.Faults, err = nemesis.Parse(*faults); err != nil {
+		fail(err)
 	}
 	if *expect != "" {
 		cfg.Expect = strings.Split(*expect, ",")
@@ -164,7 +160,11 @@ func selftest(ctx context.Context, base harness.Config) int {
 		cfg := base
 		cfg.Profile = "selftest-" + strings.TrimPrefix(p.tag, "plant_")
 		cfg.Tags = strings.Trim(base.Tags+","+p.tag, ",")
-		cfg.Faults = strings.Split(p.faults, ",")
+		faults, err := nemesis.Parse(p.faults)
+		if err != nil {
+			fail(fmt.Errorf("selftest %s: %w", p.tag, err))
+		}
+		cfg.Faults = faults
 		cfg.Expect = strings.Split(p.expect, ",")
 		if base.Duration > 2*time.Minute {
 			cfg.Duration = 45 * time.Second

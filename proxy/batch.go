@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"tally/api/wire"
+	"tally/edge"
 	"tally/ledger"
 )
 
@@ -31,96 +32,121 @@ type partReply struct {
 	err     error             // why the part has no usable answer
 }
 
-func (p *Proxy) createTransfers(w http.ResponseWriter, r *http.Request, q url.Values, timeout time.Duration) {
-	body, ok := readBody(w, r)
-	if !ok {
-		return
-	}
-	var req wire.TransfersIn
-	if e := decodeStrict(body, &req); e != nil {
-		writeAPIError(w, http.StatusBadRequest, *e)
-		return
-	}
-	ts := req.Transfers
-	if e := checkTransfers(ts); e != nil {
-		writeAPIError(w, http.StatusBadRequest, *e)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
-	defer cancel()
-	n, err := p.shardCount(ctx)
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, codeUnavailable, "%v", err)
-		return
-	}
-	shards := make([]int, len(ts))
-	for i := range ts {
-		shards[i] = ledger.TransferShard(&ts[i], n)
-	}
-	if e := checkChainShards(ts, shards); e != nil {
-		writeAPIError(w, http.StatusBadRequest, *e)
-		return
-	}
-	p.batch(ctx, w, q, "/v1/transfers", body, split(shards), func(pt part) any {
-		sub := make([]ledger.Transfer, len(pt.idx))
-		for k, i := range pt.idx {
-			sub[k] = ts[i]
-		}
-		return wire.TransfersIn{Transfers: sub}
-	})
+// batchKind is what differs between the two batch endpoints.
+type batchKind[T any] struct {
+	list string // the body's list, as errors name it
+	path string
+	// decode decodes a body strictly and returns its items.
+	decode func(body []byte) ([]T, *edge.Error)
+	// check validates every item the way the node does.
+	check func(items []T) *edge.Error
+	// shard places an item among n shards.
+	shard func(item *T, n int) int
+	// span refuses what cannot be split by shard; nil when anything can.
+	span func(items []T, shards []int) *edge.Error
+	// wrap makes a part's body.
+	wrap func(items []T) any
 }
 
-func (p *Proxy) createAccounts(w http.ResponseWriter, r *http.Request, q url.Values, timeout time.Duration) {
-	body, ok := readBody(w, r)
-	if !ok {
-		return
-	}
-	var req wire.AccountsIn
-	if e := decodeStrict(body, &req); e != nil {
-		writeAPIError(w, http.StatusBadRequest, *e)
-		return
-	}
-	as := req.Accounts
-	if e := checkAccounts(as); e != nil {
-		writeAPIError(w, http.StatusBadRequest, *e)
-		return
-	}
+var transfersBatch = batchKind[ledger.Transfer]{
+	list: "transfers",
+	path: "/v1/transfers",
+	decode: func(body []byte) ([]ledger.Transfer, *edge.Error) {
+		var in wire.TransfersIn
+		e := edge.DecodeBatch(body, &in, "transfers", func() any { return new(ledger.Transfer) })
+		return in.Transfers, e
+	},
+	check: checkTransfers,
+	shard: ledger.TransferShard,
+	span:  checkChainShards,
+	wrap:  func(ts []ledger.Transfer) any { return wire.TransfersIn{Transfers: ts} },
+}
+
+var accountsBatch = batchKind[wire.AccountIn]{
+	list: "accounts",
+	path: "/v1/accounts",
+	decode: func(body []byte) ([]wire.AccountIn, *edge.Error) {
+		var in wire.AccountsIn
+		e := edge.DecodeBatch(body, &in, "accounts", func() any { return new(wire.AccountIn) })
+		return in.Accounts, e
+	},
+	check: checkAccounts,
+	shard: func(a *wire.AccountIn, n int) int { return ledger.ShardOf(a.ID, n) },
+	wrap:  func(as []wire.AccountIn) any { return wire.AccountsIn{Accounts: as} },
+}
+
+// createBatch validates a batch whole, then sends it by shard.
+func createBatch[T any](p *Proxy, k *batchKind[T], w http.ResponseWriter, r *http.Request, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
-	n, err := p.shardCount(ctx)
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, codeUnavailable, "%v", err)
+	body, items, shards, e := validateBatch(ctx, p, k, w, r)
+	if e != nil {
+		edge.WriteError(w, e)
 		return
 	}
-	shards := make([]int, len(as))
-	for i := range as {
-		shards[i] = ledger.ShardOf(as[i].ID, n)
+	if ps := split(shards); len(ps) == 1 {
+		// One shard: the batch goes as the client sent it.
+		c := p.newCall(ps[0].shard, http.MethodPost, k.path, r.URL.Query(), body)
+		p.pass(w, r.WithContext(ctx), &pass{c: c})
+	} else {
+		p.batch(ctx, w, r.URL.Query(), k.path, ps, func(pt part) any {
+			sub := make([]T, len(pt.idx))
+			for j, i := range pt.idx {
+				sub[j] = items[i]
+			}
+			return k.wrap(sub)
+		})
 	}
-	p.batch(ctx, w, q, "/v1/accounts", body, split(shards), func(pt part) any {
-		sub := make([]wire.AccountIn, len(pt.idx))
-		for k, i := range pt.idx {
-			sub[k] = as[i]
-		}
-		return wire.AccountsIn{Accounts: sub}
-	})
+}
+
+// validateBatch reads, decodes and checks a batch and places its items.
+func validateBatch[T any](ctx context.Context, p *Proxy, k *batchKind[T], w http.ResponseWriter, r *http.Request) (
+	[]byte, []T, []int, *edge.Error) {
+	body, e := readBody(w, r)
+	if e != nil {
+		return nil, nil, nil, e
+	}
+	items, e := k.decode(body)
+	if e == nil {
+		e = edge.CheckBatch(k.list, len(items))
+	}
+	if e == nil {
+		e = k.check(items)
+	}
+	if e != nil {
+		return nil, nil, nil, e
+	}
+	n, err := p.shardCount(ctx)
+	if err != nil {
+		return nil, nil, nil, edge.Unavailable("%v", err)
+	}
+	shards := make([]int, len(items))
+	for i := range items {
+		shards[i] = k.shard(&items[i], n)
+	}
+	if k.span != nil {
+		e = k.span(items, shards)
+	}
+	return body, items, shards, e
 }
 
 // routeAccount sends a request about one account to its shard's leader.
-func (p *Proxy) routeAccount(w http.ResponseWriter, r *http.Request, q url.Values, timeout time.Duration, id string) {
-	body, ok := readBody(w, r)
-	if !ok {
+func (p *Proxy) routeAccount(w http.ResponseWriter, r *http.Request, timeout time.Duration, id string) {
+	body, e := readBody(w, r)
+	if e != nil {
+		edge.WriteError(w, e)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	n, err := p.shardCount(ctx)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, codeUnavailable, "%v", err)
+		edge.WriteError(w, edge.Unavailable("%v", err))
 		return
 	}
-	c := p.newCall(ledger.ShardOf(id, n), r.Method, r.URL.EscapedPath(), q, body)
+	c := p.newCall(ledger.ShardOf(id, n), r.Method, r.URL.EscapedPath(), r.URL.Query(), body)
 	c.write = r.Method != http.MethodGet
-	p.answer(ctx, w, c, p.send(ctx, c))
+	p.pass(w, r.WithContext(ctx), &pass{c: c})
 }
 
 func (p *Proxy) newCall(shard int, method, path string, q url.Values, body []byte) *call {
@@ -129,25 +155,11 @@ func (p *Proxy) newCall(shard int, method, path string, q url.Values, body []byt
 	return &call{shard: shard, method: method, path: path, query: q, body: body, write: true}
 }
 
-// answer passes a call's outcome to the client.
-func (p *Proxy) answer(ctx context.Context, w http.ResponseWriter, c *call, o outcome) {
-	if o.resp != nil {
-		copyResponse(w, o.resp)
-		return
-	}
-	p.fail(ctx, w, c, o)
-}
-
-// batch sends a validated batch: as the client sent it when it lives on
-// one shard, else split per shard with the parts sent concurrently and
-// their results merged in request order. encode builds one part's body.
+// batch sends a validated batch that spans shards: split per shard, with
+// the parts sent concurrently and their results merged in request order.
+// encode builds one part's body.
 func (p *Proxy) batch(ctx context.Context, w http.ResponseWriter, q url.Values, path string,
-	body []byte, parts []part, encode func(part) any) {
-	if len(parts) == 1 {
-		c := p.newCall(parts[0].shard, http.MethodPost, path, q, body)
-		p.answer(ctx, w, c, p.send(ctx, c))
-		return
-	}
+	parts []part, encode func(part) any) {
 	replies := make([]partReply, len(parts))
 	var wg sync.WaitGroup
 	for i, pt := range parts {
@@ -214,9 +226,7 @@ func (p *Proxy) merge(w http.ResponseWriter, path string, parts []part, replies 
 	for _, pr := range replies {
 		if pr.status >= 400 && pr.status < 500 {
 			p.log.Warn("part of a split batch refused", "path", path, "status", pr.status)
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(pr.status)
-			_, _ = w.Write(pr.body) // the client left if this fails
+			edge.Relay(w, pr.status, pr.body)
 			return
 		}
 	}
@@ -236,13 +246,12 @@ func (p *Proxy) merge(w http.ResponseWriter, path string, parts []part, replies 
 	err := errors.Join(failed...)
 	if applied {
 		p.log.Warn("split batch partly failed", "path", path, "err", err)
-		writeError(w, http.StatusGatewayTimeout, codeUnknown,
-			"part of the batch failed and other parts may have been applied; retry the whole batch with the same ids: %v", err)
+		edge.WriteError(w, edge.Errorf(http.StatusGatewayTimeout, edge.CodeOutcomeUnknown,
+			"part of the batch failed and other parts may have been applied; retry the whole batch with the same ids: %v", err))
 		return
 	}
 	p.log.Warn("split batch unavailable", "path", path, "err", err)
-	writeError(w, http.StatusServiceUnavailable, codeUnavailable,
-		"no part of the batch was applied; retry: %v", err)
+	edge.WriteError(w, edge.Unavailable("no part of the batch was applied; retry: %v", err))
 }
 
 // writeMerged writes the parts' results in request order. The results are
@@ -266,9 +275,7 @@ func writeMerged(w http.ResponseWriter, parts []part, replies []partReply, total
 		buf.Write(m)
 	}
 	buf.WriteString("]}\n")
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(buf.Bytes()) // the client left if this fails
+	edge.Relay(w, http.StatusOK, buf.Bytes())
 }
 
 // split groups item indexes by shard, parts ordered by their first item.
@@ -295,57 +302,23 @@ func cloneQuery(q url.Values) url.Values {
 	return c
 }
 
-// decodeStrict decodes one JSON object with no unknown fields and nothing
-// after it.
-func decodeStrict(body []byte, v any) *apiError {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return &apiError{Code: codeInvalid, Message: "request body is empty"}
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return &apiError{Code: codeInvalid, Message: "malformed JSON: " + err.Error()}
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return &apiError{Code: codeInvalid, Message: "malformed JSON: data after the object"}
-	}
-	return nil
-}
-
-func checkBatchSize(list string, n int) *apiError {
-	if n < 1 || n > ledger.MaxBatch {
-		return &apiError{Code: codeInvalid,
-			Message: fmt.Sprintf("%s: a batch holds 1 to %d items, not %d", list, ledger.MaxBatch, n)}
-	}
-	return nil
-}
-
-func checkTransfers(ts []ledger.Transfer) *apiError {
-	if e := checkBatchSize("transfers", len(ts)); e != nil {
-		return e
-	}
+func checkTransfers(ts []ledger.Transfer) *edge.Error {
 	for i := range ts {
 		if pr := ledger.CheckTransfer(&ts[i]); pr != nil {
-			e := itemError("transfers", i, pr)
-			return &e
+			return edge.ItemError("transfers", i, pr)
 		}
 	}
 	if pr := ledger.CheckChains(ts); pr != nil {
-		e := itemError("transfers", len(ts)-1, pr)
-		return &e
+		return edge.ItemError("transfers", len(ts)-1, pr)
 	}
 	return nil
 }
 
-func checkAccounts(as []wire.AccountIn) *apiError {
-	if e := checkBatchSize("accounts", len(as)); e != nil {
-		return e
-	}
+func checkAccounts(as []wire.AccountIn) *edge.Error {
 	for i, a := range as {
 		acc := ledger.Account{ID: a.ID, Currency: a.Currency, AllowNegative: a.AllowNegative, Metadata: a.Metadata}
 		if pr := ledger.CheckAccount(&acc); pr != nil {
-			e := itemError("accounts", i, pr)
-			return &e
+			return edge.ItemError("accounts", i, pr)
 		}
 	}
 	return nil
@@ -354,13 +327,12 @@ func checkAccounts(as []wire.AccountIn) *apiError {
 // checkChainShards rejects a linked chain whose members live on different
 // shards: no shard could apply it all or nothing. CheckChains has already
 // made sure the last transfer is not linked.
-func checkChainShards(ts []ledger.Transfer, shards []int) *apiError {
+func checkChainShards(ts []ledger.Transfer, shards []int) *edge.Error {
 	for i := 0; i+1 < len(ts); i++ {
 		if ts[i].Linked && shards[i+1] != shards[i] {
-			e := itemError("transfers", i+1, &ledger.Problem{Code: ledger.CrossShardNotSupported, Msg: fmt.Sprintf(
+			return edge.ItemError("transfers", i+1, &ledger.Problem{Code: ledger.CrossShardNotSupported, Msg: fmt.Sprintf(
 				"transfer %s is linked to %s but lives on shard %d, not %d: a linked chain must stay on one shard",
 				ts[i+1].ID, ts[i].ID, shards[i+1], shards[i])})
-			return &e
 		}
 	}
 	return nil

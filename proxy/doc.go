@@ -3,6 +3,17 @@
 // node that can answer it, so a write costs one hop instead of a
 // follower's forward.
 //
+// # The edge
+//
+// The proxy serves the same API as a node (docs/api.md) and refuses what a
+// node refuses, with the same answer, through the same code (package
+// edge): an unknown route is 404 not_found, a known path with another
+// method 405 method_not_allowed with Allow, a query parameter the route
+// does not take 400 invalid_request naming it, and a ?timeout= that is not
+// a duration up to edge.MaxTimeout 400 invalid_request. Error answers are
+// edge.Error values. /v1/internal/... (saga steps between nodes) is 404:
+// it is never taken from clients.
+//
 // # Leader map
 //
 // The map comes from GET /v1/cluster on the known nodes (asked in
@@ -18,7 +29,7 @@
 //   - GET /v1/accounts/{id}, GET /v1/accounts/{id}/history and
 //     POST /v1/accounts/{id}/close: the leader of ledger.ShardOf(id).
 //   - Everything else (GET /v1/transfers/{id}, /v1/cluster, /v1/shards/...,
-//     /v1/consumers/..., /metrics, system accounts such as @world) goes to
+//     /metrics, /debug/pprof/..., system accounts such as @world) goes to
 //     any healthy node, which fans out or forwards itself. /healthz and
 //     /readyz are answered by the proxy: /readyz is 200 once every shard
 //     has a known leader.
@@ -44,13 +55,16 @@
 //   - 503 unavailable otherwise (no leader reached, nothing applied), and
 //     always for reads, which have no outcome to be unsure of.
 //
-// The deadline is ?timeout= (a Go duration, default DefaultTimeout, capped
-// at MaxTimeout). The proxy answers when it passes; it never hangs.
+// The deadline is ?timeout= (a Go duration, default edge.DefaultTimeout,
+// at most edge.MaxTimeout). The proxy answers when it passes; it never
+// hangs. For a request any node can answer, the deadline bounds the wait
+// for the answer to start; a long answer (a profile, a verify) is then
+// passed through, flushed as it arrives, until it ends.
 //
 // # Batches
 //
 // A batch is validated whole before anything is sent: JSON shape with
-// unknown fields rejected, body at most MaxBodyBytes (else 413
+// unknown fields rejected, body at most edge.MaxBody (else 413
 // request_too_large), 1 to ledger.MaxBatch items, every item through
 // ledger.CheckAccount or ledger.CheckTransfer, ledger.CheckChains, and every
 // linked chain on one shard. So a request with one bad item is rejected

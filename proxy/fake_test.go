@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"tally/api/wire"
+	"tally/edge"
 	"tally/ledger"
 )
 
@@ -171,12 +172,12 @@ func (n *fakeNode) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		n.record(r, []string{id}, http.StatusOK)
-		writeJSON(w, http.StatusOK, map[string]any{"id": id, "result": "ok", "shard": items[0].shard, "node": n.name})
+		edge.WriteJSON(w, http.StatusOK, map[string]any{"id": id, "result": "ok", "shard": items[0].shard, "node": n.name})
 	case r.Method == http.MethodGet:
 		n.record(r, nil, http.StatusOK)
-		writeJSON(w, http.StatusOK, map[string]any{"path": p, "node": n.name})
+		edge.WriteJSON(w, http.StatusOK, map[string]any{"path": p, "node": n.name})
 	default:
-		writeError(w, http.StatusNotFound, "not_found", "no route %s %s", r.Method, p)
+		edge.WriteError(w, edge.Errorf(http.StatusNotFound, edge.CodeNotFound, "no route %s %s", r.Method, p))
 	}
 }
 
@@ -193,7 +194,7 @@ func (n *fakeNode) cluster(w http.ResponseWriter) {
 	for _, o := range n.c.nodes {
 		out.Nodes = append(out.Nodes, wire.Node{ID: o.name, HTTP: o.addr})
 	}
-	writeJSON(w, http.StatusOK, out)
+	edge.WriteJSON(w, http.StatusOK, out)
 }
 
 func (n *fakeNode) batch(w http.ResponseWriter, r *http.Request, req any, items func() []fakeItem) {
@@ -201,7 +202,7 @@ func (n *fakeNode) batch(w http.ResponseWriter, r *http.Request, req any, items 
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(req); err != nil {
 		n.record(r, nil, http.StatusBadRequest)
-		writeError(w, http.StatusBadRequest, codeInvalid, "%v", err)
+		edge.WriteError(w, edge.Errorf(http.StatusBadRequest, edge.CodeInvalid, "%v", err))
 		return
 	}
 	its := items()
@@ -220,7 +221,7 @@ func (n *fakeNode) batch(w http.ResponseWriter, r *http.Request, req any, items 
 			"shard": it.shard, "seq": seq, "node": n.name})
 	}
 	n.record(r, ids, http.StatusOK)
-	writeJSON(w, http.StatusOK, map[string]any{"results": results})
+	edge.WriteJSON(w, http.StatusOK, map[string]any{"results": results})
 }
 
 // refuse answers 421 not_leader with the leader's address when
@@ -232,8 +233,8 @@ func (n *fakeNode) refuse(w http.ResponseWriter, r *http.Request, items []fakeIt
 	for _, it := range items {
 		if l := n.c.leaderAddr(it.shard); l != n.addr {
 			n.record(r, nil, http.StatusMisdirectedRequest)
-			writeJSON(w, http.StatusMisdirectedRequest, map[string]any{"error": map[string]any{
-				"code": codeNotLeader, "message": "not the leader", "leader_http": l}})
+			edge.WriteJSON(w, http.StatusMisdirectedRequest, map[string]any{"error": map[string]any{
+				"code": edge.CodeNotLeader, "message": "not the leader", "leader_http": l}})
 			return true
 		}
 	}

@@ -3,18 +3,16 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"tally/edge"
 )
 
 // call is one request for the leader of one shard.
@@ -98,17 +96,16 @@ func (p *Proxy) retryable(resp *http.Response, c *call, o *outcome) (bool, strin
 	default:
 		return false, ""
 	}
-	// A body that cannot be read or decoded leaves ne empty: the answer
-	// still means what its status says, only without a leader hint.
-	var ne nodeError
+	// A body that cannot be read or decoded has no leader hint; the
+	// answer still means what its status says.
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBytes))
 	drainClose(resp.Body)
-	_ = json.Unmarshal(b, &ne)
-	o.err = fmt.Errorf("status %d %s: %s", resp.StatusCode, ne.Error.Code, ne.Error.Message)
+	e := edge.ReadError(resp.StatusCode, b)
+	o.err = fmt.Errorf("status %d %w", resp.StatusCode, e)
 	if resp.StatusCode == http.StatusGatewayTimeout && c.write {
 		o.unknown = true
 	}
-	return true, normAddr(ne.Error.LeaderHTTP)
+	return true, normAddr(e.LeaderHTTP)
 }
 
 // recover prepares the next attempt after a failed one: follow a leader
@@ -161,13 +158,8 @@ func (p *Proxy) do(ctx context.Context, addr string, c *call) (resp *http.Respon
 	if c.body != nil {
 		body = bytes.NewReader(c.body)
 	}
-	var wrote atomic.Bool
-	trace := &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
-		if i.Err == nil {
-			wrote.Store(true)
-		}
-	}}
-	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), c.method,
+	tctx, wrote := traceWrite(ctx)
+	req, err := http.NewRequestWithContext(tctx, c.method,
 		baseURL(addr)+c.path+"?"+q.Encode(), body)
 	if err != nil {
 		return nil, false, err
@@ -183,6 +175,17 @@ func (p *Proxy) do(ctx context.Context, addr string, c *call) (resp *http.Respon
 	return resp, wrote.Load(), err
 }
 
+// traceWrite returns ctx with a trace that records whether a request was
+// written whole to a connection: from then on the node may act on it.
+func traceWrite(ctx context.Context) (context.Context, *atomic.Bool) {
+	wrote := new(atomic.Bool)
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
+		if i.Err == nil {
+			wrote.Store(true)
+		}
+	}}), wrote
+}
+
 // fail answers a call that got no final answer.
 func (p *Proxy) fail(ctx context.Context, w http.ResponseWriter, c *call, o outcome) {
 	if clientGone(ctx) {
@@ -191,141 +194,22 @@ func (p *Proxy) fail(ctx context.Context, w http.ResponseWriter, c *call, o outc
 	}
 	if c.write && o.unknown {
 		p.log.Warn("write outcome unknown", "shard", c.shard, "path", c.path, "err", o.err)
-		writeError(w, http.StatusGatewayTimeout, codeUnknown,
-			"shard %d: the write may or may not have been applied (%v); retry with the same ids", c.shard, o.err)
+		edge.WriteError(w, edge.OutcomeUnknown("shard %d: the write may or may not have been applied (%v)", c.shard, o.err))
 		return
 	}
 	p.log.Warn("shard unavailable", "shard", c.shard, "path", c.path, "err", o.err)
-	writeError(w, http.StatusServiceUnavailable, codeUnavailable,
-		"shard %d: no leader answered within the deadline (%v); nothing was applied, retry", c.shard, o.err)
+	edge.WriteError(w, edge.Unavailable(
+		"shard %d: no leader answered within the deadline (%v); nothing was applied, retry", c.shard, o.err))
 }
 
-// forwardAny sends a request any node can answer to the first node that
-// takes it. The deadline bounds the wait for the answer's headers; an
-// event stream (follow=true) then runs until the client leaves or the
-// proxy shuts down.
-func (p *Proxy) forwardAny(w http.ResponseWriter, r *http.Request, timeout time.Duration) {
-	body, ok := readBody(w, r)
-	if !ok {
-		return
+// nodeTimeout is the ?timeout= the proxy passes to a node when remaining
+// is left of the request's deadline: a little less, so that the node's own
+// answer (503, 504, in_flight) arrives before the proxy must give up.
+func nodeTimeout(remaining time.Duration) time.Duration {
+	margin := min(max(remaining/20, 10*time.Millisecond), 250*time.Millisecond)
+	d := (remaining - margin).Truncate(time.Millisecond)
+	if d < time.Millisecond {
+		return 0
 	}
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	if r.URL.Query().Get("follow") == "true" {
-		stop := context.AfterFunc(p.drain, cancel)
-		defer stop()
-	}
-	timer := time.AfterFunc(timeout, cancel)
-	resp, sent, err := p.tryNodes(ctx, r, body)
-	timer.Stop()
-	if err != nil {
-		idempotent := r.Method == http.MethodGet || r.Method == http.MethodHead
-		if sent && !idempotent {
-			writeError(w, http.StatusGatewayTimeout, codeUnknown,
-				"%s %s may or may not have been applied (%v); retry", r.Method, r.URL.Path, err)
-			return
-		}
-		writeError(w, http.StatusServiceUnavailable, codeUnavailable, "no node answered within the deadline (%v)", err)
-		return
-	}
-	copyResponse(w, resp)
-}
-
-// tryNodes sends r to the known nodes in turn until one answers. A request
-// that is not a read moves on only if it was never written: the node that
-// got it may have acted on it.
-func (p *Proxy) tryNodes(ctx context.Context, r *http.Request, body []byte) (*http.Response, bool, error) {
-	var lastErr error
-	nodes := p.anyNodes()
-	for i, addr := range nodes {
-		if i == MaxAttempts || ctx.Err() != nil {
-			break
-		}
-		var b io.Reader
-		if body != nil {
-			b = bytes.NewReader(body)
-		}
-		var wrote atomic.Bool
-		trace := &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
-			if i.Err == nil {
-				wrote.Store(true)
-			}
-		}}
-		req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), r.Method,
-			baseURL(addr)+r.URL.RequestURI(), b)
-		if err != nil {
-			return nil, false, err
-		}
-		copyHeader(req.Header, r.Header)
-		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-			req.Header.Set("X-Forwarded-For", host)
-		}
-		resp, err := p.transport.RoundTrip(req)
-		if err == nil {
-			p.setDown(addr, false)
-			return resp, true, nil
-		}
-		lastErr = fmt.Errorf("%s: %w", addr, err)
-		if wrote.Load() && r.Method != http.MethodGet && r.Method != http.MethodHead {
-			return nil, true, lastErr
-		}
-		if !wrote.Load() && ctx.Err() == nil {
-			p.setDown(addr, true)
-		}
-	}
-	if lastErr == nil {
-		lastErr = ctx.Err()
-	}
-	return nil, false, lastErr
-}
-
-// clientGone reports whether ctx, a request's context with its deadline,
-// ended because the client left rather than because the deadline passed.
-func clientGone(ctx context.Context) bool { return errors.Is(ctx.Err(), context.Canceled) }
-
-// hopHeaders are meaningful for one connection only (RFC 9110, 7.6.1).
-var hopHeaders = map[string]bool{
-	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true,
-	"Proxy-Authenticate": true, "Proxy-Authorization": true, "Te": true,
-	"Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
-}
-
-func copyHeader(dst, src http.Header) {
-	for k, vv := range src {
-		if !hopHeaders[k] {
-			dst[k] = vv
-		}
-	}
-}
-
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-// copyResponse passes a node's answer to the client. A body of unknown
-// length (a stream) is flushed as it arrives.
-func copyResponse(w http.ResponseWriter, resp *http.Response) {
-	defer resp.Body.Close()
-	copyHeader(w.Header(), resp.Header)
-	w.WriteHeader(resp.StatusCode)
-	if resp.ContentLength >= 0 {
-		// A copy error means one side left; the status is already sent.
-		_, _ = io.Copy(w, resp.Body)
-		return
-	}
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	rc := http.NewResponseController(w)
-	for {
-		n, err := resp.Body.Read(*bp)
-		if n > 0 {
-			if _, werr := w.Write((*bp)[:n]); werr != nil {
-				return
-			}
-			if rc.Flush() != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
+	return d
 }

@@ -4,25 +4,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"net/http/pprof"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"tally/edge"
 )
 
-// Limits and defaults.
+// Limits and defaults. The limits a client sees before its request is
+// routed (body size, deadline, batch size) are the edge's, shared with the
+// nodes.
 const (
-	// MaxBodyBytes is the largest request body accepted (docs/api.md).
-	MaxBodyBytes = 4 << 20
-	// DefaultTimeout is a request's deadline without ?timeout=.
-	DefaultTimeout = 10 * time.Second
-	// MaxTimeout caps ?timeout=.
-	MaxTimeout = 60 * time.Second
 	// MaxAttempts bounds the tries of one request (or one part of a
 	// batch). The deadline is the usual bound: with the backoff below,
 	// 16 attempts span about 6 to 12 seconds, enough to ride out a Raft
@@ -85,6 +84,8 @@ type Proxy struct {
 	health sync.Map      // node address -> *atomic.Bool (true when down)
 	next   atomic.Uint64 // rotates the choice of "any node"
 
+	relay *httputil.ReverseProxy // passes node answers to clients
+
 	refreshMu   sync.Mutex
 	refreshing  *refreshCall
 	lastRefresh time.Time
@@ -92,8 +93,6 @@ type Proxy struct {
 
 	ctx       context.Context // lives until Close
 	cancel    context.CancelFunc
-	drain     context.Context // done when Serve starts shutting down
-	stopDrain context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
@@ -125,8 +124,8 @@ func New(cfg Config) (*Proxy, error) {
 		p.ownRT = newTransport()
 		p.transport = p.ownRT
 	}
+	p.relay = p.newRelay()
 	p.ctx, p.cancel = context.WithCancel(context.Background())
-	p.drain, p.stopDrain = context.WithCancel(context.Background())
 	p.wg.Add(1)
 	go p.refreshLoop()
 	return p, nil
@@ -164,7 +163,6 @@ func newTransport() *http.Transport {
 // from any goroutine.
 func (p *Proxy) Close() error {
 	p.closeOnce.Do(func() {
-		p.stopDrain()
 		// Cancel under refreshMu so that no refresh starts a goroutine
 		// (wg.Add) once Wait may have begun.
 		p.refreshMu.Lock()
@@ -179,9 +177,9 @@ func (p *Proxy) Close() error {
 }
 
 // Serve answers requests on ln until ctx is done, then shuts down
-// gracefully: it stops accepting, ends event streams (follow=true), and
-// waits up to ShutdownTimeout for requests in flight. It returns nil after
-// a clean shutdown. It does not Close the proxy.
+// gracefully: it stops accepting and waits up to ShutdownTimeout for
+// requests in flight. It returns nil after a clean shutdown. It does not
+// Close the proxy.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           p,
@@ -190,7 +188,6 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 	}
-	srv.RegisterOnShutdown(p.stopDrain)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	p.log.Info("proxy listening", "addr", ln.Addr().String(), "nodes", p.seeds)
@@ -215,129 +212,85 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 // ServeHTTP routes one client request. See the package documentation.
+// Before anything is routed, the request passes the edge's checks, the
+// same a node makes: a known route, known query parameters, a valid
+// deadline.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch r.URL.Path {
-	case "/healthz":
-		writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+	if strings.HasPrefix(r.URL.Path, "/v1/internal/") {
+		// Saga steps between nodes: never taken from clients.
+		edge.WriteError(w, edge.NotFound(edge.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
 		return
+	}
+	rt, timeout, e := edge.Check(r)
+	switch {
+	case rt == nil:
+		edge.NoRoute(w, r)
+		return
+	case e != nil:
+		edge.WriteError(w, e)
+		return
+	}
+	// Each pattern has one route (one method), so the pattern names it.
+	switch rt.Pattern {
+	case "/healthz":
+		edge.WriteJSON(w, http.StatusOK, map[string]bool{"ok": true})
 	case "/readyz":
 		p.readyz(w)
-		return
 	case "/debug/pprof/profile":
 		// The proxy's own profile (go tool pprof http://PROXY/debug/pprof/profile);
 		// other /debug/pprof paths go to a node like any other request.
 		pprof.Profile(w, r)
-		return
+	case "/v1/transfers":
+		createBatch(p, &transfersBatch, w, r, timeout)
+	case "/v1/accounts":
+		createBatch(p, &accountsBatch, w, r, timeout)
+	case "/v1/accounts/{id}", "/v1/accounts/{id}/history", "/v1/accounts/{id}/close":
+		// System accounts live on every shard, so their requests go to any
+		// node, which sums over shards.
+		if id, ok := accountOf(r); ok && !strings.HasPrefix(id, "@") {
+			p.routeAccount(w, r, timeout, id)
+			return
+		}
+		p.forwardAny(w, r, timeout)
+	default:
+		p.forwardAny(w, r, timeout)
 	}
-	if strings.HasPrefix(r.URL.Path, "/v1/internal/") {
-		// Saga steps between nodes: never taken from clients.
-		writeError(w, http.StatusNotFound, "not_found", "no route for %s %s", r.Method, r.URL.Path)
-		return
-	}
-	q := r.URL.Query()
-	timeout, err := requestTimeout(q)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, codeInvalid, "%v", err)
-		return
-	}
-	if r.Method == http.MethodPost && r.URL.Path == "/v1/transfers" {
-		p.createTransfers(w, r, q, timeout)
-		return
-	}
-	if r.Method == http.MethodPost && r.URL.Path == "/v1/accounts" {
-		p.createAccounts(w, r, q, timeout)
-		return
-	}
-	if id, ok := accountRoute(r.Method, r.URL.Path); ok {
-		p.routeAccount(w, r, q, timeout, id)
-		return
-	}
-	p.forwardAny(w, r, timeout)
 }
 
-// accountRoute reports whether a request about one account goes to the
-// leader of the account's shard, and which account. System accounts live
-// on every shard, so their requests go to any node, which sums over shards.
-func accountRoute(method, path string) (string, bool) {
-	rest, ok := strings.CutPrefix(path, "/v1/accounts/")
-	if !ok {
+// accountOf returns the {id} of a request on an account route: the third
+// segment of the escaped path, unescaped, as the route matched it.
+func accountOf(r *http.Request) (string, bool) {
+	seg := strings.SplitN(r.URL.EscapedPath(), "/", 5) // "", "v1", "accounts", id, ...
+	if len(seg) < 4 {
 		return "", false
 	}
-	id, sub, _ := strings.Cut(rest, "/")
-	if id == "" || strings.HasPrefix(id, "@") {
-		return "", false
-	}
-	switch {
-	case method == http.MethodGet && (sub == "" || sub == "history"):
-	case method == http.MethodPost && sub == "close":
-	default:
-		return "", false
-	}
-	if sub == "" && strings.HasSuffix(path, "/") {
-		return "", false
-	}
-	return id, true
+	id, err := url.PathUnescape(seg[3])
+	return id, err == nil && id != ""
 }
 
 func (p *Proxy) readyz(w http.ResponseWriter) {
 	t := p.table.Load()
 	if t == nil {
-		writeError(w, http.StatusServiceUnavailable, codeUnavailable, "no cluster layout yet")
+		edge.WriteError(w, edge.Unavailable("no cluster layout yet"))
 		return
 	}
 	for s, l := range t.leaders {
 		if l == "" {
-			writeError(w, http.StatusServiceUnavailable, codeUnavailable, "shard %d has no known leader", s)
+			edge.WriteError(w, edge.Unavailable("shard %d has no known leader", s))
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "shards": len(t.leaders)})
+	edge.WriteJSON(w, http.StatusOK, map[string]any{"ok": true, "shards": len(t.leaders)})
 }
 
-// readBody reads a request body of at most MaxBodyBytes. On failure it has
-// answered the client and returns false.
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return nil, true
+// readBody reads a request body whole, at most edge.MaxBody bytes; nil when
+// there is none. A body over the limit also closes the connection after
+// the answer, so the rest of it is never read.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *edge.Error) {
+	r.Body = http.MaxBytesReader(w, r.Body, edge.MaxBody)
+	b, e := edge.Read(r)
+	if len(b) == 0 {
+		b = nil
 	}
-	if r.ContentLength > MaxBodyBytes {
-		writeError(w, http.StatusRequestEntityTooLarge, codeTooLarge, "request body is larger than %d bytes", MaxBodyBytes)
-		return nil, false
-	}
-	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	var buf []byte
-	if r.ContentLength > 0 {
-		buf = make([]byte, 0, r.ContentLength+1)
-	} else {
-		buf = make([]byte, 0, 4096)
-	}
-	buf, err := readAll(body, buf)
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, codeTooLarge, "request body is larger than %d bytes", MaxBodyBytes)
-		} else {
-			writeError(w, http.StatusBadRequest, codeInvalid, "read request body: %v", err)
-		}
-		return nil, false
-	}
-	return buf, true
-}
-
-// readAll is io.ReadAll into a caller-sized buffer, so a body whose length
-// is announced is read with one allocation.
-func readAll(r io.Reader, b []byte) ([]byte, error) {
-	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			return b, nil
-		}
-		if err != nil {
-			return b, err
-		}
-	}
+	return b, e
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"tally/api/wire"
+	"tally/edge"
 	"tally/ledger"
 )
 
@@ -65,7 +67,7 @@ func TestRoutesToShardLeader(t *testing.T) {
 					if wantForward := tc.method == "POST"; (q.Get("forward") == "false") != wantForward {
 						t.Errorf("forward=%q for %s", q.Get("forward"), tc.method)
 					}
-					if d, err := time.ParseDuration(q.Get("timeout")); err != nil || d <= 0 || d > DefaultTimeout {
+					if d, err := time.ParseDuration(q.Get("timeout")); err != nil || d <= 0 || d > edge.DefaultTimeout {
 						t.Errorf("node timeout %q", q.Get("timeout"))
 					}
 					if strings.Contains(tc.path, "?") && q.Get("consistency") == "" && q.Get("limit") == "" {
@@ -176,7 +178,7 @@ func TestRetryOnNotLeader(t *testing.T) {
 						return false
 					}
 					old.record(r, nil, http.StatusMisdirectedRequest)
-					writeError(w, http.StatusMisdirectedRequest, codeNotLeader, "not the leader, no idea who is")
+					edge.WriteError(w, edge.Errorf(http.StatusMisdirectedRequest, edge.CodeNotLeader, "not the leader, no idea who is"))
 					return true
 				})
 			}
@@ -211,7 +213,7 @@ func TestRetryOnUnavailable(t *testing.T) {
 		if r.Method != http.MethodPost || refused.Add(1) > 2 {
 			return false
 		}
-		writeError(w, http.StatusServiceUnavailable, codeUnavailable, "electing")
+		edge.WriteError(w, edge.Errorf(http.StatusServiceUnavailable, edge.CodeUnavailable, "electing"))
 		return true
 	})
 	r := request(t, "POST", url+"/v1/transfers", transfers(deposit("t-1", idOn(t, 0, shards, 0))))
@@ -256,7 +258,7 @@ func TestNoLeader(t *testing.T) {
 		if r.Method != http.MethodPost {
 			return false
 		}
-		writeError(w, http.StatusServiceUnavailable, codeUnavailable, "no leader")
+		edge.WriteError(w, edge.Errorf(http.StatusServiceUnavailable, edge.CodeUnavailable, "no leader"))
 		return true
 	}
 	c.nodes[1].setHook(electing)
@@ -268,11 +270,11 @@ func TestNoLeader(t *testing.T) {
 		status int
 		code   string
 	}{
-		{"one shard", transfers(deposit("t-1", a1)), http.StatusServiceUnavailable, codeUnavailable},
-		{"two leaderless shards", transfers(deposit("t-1", a1), deposit("t-2", a2)), http.StatusServiceUnavailable, codeUnavailable},
+		{"one shard", transfers(deposit("t-1", a1)), http.StatusServiceUnavailable, edge.CodeUnavailable},
+		{"two leaderless shards", transfers(deposit("t-1", a1), deposit("t-2", a2)), http.StatusServiceUnavailable, edge.CodeUnavailable},
 		// Shard 0's part is applied: the batch is not all-or-nothing, so the
 		// answer must not say "nothing was applied".
-		{"one part applied", transfers(deposit("t-0", a0), deposit("t-1", a1)), http.StatusGatewayTimeout, codeUnknown},
+		{"one part applied", transfers(deposit("t-0", a0), deposit("t-1", a1)), http.StatusGatewayTimeout, edge.CodeOutcomeUnknown},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -285,7 +287,7 @@ func TestNoLeader(t *testing.T) {
 		})
 	}
 	readyz := request(t, "GET", url+"/readyz", nil)
-	readyz.want(t, http.StatusServiceUnavailable, codeUnavailable)
+	readyz.want(t, http.StatusServiceUnavailable, edge.CodeUnavailable)
 }
 
 func TestNoNodeReachable(t *testing.T) {
@@ -301,9 +303,9 @@ func TestNoNodeReachable(t *testing.T) {
 	srv := newServer(t, p)
 	start := time.Now()
 	r := request(t, "POST", srv+"/v1/transfers?timeout=500ms", transfers(deposit("t-1", "alice")))
-	r.want(t, http.StatusServiceUnavailable, codeUnavailable)
+	r.want(t, http.StatusServiceUnavailable, edge.CodeUnavailable)
 	r = request(t, "GET", srv+"/v1/cluster?timeout=500ms", nil)
-	r.want(t, http.StatusServiceUnavailable, codeUnavailable)
+	r.want(t, http.StatusServiceUnavailable, edge.CodeUnavailable)
 	if el := time.Since(start); el > 2*500*time.Millisecond+late {
 		t.Fatalf("answered after %v", el)
 	}
@@ -336,10 +338,10 @@ func TestDeadline(t *testing.T) {
 		status       int
 		code         string
 	}{
-		{"POST", "/v1/transfers?timeout=300ms", transfers(deposit("t-1", acct)), http.StatusGatewayTimeout, codeUnknown},
-		{"POST", "/v1/accounts/" + acct + "/close?timeout=300ms", nil, http.StatusGatewayTimeout, codeUnknown},
+		{"POST", "/v1/transfers?timeout=300ms", transfers(deposit("t-1", acct)), http.StatusGatewayTimeout, edge.CodeOutcomeUnknown},
+		{"POST", "/v1/accounts/" + acct + "/close?timeout=300ms", nil, http.StatusGatewayTimeout, edge.CodeOutcomeUnknown},
 		// A read has no outcome to be unsure of.
-		{"GET", "/v1/accounts/" + acct + "?timeout=300ms", nil, http.StatusServiceUnavailable, codeUnavailable},
+		{"GET", "/v1/accounts/" + acct + "?timeout=300ms", nil, http.StatusServiceUnavailable, edge.CodeUnavailable},
 	} {
 		start := time.Now()
 		r := request(t, tc.method, url+tc.path, tc.body)
@@ -357,11 +359,11 @@ func TestDeadline(t *testing.T) {
 			return false
 		}
 		attempts.Add(1)
-		writeError(w, http.StatusGatewayTimeout, codeUnknown, "raft: leadership lost")
+		edge.WriteError(w, edge.Errorf(http.StatusGatewayTimeout, edge.CodeOutcomeUnknown, "raft: leadership lost"))
 		return true
 	})
 	r := request(t, "POST", url+"/v1/transfers?timeout=2s", transfers(deposit("t-1", acct)))
-	r.want(t, http.StatusGatewayTimeout, codeUnknown)
+	r.want(t, http.StatusGatewayTimeout, edge.CodeOutcomeUnknown)
 	if attempts.Load() < 2 {
 		t.Fatalf("%d attempts, want a retry", attempts.Load())
 	}
@@ -385,9 +387,9 @@ func TestValidationRejectsWithoutContactingNodes(t *testing.T) {
 		{"malformed", "/v1/transfers", `{"transfers": [`, nil, ""},
 		{"empty body", "/v1/transfers", "", nil, ""},
 		{"trailing data", "/v1/transfers", `{"transfers": []} {}`, nil, ""},
-		{"unknown field", "/v1/transfers", `{"transfers": [{"id": "t", "debit": "a", "credit": "b", "amount": 1, "colour": "red"}]}`, nil, ""},
+		{"unknown field", "/v1/transfers", `{"transfers": [{"id": "t", "debit": "a", "credit": "b", "amount": 1, "colour": "red"}]}`, idx(0), "invalid_request"},
 		{"unknown top field", "/v1/accounts", `{"accounts": [{"id": "a", "currency": "USD"}], "x": 1}`, nil, ""},
-		{"wrong type", "/v1/transfers", `{"transfers": [{"id": "t", "debit": "a", "credit": "b", "amount": "1"}]}`, nil, ""},
+		{"wrong type", "/v1/transfers", `{"transfers": [{"id": "t", "debit": "a", "credit": "b", "amount": "1"}]}`, idx(0), "amount_invalid"},
 		{"empty batch", "/v1/transfers", `{"transfers": []}`, nil, ""},
 		{"batch too large", "/v1/transfers", transfers(big...), nil, ""},
 		{"bad amount", "/v1/transfers", transfers(deposit("t-0", a0), ledger.Transfer{ID: "t-1", Debit: a1, Credit: a0}), idx(1), "amount_invalid"},
@@ -396,8 +398,10 @@ func TestValidationRejectsWithoutContactingNodes(t *testing.T) {
 		{"open chain", "/v1/transfers", transfers(deposit("t-0", a0), ledger.Transfer{ID: "t-1", Debit: a1, Credit: ledger.World, Amount: 1, Linked: true}), idx(1), "invalid_request"},
 		{"reserved account", "/v1/accounts", `{"accounts": [{"id": "ok", "currency": "USD"}, {"id": "@bank", "currency": "USD"}]}`, idx(1), "invalid_id"},
 		{"bad currency", "/v1/accounts", `{"accounts": [{"id": "ok", "currency": "usd"}]}`, idx(0), "currency_invalid"},
-		{"balance set", "/v1/accounts", `{"accounts": [{"id": "ok", "currency": "USD", "credits_posted": 5}]}`, nil, ""},
+		{"balance set", "/v1/accounts", `{"accounts": [{"id": "ok", "currency": "USD", "credits_posted": 5}]}`, idx(0), "invalid_request"},
 		{"bad timeout", "/v1/transfers?timeout=soon", transfers(deposit("t-0", a0)), nil, ""},
+		{"timeout too long", "/v1/transfers?timeout=90s", transfers(deposit("t-0", a0)), nil, ""},
+		{"unknown parameter", "/v1/transfers?async=true", transfers(deposit("t-0", a0)), nil, ""},
 		{"chain across shards", "/v1/transfers", transfers(
 			ledger.Transfer{ID: "t-0", Debit: a0, Credit: ledger.World, Amount: 1, Linked: true},
 			deposit("t-1", a1)), idx(1), "cross_shard_not_supported"},
@@ -405,7 +409,7 @@ func TestValidationRejectsWithoutContactingNodes(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := request(t, "POST", url+tc.path, tc.body)
-			r.want(t, http.StatusBadRequest, codeInvalid)
+			r.want(t, http.StatusBadRequest, edge.CodeInvalid)
 			if (r.Error.Index == nil) != (tc.index == nil) || tc.index != nil && *r.Error.Index != *tc.index {
 				t.Errorf("index %v, want %v", r.Error.Index, tc.index)
 			}
@@ -423,7 +427,7 @@ func TestBodyTooLarge(t *testing.T) {
 	c := newFakeCluster(t, 3, shards)
 	_, url := startProxy(t, c)
 	body := `{"transfers": [{"id": "t", "debit": "a", "credit": "b", "amount": 1, "reference": "` +
-		strings.Repeat("x", MaxBodyBytes) + `"}]}`
+		strings.Repeat("x", edge.MaxBody) + `"}]}`
 	for _, path := range []string{"/v1/transfers", "/v1/accounts", "/v1/accounts/alice/close"} {
 		// With a Content-Length, and without one (chunked), which the
 		// proxy can only find out by reading.
@@ -442,7 +446,7 @@ func TestBodyTooLarge(t *testing.T) {
 			}
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), codeTooLarge) {
+			if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), edge.CodeTooLarge) {
 				t.Fatalf("%s chunked=%v: %d %s", path, chunked, resp.StatusCode, b)
 			}
 		}
@@ -480,7 +484,7 @@ func TestForwardAnyNode(t *testing.T) {
 	}
 }
 
-func TestStreamFollow(t *testing.T) {
+func TestStreamPassThrough(t *testing.T) {
 	c := newFakeCluster(t, 1, shards)
 	_, url := startProxy(t, c)
 	release := make(chan struct{})
@@ -500,7 +504,7 @@ func TestStreamFollow(t *testing.T) {
 	})
 	// The stream outlives the request deadline: the deadline bounds only
 	// the wait for the answer to start.
-	resp, err := http.Get(url + "/v1/shards/0/events?follow=true&timeout=100ms")
+	resp, err := http.Get(url + "/v1/shards/0/events?after=0&timeout=100ms")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -564,28 +568,85 @@ func TestServeShutsDown(t *testing.T) {
 	}
 }
 
-func TestTimeoutParsing(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want time.Duration
-		ok   bool
-	}{
-		{"", DefaultTimeout, true},
-		{"250ms", 250 * time.Millisecond, true},
-		{"5m", MaxTimeout, true},
-		{"0s", 0, false},
-		{"-1s", 0, false},
-		{"10", 0, false},
-	} {
-		got, err := requestTimeout(map[string][]string{"timeout": {tc.in}})
-		if (err == nil) != tc.ok || got != tc.want {
-			t.Errorf("timeout=%q: %v %v, want %v ok=%v", tc.in, got, err, tc.want, tc.ok)
-		}
-	}
+func TestNodeTimeout(t *testing.T) {
 	if d := nodeTimeout(10 * time.Second); d >= 10*time.Second || d < 9*time.Second {
 		t.Errorf("node timeout for 10s: %v", d)
 	}
 	if d := nodeTimeout(5 * time.Millisecond); d != 0 {
 		t.Errorf("node timeout for 5ms: %v", d)
+	}
+}
+
+// nodeEdge answers as a node's edge does before any handler runs.
+var nodeEdge = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	rt, _, e := edge.Check(r)
+	switch {
+	case rt == nil:
+		edge.NoRoute(w, r)
+	case e != nil:
+		edge.WriteError(w, e)
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+})
+
+// TestEdgeAnswersAsANode checks that the proxy refuses what a node's edge
+// refuses, with the same answer, before any node is asked.
+func TestEdgeAnswersAsANode(t *testing.T) {
+	c := newFakeCluster(t, 3, shards)
+	_, url := startProxy(t, c)
+	for _, tc := range []struct {
+		method, target string
+		status         int
+		code           string
+		in             string // the message names it
+		allow          string
+	}{
+		{"GET", "/v1/accounts/alice?at_time=2024-01-01", 400, edge.CodeInvalid, `"at_time"`, ""},
+		{"POST", "/v1/transfers?dry_run=true", 400, edge.CodeInvalid, `"dry_run"`, ""},
+		{"GET", "/v1/shards/0/events?follow=true", 400, edge.CodeInvalid, `"follow"`, ""},
+		{"GET", "/v1/cluster?timeout=5s&timeout=6s", 400, edge.CodeInvalid, `"timeout"`, ""},
+		{"GET", "/v1/cluster?timeout=90s", 400, edge.CodeInvalid, "timeout", ""},
+		{"POST", "/v1/transfers?timeout=90s", 400, edge.CodeInvalid, "timeout", ""},
+		{"GET", "/v1/accounts/alice?timeout=90s", 400, edge.CodeInvalid, "timeout", ""},
+		{"GET", "/v2/nothing", 404, edge.CodeNotFound, "/v2/nothing", ""},
+		{"GET", "/v1/accounts/alice/", 404, edge.CodeNotFound, "/v1/accounts/alice/", ""},
+		{"DELETE", "/v1/transfers", 405, edge.CodeMethodNotAllowed, "DELETE", "POST"},
+		{"GET", "/v1/transfers", 405, edge.CodeMethodNotAllowed, "GET", "POST"},
+		{"POST", "/v1/accounts/alice", 405, edge.CodeMethodNotAllowed, "POST", "GET"},
+	} {
+		t.Run(tc.method+" "+tc.target, func(t *testing.T) {
+			req, err := http.NewRequestWithContext(t.Context(), tc.method, url+tc.target, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := edge.ReadError(resp.StatusCode, body)
+			if e.Status != tc.status || e.Code != tc.code || !strings.Contains(e.Message, tc.in) {
+				t.Fatalf("answer %d %s %q, want %d %s naming %s", e.Status, e.Code, e.Message, tc.status, tc.code, tc.in)
+			}
+			if got := resp.Header.Get("Allow"); got != tc.allow {
+				t.Errorf("Allow %q, want %q", got, tc.allow)
+			}
+			node := httptest.NewRecorder()
+			nodeEdge.ServeHTTP(node, httptest.NewRequest(tc.method, tc.target, nil))
+			if node.Code != resp.StatusCode || node.Body.String() != string(body) || node.Header().Get("Allow") != tc.allow {
+				t.Errorf("a node answers %d Allow %q %s\nthe proxy %d Allow %q %s",
+					node.Code, node.Header().Get("Allow"), node.Body, resp.StatusCode, resp.Header.Get("Allow"), body)
+			}
+		})
+	}
+	for _, n := range c.nodes {
+		if got := n.requests(); len(got) != 0 {
+			t.Errorf("node %s got %+v for refused requests", n.name, got)
+		}
 	}
 }

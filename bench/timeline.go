@@ -1,13 +1,11 @@
 package bench
 
 import (
-	"bytes"
 	"fmt"
-	"html"
 	"math"
-	"os"
-	"strings"
 	"time"
+
+	"tally/internal/plot"
 )
 
 // TimelineRow is one second of the run: the requests that ended in it.
@@ -79,24 +77,11 @@ const (
 	plotYTicks = 5
 )
 
-// plotSeries is one line of a panel.
-type plotSeries struct {
-	id, label, color string
-	dashed           bool
-	xs, ys           []float64
-}
-
 // writePlot writes the run's timeline to path as a self-contained SVG.
-func writePlot(path string, rep *Report) error {
-	var b bytes.Buffer
-	renderPlot(&b, rep)
-	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
-		return fmt.Errorf("write the plot: %w", err)
-	}
-	return nil
-}
+func writePlot(path string, rep *Report) error { return renderPlot(rep).WriteFile(path) }
 
-func renderPlot(b *bytes.Buffer, rep *Report) {
+// renderPlot draws the run's timeline.
+func renderPlot(rep *Report) *plot.Canvas {
 	tl := rep.Timeline
 	xs := make([]float64, len(tl))
 	tps, failed, p50, p99 := make([]float64, len(tl)), make([]float64, len(tl)), make([]float64, len(tl)), make([]float64, len(tl))
@@ -111,91 +96,45 @@ func renderPlot(b *bytes.Buffer, rep *Report) {
 		}
 		anyFailed = anyFailed || r.Failed > 0
 	}
-	xstep := niceStep(xmax, plotXTicks)
+	xstep := plot.Step(xmax, plotXTicks)
 	// Round the axis up to a tick, but not for the few milliseconds the
 	// last answers take after the duration: the points sit mid-second.
 	xmax = max(math.Ceil(xmax/xstep-0.05), 1) * xstep
-	fmt.Fprintf(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"+
-		"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"12\">\n",
-		plotW, plotH, plotW, plotH)
-	fmt.Fprintf(b, "<rect width=\"%d\" height=\"%d\" fill=\"white\"/>\n", plotW, plotH)
-	fmt.Fprintf(b, "<text x=\"%d\" y=\"22\" font-size=\"14\" font-weight=\"bold\">tally bench, %.1fs, seed %d</text>\n",
-		plotLeft, rep.Seconds, rep.Seed)
-	fmt.Fprintf(b, "<text x=\"%d\" y=\"40\">%s</text>\n", plotLeft, html.EscapeString(rep.setting()))
-	top := []plotSeries{{id: "throughput", label: "transfers/s", color: "#1f77b4", xs: xs, ys: tps}}
+	c := plot.New(plotW, plotH, 12)
+	c.Text(plotLeft, 22, fmt.Sprintf("tally bench, %.1fs, seed %d", rep.Seconds, rep.Seed), `font-size="14"`, `font-weight="bold"`)
+	c.Text(plotLeft, 40, rep.setting())
+	top := []plot.Series{{ID: "throughput", Label: "transfers/s", Color: "#1f77b4", X: xs, Y: tps}}
 	if rep.Rate > 0 {
-		top = append(top, plotSeries{id: "target", label: "target", color: "#7f7f7f", dashed: true,
-			xs: []float64{0, xmax}, ys: []float64{rep.Rate, rep.Rate}})
+		top = append(top, plot.Series{ID: "target", Label: "target", Color: "#7f7f7f", Dashed: true,
+			X: []float64{0, xmax}, Y: []float64{rep.Rate, rep.Rate}})
 	}
 	if anyFailed {
-		top = append(top, plotSeries{id: "failed", label: "failed requests/s", color: "#d62728", xs: xs, ys: failed})
+		top = append(top, plot.Series{ID: "failed", Label: "failed requests/s", Color: "#d62728", X: xs, Y: failed})
 	}
-	drawPanel(b, plotTop, "transfers/s", xmax, xstep, top)
-	drawPanel(b, plotTop+panelH+plotGap, "request latency (ms)", xmax, xstep, []plotSeries{
-		{id: "p50", label: "p50", color: "#2ca02c", xs: xs, ys: p50},
-		{id: "p99", label: "p99", color: "#ff7f0e", xs: xs, ys: p99},
+	drawPanel(c, plotTop, "transfers/s", xmax, xstep, top)
+	drawPanel(c, plotTop+panelH+plotGap, "request latency (ms)", xmax, xstep, []plot.Series{
+		{ID: "p50", Label: "p50", Color: "#2ca02c", X: xs, Y: p50},
+		{ID: "p99", Label: "p99", Color: "#ff7f0e", X: xs, Y: p99},
 	})
-	fmt.Fprintf(b, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">time since the load began (s)</text>\n",
-		plotLeft+plotWidth/2, plotTop+2*panelH+plotGap+40)
-	b.WriteString("</svg>\n")
+	c.Text(plotLeft+plotWidth/2, plotTop+2*panelH+plotGap+40, "time since the load began (s)", `text-anchor="middle"`)
+	return c
 }
 
-// drawPanel draws one panel whose top edge is at top: frame, grid, ticks
-// and their labels, the y axis label, the series and their legend.
-func drawPanel(b *bytes.Buffer, top int, ylabel string, xmax, xstep float64, series []plotSeries) {
+// drawPanel draws one panel whose top edge is at top: grid, ticks and
+// their labels, frame, the y axis label, the series and their legend.
+func drawPanel(c *plot.Canvas, top float64, ylabel string, xmax, xstep float64, series []plot.Series) {
 	ymax := 0.0
 	for _, s := range series {
-		for _, y := range s.ys {
+		for _, y := range s.Y {
 			ymax = max(ymax, y)
 		}
 	}
-	ystep := niceStep(max(ymax, 1e-9), plotYTicks)
+	ystep := plot.Step(max(ymax, 1e-9), plotYTicks)
 	ymax = max(math.Ceil(ymax/ystep), 1) * ystep
-	sx := func(x float64) float64 { return plotLeft + x/xmax*plotWidth }
-	sy := func(y float64) float64 { return float64(top) + panelH - y/ymax*panelH }
-	bottom := top + panelH
-	for v := 0.0; v <= ymax+ystep/2; v += ystep {
-		fmt.Fprintf(b, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e0e0e0\"/>\n", plotLeft, plotLeft+plotWidth, sy(v), sy(v))
-		fmt.Fprintf(b, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", plotLeft-6, sy(v)+4, tickLabel(v, ystep))
-	}
-	for v := 0.0; v <= xmax+xstep/2; v += xstep {
-		fmt.Fprintf(b, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%d\" stroke=\"black\"/>\n", sx(v), sx(v), bottom, bottom+4)
-		fmt.Fprintf(b, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>\n", sx(v), bottom+17, tickLabel(v, xstep))
-	}
-	fmt.Fprintf(b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"black\"/>\n", plotLeft, top, plotWidth, panelH)
-	fmt.Fprintf(b, "<text transform=\"translate(22 %d) rotate(-90)\" text-anchor=\"middle\">%s</text>\n", top+panelH/2, html.EscapeString(ylabel))
-	for i, s := range series {
-		dash := ""
-		if s.dashed {
-			dash = ` stroke-dasharray="6 4"`
-		}
-		pts := make([]string, len(s.xs))
-		for j := range s.xs {
-			pts[j] = fmt.Sprintf("%.1f,%.1f", sx(s.xs[j]), sy(s.ys[j]))
-		}
-		fmt.Fprintf(b, "<polyline id=\"%s\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"%s\"/>\n",
-			s.id, s.color, dash, strings.Join(pts, " "))
-		ly := top + 14 + 20*i
-		fmt.Fprintf(b, "<line x1=\"%d\" x2=\"%d\" y1=\"%d\" y2=\"%d\" stroke=\"%s\" stroke-width=\"2\"%s/>\n",
-			plotLeft+plotWidth+15, plotLeft+plotWidth+40, ly, ly, s.color, dash)
-		fmt.Fprintf(b, "<text x=\"%d\" y=\"%d\">%s</text>\n", plotLeft+plotWidth+46, ly+4, html.EscapeString(s.label))
-	}
-}
-
-// niceStep is a step of 1, 2 or 5 times a power of ten that cuts [0, v]
-// into about n ticks.
-func niceStep(v float64, n int) float64 {
-	raw := v / float64(n)
-	mag := math.Pow(10, math.Floor(math.Log10(raw)))
-	for _, m := range []float64{1, 2, 5} {
-		if raw <= m*mag {
-			return m * mag
-		}
-	}
-	return 10 * mag
-}
-
-// tickLabel prints v with as many decimals as step needs.
-func tickLabel(v, step float64) string {
-	return fmt.Sprintf("%.*f", max(0, int(-math.Floor(math.Log10(step)))), v)
+	f := c.Frame(plotLeft, top, plotWidth, panelH, plot.Scale{Max: xmax}, plot.Scale{Max: ymax})
+	f.GridY(plot.Ticks(ymax, ystep), func(v float64) string { return plot.TickLabel(v, ystep) }, "#e0e0e0")
+	f.TicksX(plot.Ticks(xmax, xstep), func(v float64) string { return plot.TickLabel(v, xstep) }, true)
+	f.Box()
+	f.LabelY(22, ylabel)
+	f.Lines(series)
 }

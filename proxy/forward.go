@@ -5,12 +5,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
 	"sync/atomic"
 	"time"
+
+	"github.com/cenkalti/backoff/v4"
 
 	"tally/edge"
 )
@@ -42,7 +43,8 @@ type outcome struct {
 func (p *Proxy) send(ctx context.Context, c *call) outcome {
 	var o outcome
 	hints := 0
-	for attempt := 1; ; attempt++ {
+	waits := newBackoff()
+	for {
 		hint, done := p.attempt(ctx, c, &o)
 		if done {
 			return o
@@ -50,7 +52,8 @@ func (p *Proxy) send(ctx context.Context, c *call) outcome {
 		if hint != "" {
 			hints++
 		}
-		if attempt == MaxAttempts || ctx.Err() != nil || !p.recover(ctx, c.shard, hint, hints, attempt) {
+		wait := waits.NextBackOff()
+		if wait == backoff.Stop || ctx.Err() != nil || !p.recover(ctx, c.shard, hint, hints, wait) {
 			break
 		}
 	}
@@ -109,10 +112,9 @@ func (p *Proxy) retryable(resp *http.Response, c *call, o *outcome) (bool, strin
 }
 
 // recover prepares the next attempt after a failed one: follow a leader
-// hint at once (the first time), or refresh the map and back off. It
-// returns false if ctx ended.
-func (p *Proxy) recover(ctx context.Context, shard int, hint string, hints, failures int) bool {
-	wait := backoff(failures)
+// hint at once (the first time), or refresh the map and back off for
+// wait. It returns false if ctx ended.
+func (p *Proxy) recover(ctx context.Context, shard int, hint string, hints int, wait time.Duration) bool {
 	if hint != "" {
 		p.setLeader(shard, hint)
 		if hints == 1 {
@@ -127,14 +129,20 @@ func (p *Proxy) recover(ctx context.Context, shard int, hint string, hints, fail
 	return sleep(ctx, wait) == nil
 }
 
-// backoff is the wait before attempt n+1: exponential with jitter, so
-// that clients that failed together do not come back together.
-func backoff(n int) time.Duration {
-	d := backoffMax
-	if n < 16 {
-		d = min(backoffBase<<(n-1), backoffMax)
-	}
-	return d/2 + rand.N(d/2+1)
+// newBackoff returns the waits between the attempts of one call: at most
+// MaxAttempts-1 of them, exponential with jitter so that clients that
+// failed together do not come back together. The n-th wait is drawn
+// from [d/2, d] with d = backoffBase·2^(n-1) up to backoffMax. The library
+// draws from centre·(1±factor), so the centre is 3/4·d and the factor 1/3.
+// The deadline, not elapsed time, ends the retries.
+func newBackoff() backoff.BackOff {
+	return backoff.WithMaxRetries(backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(backoffBase*3/4),
+		backoff.WithMaxInterval(backoffMax*3/4),
+		backoff.WithMultiplier(2),
+		backoff.WithRandomizationFactor(1.0/3),
+		backoff.WithMaxElapsedTime(0),
+	), MaxAttempts-1)
 }
 
 // do makes one attempt of c at addr. sent reports whether the request was

@@ -33,13 +33,6 @@ func complete(cs *wire.Cluster) bool {
 	return true
 }
 
-// refreshCall is one round of GET /v1/cluster that any number of callers
-// wait on.
-type refreshCall struct {
-	done chan struct{}
-	err  error
-}
-
 // Leaders returns the current leader map: the HTTP address of each shard's
 // leader, "" where none is known, nil before the first refresh. Safe for
 // concurrent use; it does not block.
@@ -74,32 +67,37 @@ func (p *Proxy) refreshLoop() {
 }
 
 func (p *Proxy) refresh(ctx context.Context) error {
-	p.refreshMu.Lock()
-	if p.ctx.Err() != nil {
-		p.refreshMu.Unlock()
-		return errors.New("proxy closed")
-	}
-	c := p.refreshing
-	if c == nil {
-		c = &refreshCall{done: make(chan struct{})}
-		p.refreshing = c
-		wait := minRefreshGap - time.Since(p.lastRefresh)
-		p.wg.Add(1)
-		go p.runRefresh(c, wait)
-	}
-	p.refreshMu.Unlock()
+	// One round at a time: callers that come while it runs share it.
+	// The round runs on the proxy's context, not a caller's, because
+	// other callers may be waiting on it; a caller whose ctx ends stops
+	// waiting.
+	ch := p.refreshes.DoChan("", p.runRefresh)
 	select {
-	case <-c.done:
-		return c.err
+	case res := <-ch:
+		return res.Err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-// runRefresh does the round c stands for. It runs on the proxy's context,
-// not a caller's, because other callers may be waiting on the same round.
-func (p *Proxy) runRefresh(c *refreshCall, wait time.Duration) {
+// errClosed is the answer of a refresh asked for after Close.
+var errClosed = errors.New("proxy closed")
+
+// runRefresh does one round of GET /v1/cluster, no sooner than
+// minRefreshGap after the last one.
+func (p *Proxy) runRefresh() (any, error) {
+	p.refreshMu.Lock()
+	if p.ctx.Err() != nil {
+		p.refreshMu.Unlock()
+		return nil, errClosed
+	}
+	// Added under refreshMu, so that Close, which cancels under it before
+	// it waits, never waits while a round is starting.
+	p.wg.Add(1)
 	defer p.wg.Done()
+	wait := minRefreshGap - time.Since(p.lastRefresh)
+	p.refreshMu.Unlock()
+
 	err := sleep(p.ctx, wait)
 	var t *table
 	if err == nil {
@@ -109,7 +107,6 @@ func (p *Proxy) runRefresh(c *refreshCall, wait time.Duration) {
 		p.publish(t)
 	}
 	p.refreshMu.Lock()
-	p.refreshing = nil
 	p.lastRefresh = time.Now()
 	wasOK := p.refreshOK
 	p.refreshOK = err == nil
@@ -123,8 +120,7 @@ func (p *Proxy) runRefresh(c *refreshCall, wait time.Duration) {
 	case !wasOK:
 		p.log.Info("leader map refreshed", "leaders", leadersAttr(t.leaders))
 	}
-	c.err = err
-	close(c.done)
+	return nil, err
 }
 
 // publish installs t and logs a change of leaders.

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"tally/edge"
 )
 
@@ -86,8 +88,10 @@ type Proxy struct {
 
 	relay *httputil.ReverseProxy // passes node answers to clients
 
+	// refreshes coalesces concurrent refreshes into one round. refreshMu
+	// guards the fields below it and orders wg.Add against Close.
+	refreshes   singleflight.Group
 	refreshMu   sync.Mutex
-	refreshing  *refreshCall
 	lastRefresh time.Time
 	refreshOK   bool
 

@@ -22,6 +22,15 @@ type accountService interface {
 	History(ctx context.Context, q node.HistoryQuery) ([]ledger.Event, error)
 }
 
+func (s *Server) accountRoutes() map[string]handler {
+	return map[string]handler{
+		"POST /v1/accounts":             s.createAccounts,
+		"GET /v1/accounts/{id}":         s.getAccount,
+		"POST /v1/accounts/{id}/close":  s.closeAccount,
+		"GET /v1/accounts/{id}/history": s.history,
+	}
+}
+
 func (s *Server) createAccounts(r *http.Request) (any, error) {
 	body, e := edge.Read(r)
 	if e != nil {

@@ -32,6 +32,25 @@ type clusterService interface {
 	TransferLeader(ctx context.Context, q node.LeaderQuery) error
 }
 
+func (s *Server) shardRoutes() map[string]handler {
+	return map[string]handler{
+		"GET /v1/shards/{shard}/events": s.events,
+		"GET /v1/shards/{shard}/state":  s.shardState,
+		"GET /v1/shards/{shard}/verify": s.verify,
+		"GET /v1/shards/{shard}/hash":   s.hashAt,
+	}
+}
+
+func (s *Server) clusterRoutes() map[string]handler {
+	return map[string]handler{
+		"GET /v1/cluster":                  s.clusterStatus,
+		"GET /v1/cluster/local":            s.clusterLocal,
+		"POST /v1/cluster/join":            s.join,
+		"POST /v1/cluster/leave":           s.leave,
+		"POST /v1/cluster/transfer-leader": s.transferLeader,
+	}
+}
+
 func (s *Server) events(r *http.Request) (any, error) {
 	sh, err := shardParam(r, s.shards.Shards())
 	if err != nil {

@@ -19,6 +19,15 @@ type sagaService interface {
 	Audit(ctx context.Context) (ledger.AuditReport, error)
 }
 
+func (s *Server) sagaRoutes() map[string]handler {
+	return map[string]handler{
+		"GET /v1/sagas":                s.listSagas,
+		"POST /v1/sagas/{id}/resolve":  s.resolveSaga,
+		"GET /v1/audit":                s.audit,
+		"GET /v1/shards/{shard}/audit": s.shardAudit,
+	}
+}
+
 // listSagas lists sagas by state: in_flight (default), stuck (in flight
 // for longer than 30 s) or aborted; on ?shard=N or all shards.
 func (s *Server) listSagas(r *http.Request) (any, error) {

@@ -23,6 +23,9 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	metrics *metrics
+	// patterns are the routes served through handlers, for the test that
+	// keeps them and edge.Routes equal.
+	patterns []string
 	// The service, as each handler file sees it.
 	accounts  accountService
 	transfers transferService
@@ -46,30 +49,12 @@ func New(svc *node.Service, log *slog.Logger) *Server {
 type handler func(r *http.Request) (any, error)
 
 func (s *Server) routes() {
-	h := map[string]handler{
-		"POST /v1/accounts":                    s.createAccounts,
-		"GET /v1/accounts/{id}":                s.getAccount,
-		"POST /v1/accounts/{id}/close":         s.closeAccount,
-		"GET /v1/accounts/{id}/history":        s.history,
-		"POST /v1/transfers":                   s.createTransfers,
-		"GET /v1/transfers/{id}":               s.getTransfer,
-		"GET /v1/sagas":                        s.listSagas,
-		"POST /v1/sagas/{id}/resolve":          s.resolveSaga,
-		"GET /v1/audit":                        s.audit,
-		"GET /v1/shards/{shard}/audit":         s.shardAudit,
-		"GET /v1/shards/{shard}/events":        s.events,
-		"GET /v1/shards/{shard}/state":         s.shardState,
-		"GET /v1/shards/{shard}/verify":        s.verify,
-		"GET /v1/shards/{shard}/hash":          s.hashAt,
-		"GET /v1/cluster":                      s.clusterStatus,
-		"GET /v1/cluster/local":                s.clusterLocal,
-		"POST /v1/cluster/join":                s.join,
-		"POST /v1/cluster/leave":               s.leave,
-		"POST /v1/cluster/transfer-leader":     s.transferLeader,
-		"POST " + node.InternalPrefix + "{op}": s.internalCall,
-	}
-	for pattern, fn := range h {
-		s.mux.Handle(pattern, s.serve(fn))
+	for _, group := range []map[string]handler{s.accountRoutes(), s.transferRoutes(), s.sagaRoutes(),
+		s.shardRoutes(), s.clusterRoutes(), {"POST " + node.InternalPrefix + "{op}": s.internalCall}} {
+		for pattern, fn := range group {
+			s.mux.Handle(pattern, s.serve(fn))
+			s.patterns = append(s.patterns, pattern)
+		}
 	}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	s.mux.Handle("GET /readyz", s.serve(s.ready))

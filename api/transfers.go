@@ -18,6 +18,13 @@ type transferService interface {
 	Transfer(ctx context.Context, id string, only *int, o shard.ReadOpts) (wire.Transfer, error)
 }
 
+func (s *Server) transferRoutes() map[string]handler {
+	return map[string]handler{
+		"POST /v1/transfers":     s.createTransfers,
+		"GET /v1/transfers/{id}": s.getTransfer,
+	}
+}
+
 func (s *Server) createTransfers(r *http.Request) (any, error) {
 	body, e := edge.Read(r)
 	if e != nil {

@@ -380,68 +380,18 @@ func (c *Client) roundTrip(ctx context.Context, op, method, path string, q url.V
 	return resp, nil
 }
 
-// pollInterval is how long FollowEvents waits before asking again for
-// new events from a server that answers pages instead of a stream.
+// pollInterval is how long FollowEvents waits before asking again when
+// the shard has no new events.
 const pollInterval = 500 * time.Millisecond
 
-// streamItem is one JSON value of a followed stream: an event, or a whole
-// page from a server that does not stream.
-type streamItem struct {
-	ledger.Event
-	Events []ledger.Event `json:"events"`
-}
-
-// FollowEvents streams a shard's events after seq after, as they commit,
-// calling fn for each in order. It returns when ctx ends (with ctx's
-// error), when fn returns an error (that error), or when the server ends
-// the stream (nil): the caller resumes from the last seq it saw. The
-// client's timeout does not apply, since a stream has no natural end.
-// The stream is NDJSON; a server that answers with a page instead is
-// polled for the following pages.
+// FollowEvents follows a shard's log: it calls fn for each event after
+// seq after, in order, as they commit. The server answers pages, not a
+// stream, so FollowEvents asks for page after page: at once while there
+// are new events, every pollInterval once it has caught up. The client's
+// timeout applies to each page. It returns when ctx ends (with
+// ctx's error), when fn returns an error (that error), or when a page
+// cannot be had (its error): the caller resumes from the last seq it saw.
 func (c *Client) FollowEvents(ctx context.Context, shard int, after uint64, fn func(ledger.Event) error) error {
-	path := shardPath(shard, "events")
-	op := http.MethodGet + " " + path
-	q := eventsQuery(after, 0)
-	q.Set("follow", "true")
-	resp, err := c.roundTrip(ctx, op, http.MethodGet, path, q, nil)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody)) // a cut body still decodes to an *Error
-		return decodeError(resp.StatusCode, body)
-	}
-	dec := json.NewDecoder(resp.Body)
-	for {
-		var it streamItem
-		if err := dec.Decode(&it); err != nil {
-			switch {
-			case ctx.Err() != nil:
-				return ctx.Err()
-			case errors.Is(err, io.EOF):
-				return nil
-			}
-			return fmt.Errorf("%s: decode event: %w", op, err)
-		}
-		if it.Events != nil {
-			resp.Body.Close() // a page: this server does not stream
-			for _, e := range it.Events {
-				if err := fn(e); err != nil {
-					return err
-				}
-				after = e.Seq
-			}
-			return c.pollEvents(ctx, shard, after, fn)
-		}
-		if err := fn(it.Event); err != nil {
-			return err
-		}
-	}
-}
-
-// pollEvents follows a shard's log by asking for page after page.
-func (c *Client) pollEvents(ctx context.Context, shard int, after uint64, fn func(ledger.Event) error) error {
 	for {
 		p, err := c.Events(ctx, shard, after, 0)
 		if err != nil {

@@ -439,12 +439,11 @@ func TestTimeoutIsPassedToServer(t *testing.T) {
 	}
 }
 
-func TestFollowEvents(t *testing.T) {
-	f, c := newFake(t, fixed(200, `{"shard": 0, "seq": 5, "type": "AccountOpened", "data": {}, "balances": []}
-
-{"shard": 0, "seq": 6, "type": "AccountClosed", "data": {}, "balances": []}
-{"shard": 0, "seq": 7, "type": "TransferPosted", "data": {}, "balances": []}
-`))
+func TestFollowEventsStopsOnCallbackError(t *testing.T) {
+	f, c := newFake(t, fixed(200, `{"events": [
+		{"shard": 0, "seq": 5, "type": "AccountOpened", "data": {}, "balances": []},
+		{"shard": 0, "seq": 6, "type": "AccountClosed", "data": {}, "balances": []},
+		{"shard": 0, "seq": 7, "type": "TransferPosted", "data": {}, "balances": []}], "next": ""}`))
 	var seqs []uint64
 	stop := errors.New("stop")
 	err := c.FollowEvents(context.Background(), 0, 4, func(e ledger.Event) error {
@@ -460,23 +459,22 @@ func TestFollowEvents(t *testing.T) {
 	if fmt.Sprint(seqs) != "[5 6]" {
 		t.Errorf("seqs %v", seqs)
 	}
-	if q := f.last(t).Query; q.Get("follow") != "true" || q.Get("after") != "4" {
+	// The events route takes after and limit only; follow would be refused.
+	if q := f.last(t).Query; q.Has("follow") || q.Get("after") != "4" {
 		t.Errorf("query %v", q)
-	}
-
-	// The end of the stream ends the call without an error.
-	seqs = nil
-	if err := c.FollowEvents(context.Background(), 0, 4, func(e ledger.Event) error { seqs = append(seqs, e.Seq); return nil }); err != nil {
-		t.Errorf("end of stream: %v", err)
-	}
-	if fmt.Sprint(seqs) != "[5 6 7]" {
-		t.Errorf("seqs %v", seqs)
 	}
 }
 
-func TestFollowEventsPollsAServerThatAnswersPages(t *testing.T) {
-	// The server ignores follow and answers pages of at most two events
-	// out of a log of five.
+func TestFollowEventsReturnsAPageError(t *testing.T) {
+	_, c := newFake(t, fixed(404, `{"error": {"code": "shard_not_found", "message": "no shard 9"}}`))
+	err := c.FollowEvents(context.Background(), 9, 0, func(ledger.Event) error { return nil })
+	if !IsNotFound(err) {
+		t.Errorf("err = %v, want the page's 404", err)
+	}
+}
+
+func TestFollowEventsPolls(t *testing.T) {
+	// The server answers pages of at most two events out of a log of five.
 	f, c := newFake(t, func(r seen) (int, string) {
 		after, _ := strconv.Atoi(r.Query.Get("after"))
 		var evs []string
@@ -501,7 +499,7 @@ func TestFollowEventsPollsAServerThatAnswersPages(t *testing.T) {
 	if fmt.Sprint(seqs) != "[1 2 3 4 5]" {
 		t.Errorf("seqs %v", seqs)
 	}
-	if q := f.last(t).Query; q.Get("after") != "4" || q.Get("follow") != "" {
+	if q := f.last(t).Query; q.Get("after") != "4" || q.Has("follow") {
 		t.Errorf("last poll %v", q)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+
+	"tally/edge"
 )
 
 // Error is an error answer of the API: {"error": {"code": ..., "message": ...}}
@@ -109,17 +111,12 @@ func isDialError(err error) bool {
 // maxErrorBody bounds how much of an error answer is read.
 const maxErrorBody = 64 << 10
 
-// decodeError turns a non-2xx answer into an *Error. A body that is not the
-// API's error JSON still gives a useful message.
+// decodeError turns a non-2xx answer into an *Error. The answer is read
+// as the edge writes it; a body that is not the API's error JSON still
+// gives a useful message.
 func decodeError(status int, body []byte) *Error {
 	var env struct {
-		Error *struct {
-			Code       string `json:"code"`
-			Message    string `json:"message"`
-			LeaderHTTP string `json:"leader_http"`
-			Index      *int   `json:"index"`
-			Result     string `json:"result"`
-		} `json:"error"`
+		Error *edge.Error `json:"error"`
 	}
 	e := &Error{Status: status, Index: -1}
 	if json.Unmarshal(body, &env) == nil && env.Error != nil && env.Error.Code != "" {
@@ -146,19 +143,19 @@ func decodeError(status int, body []byte) *Error {
 func codeOfStatus(status int) string {
 	switch status {
 	case http.StatusBadRequest:
-		return "invalid_request"
+		return edge.CodeInvalid
 	case http.StatusNotFound:
-		return "not_found"
+		return edge.CodeNotFound
 	case http.StatusMethodNotAllowed:
-		return "method_not_allowed"
+		return edge.CodeMethodNotAllowed
 	case http.StatusRequestEntityTooLarge:
-		return "request_too_large"
+		return edge.CodeTooLarge
 	case http.StatusMisdirectedRequest:
-		return "not_leader"
+		return edge.CodeNotLeader
 	case http.StatusServiceUnavailable:
-		return "unavailable"
+		return edge.CodeUnavailable
 	case http.StatusGatewayTimeout:
-		return "outcome_unknown"
+		return edge.CodeOutcomeUnknown
 	}
 	return fmt.Sprintf("http_%d", status)
 }

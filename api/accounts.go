@@ -32,13 +32,9 @@ func (s *Server) accountRoutes() map[string]handler {
 }
 
 func (s *Server) createAccounts(r *http.Request) (any, error) {
-	body, e := edge.Read(r)
-	if e != nil {
-		return nil, e
-	}
 	var req wire.AccountsIn
-	if e := edge.DecodeBatch(body, &req, "accounts", func() any { return new(wire.AccountIn) }); e != nil {
-		return nil, e
+	if err := decodeBatch(r, &req, "accounts", func() any { return new(wire.AccountIn) }); err != nil {
+		return nil, err
 	}
 	n := len(req.Accounts)
 	if e := edge.CheckBatch("accounts", n); e != nil {

@@ -210,3 +210,16 @@ func decode(r *http.Request, v any) error {
 	}
 	return nil
 }
+
+// decodeBatch reads r's batch body, {"<list>": [item, ...]}, strictly
+// into v; a fault in an item names the item (edge.DecodeBatch).
+func decodeBatch(r *http.Request, v any, list string, item func() any) error {
+	body, e := edge.Read(r)
+	if e == nil {
+		e = edge.DecodeBatch(body, v, list, item)
+	}
+	if e != nil {
+		return e
+	}
+	return nil
+}

@@ -26,13 +26,9 @@ func (s *Server) transferRoutes() map[string]handler {
 }
 
 func (s *Server) createTransfers(r *http.Request) (any, error) {
-	body, e := edge.Read(r)
-	if e != nil {
-		return nil, e
-	}
 	var req wire.TransfersIn
-	if e := edge.DecodeBatch(body, &req, "transfers", func() any { return new(ledger.Transfer) }); e != nil {
-		return nil, e
+	if err := decodeBatch(r, &req, "transfers", func() any { return new(ledger.Transfer) }); err != nil {
+		return nil, err
 	}
 	ts := req.Transfers
 	n := len(ts)

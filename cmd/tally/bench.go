@@ -147,12 +147,9 @@ func runBench(cmd *cobra.Command, a *app, o bench.Options) error {
 	if err != nil {
 		return err
 	}
-	if a.json {
-		if err := writeJSON(cmd.OutOrStdout(), rep); err != nil {
-			return err
-		}
-	} else {
+	if !a.json {
 		rep.Print(cmd.OutOrStdout())
+		return rep.Err()
 	}
-	return rep.Err()
+	return errors.Join(writeJSON(cmd.OutOrStdout(), rep), rep.Err())
 }

@@ -13,8 +13,9 @@ import (
 	"tally/ledger"
 )
 
-// Response is what ApplyBatch returns for one command entry: the results of
-// each command, in order. Entries skipped on replay return nil.
+// Response is what ApplyBatch returns for one ledger entry: the results of
+// each command, in order. Entries of other kinds, and entries skipped on
+// replay, return nil.
 type Response struct {
 	Results [][]ledger.Result
 }
@@ -27,8 +28,9 @@ func (f *FSM) Apply(l *raft.Log) interface{} { return f.ApplyBatch([]*raft.Log{l
 // when they do not fit one), together with the applied index, so a crash
 // leaves either all of an entry or none of it. Entries at or below the
 // persisted applied index were applied before a restart and are skipped.
-// An entry that cannot be decoded panics: diverging replicas are worse
-// than a stopped one.
+// Each command entry goes to its kind (kinds.go). An entry that cannot be
+// decoded, or of a kind this build does not know, panics: diverging
+// replicas are worse than a stopped one.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if failpoint.Enabled {
 		failpoint.Crash("crash-before-apply")
@@ -37,6 +39,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	w := f.newWriter()
+	f.txn = w.txn
 	for i, l := range logs {
 		if l.Index <= f.applied.Index {
 			continue
@@ -45,22 +48,16 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			w.entry(l.Index, nil)
 			continue
 		}
-		if len(l.Data) > 0 && l.Data[0] == nodeEntry {
-			w.entry(l.Index, f.applyNode(l.Index, l.Data))
-			continue
-		}
-		e, err := ledger.DecodeEntry(l.Data)
+		k, payload, err := decodeEnvelope(l.Data)
 		if err != nil {
 			panic(fmt.Sprintf("fsm: shard %d: entry %d: %v", f.shard, l.Index, err))
 		}
-		f.txn = w.txn
-		f.st.Begin(l.Index, e.Time)
-		res := make([][]ledger.Result, len(e.Commands))
-		for j := range e.Commands {
-			res[j] = f.st.Execute(&e.Commands[j])
+		resp, kvs, err := k.apply(f, l.Index, payload)
+		if err != nil {
+			panic(fmt.Sprintf("fsm: shard %d: entry %d: %s: %v", f.shard, l.Index, k.name, err))
 		}
-		w.entry(l.Index, f.changes(f.st.Flush()))
-		out[i] = &Response{Results: res}
+		w.entry(l.Index, kvs)
+		out[i] = resp
 	}
 	w.commit()
 	w.txn.Discard()
@@ -70,6 +67,46 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	}
 	f.publish()
 	return out
+}
+
+// ledgerKind is the ledger's commands, and the events, balances, records
+// and indexes they leave. It also owns the applied position (m:), which
+// names the ledger's seq and head hash with the Raft index.
+var ledgerKind = &kind{
+	code:     KindLedger,
+	name:     "ledger",
+	prefixes: [][]byte{preAcct, preEvent, preAborted, preHist, preMeta, preOpen, preRec},
+	apply:    (*FSM).applyLedger,
+	load:     (*FSM).loadLedger,
+}
+
+// applyLedger executes the commands of one ledger.Entry.
+func (f *FSM) applyLedger(index uint64, payload []byte) (any, []kv, error) {
+	e, err := ledger.DecodeEntry(payload)
+	if err != nil {
+		return nil, nil, err
+	}
+	f.st.Begin(index, e.Time)
+	res := make([][]ledger.Result, len(e.Commands))
+	for j := range e.Commands {
+		res[j] = f.st.Execute(&e.Commands[j])
+	}
+	return &Response{Results: res}, f.changes(f.st.Flush()), nil
+}
+
+// loadLedger loads the balances, the open pending transfers, the applied
+// position and the record id filter.
+func (f *FSM) loadLedger(db *badger.DB) (func(), error) {
+	st, m, err := loadState(db, f.shard, f.shards)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := loadIDs(db)
+	if err != nil {
+		return nil, err
+	}
+	st.SetStore(f)
+	return func() { f.st, f.ids, f.applied = st, ids, m }, nil
 }
 
 type kv struct {

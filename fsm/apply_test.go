@@ -376,11 +376,20 @@ func TestUndecodableEntryPanics(t *testing.T) {
 		data []byte
 		want string
 	}{
-		{"empty", nil, "decode entry"},
-		{"version", []byte{9, 0, 0}, "decode entry"},
-		{"trailing", append((&ledger.Entry{Time: t0}).Encode(nil), 0), "decode entry"},
-		{"bad node entry", []byte{nodeEntry, 5, 'a'}, "node entry"},
-		{"node without id", EncodeNode("", "x"), "node entry"},
+		{"empty", nil, "entry envelope: empty"},
+		{"unknown header", []byte{9, 0, 0}, "entry envelope: unknown header 0x09"},
+		{"envelope without kind", []byte{envelopeV1}, "entry envelope: no kind"},
+		{"kind 0", []byte{envelopeV1, 0, 1}, "entry envelope: unknown kind 0"},
+		{"reserved kind", AppendHeader(nil, 3), "entry envelope: unknown kind 3"},
+		{"unknown kind", AppendHeader([]byte(nil), 200), "entry envelope: unknown kind 200"},
+		{"trailing", append((&ledger.Entry{Time: t0}).Encode(nil), 0), "ledger: decode entry"},
+		{"enveloped ledger version", AppendHeader(nil, KindLedger), "ledger: decode entry"},
+		{"enveloped trailing", append(enveloped(&ledger.Entry{Time: t0}), 0), "ledger: decode entry"},
+		{"bare ledger version 2", []byte{2, 0, 0}, "entry envelope: unknown header 0x02"},
+		{"bad node entry", []byte{bareNode, 5, 'a'}, "node: bad node entry"},
+		{"node without id", EncodeNode("", "x"), "node: bad node entry"},
+		{"bare node without id", bareNodeEntry("", "x"), "node: bad node entry"},
+		{"enveloped node, trailing", append(EncodeNode("n", "x"), 0), "node: bad node entry"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			msg := applyPanic(f, &raft.Log{Index: 21, Type: raft.LogCommand, Data: tc.data})

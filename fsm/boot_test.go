@@ -16,7 +16,6 @@ import (
 	"github.com/hashicorp/raft"
 
 	"tally/cluster"
-	"tally/ledger"
 )
 
 // TestBootRule runs a one-node Raft group over the FSM, takes a snapshot,
@@ -204,7 +203,7 @@ func (n *node) apply(data [][]byte) {
 		if err != nil {
 			t.Fatalf("apply: %v", err)
 		}
-		if _, ok := resp.(*Response); !ok && d[0] == ledger.EntryVersion {
+		if _, ok := resp.(*Response); !ok && isLedger(d) {
 			t.Fatalf("apply answered %T %v", resp, resp)
 		}
 		n.lastIndex = n.g.Raft().LastIndex()
@@ -261,7 +260,13 @@ func (n *node) isLedger(idx uint64) bool {
 	if err := n.store.GetLog(idx, &l); err != nil {
 		n.t.Fatal(err)
 	}
-	return l.Type == raft.LogCommand && len(l.Data) > 0 && l.Data[0] == ledger.EntryVersion
+	return l.Type == raft.LogCommand && isLedger(l.Data)
+}
+
+// isLedger reports whether data is a ledger entry, in either form.
+func isLedger(data []byte) bool {
+	k, _, err := decodeEnvelope(data)
+	return err == nil && k.code == KindLedger
 }
 
 // recFSM records what Raft hands the FSM.

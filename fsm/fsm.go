@@ -2,6 +2,7 @@
 // applies ledger commands and persists the event log, the balances, the
 // transfer records and the applied Raft index in Badger, all in one
 // transaction per batch. It is the only package that persists ledger state.
+// Raft log entries carry one of the kinds registered in kinds.go.
 package fsm
 
 import (
@@ -165,28 +166,19 @@ func resetIfDirty(db *badger.DB, log *slog.Logger) error {
 	return nil
 }
 
-// load reads meta, accounts and open pending transfers from db and makes
-// it the live database.
+// load reads every entry kind's state from db and makes db the live
+// database.
 func (f *FSM) load(db *badger.DB) error {
-	st, m, err := loadState(db, f.shard, f.shards)
+	installs, err := f.loadKinds(db)
 	if err != nil {
 		return err
 	}
-	nodes, err := loadNodes(db)
-	if err != nil {
-		return fmt.Errorf("fsm: load nodes: %w", err)
-	}
-	ids, err := loadIDs(db)
-	if err != nil {
-		return err
-	}
-	st.SetStore(f)
 	f.mu.Lock()
-	f.db, f.st, f.ids, f.applied = db, st, ids, m
+	f.db = db
+	for _, install := range installs {
+		install()
+	}
 	f.mu.Unlock()
-	f.nodesMu.Lock()
-	f.nodes = nodes
-	f.nodesMu.Unlock()
 	f.publish()
 	return nil
 }

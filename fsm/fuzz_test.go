@@ -13,21 +13,25 @@ import (
 // FuzzDecodeNode: decodeNode never panics, accepts only what names a node,
 // and what it accepts encodes back to the same node.
 func FuzzDecodeNode(f *testing.F) {
-	f.Add(EncodeNode("n1", "10.0.0.1:8080"))
-	f.Add(EncodeNode("n1", ""))
-	f.Add(EncodeNode(strings.Repeat("n", 256), "x"))
-	f.Add([]byte{nodeEntry, 0x80, 0x01})
-	f.Add([]byte{nodeEntry})
+	f.Add(appendNode(nil, "n1", "10.0.0.1:8080"))
+	f.Add(appendNode(nil, "n1", ""))
+	f.Add(appendNode(nil, strings.Repeat("n", 256), "x"))
+	f.Add([]byte{0x80, 0x01})
+	f.Add([]byte{})
 	f.Add([]byte{ledger.EntryVersion, 0, 0})
 	f.Fuzz(func(t *testing.T, p []byte) {
 		id, addr, err := decodeNode(p)
 		if err != nil {
 			return
 		}
-		if id == "" || len(id) > 256 || len(addr) > 256 || p[0] != nodeEntry {
+		if id == "" || len(id) > 256 || len(addr) > 256 {
 			t.Fatalf("decodeNode(%q) accepted id %q addr %q", p, id, addr)
 		}
-		id2, addr2, err := decodeNode(EncodeNode(id, addr))
+		_, payload, err := decodeEnvelope(EncodeNode(id, addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id2, addr2, err := decodeNode(payload)
 		if err != nil || id2 != id || addr2 != addr {
 			t.Fatalf("re-encoding %q %q decodes to %q %q, %v", id, addr, id2, addr2, err)
 		}
@@ -45,9 +49,13 @@ func FuzzApplyEntry(f *testing.F) {
 		f.Add(d)
 	}
 	f.Add(EncodeNode("n1", "h"))
-	f.Add([]byte{nodeEntry, 3})
+	f.Add(bareNodeEntry("n2", "h"))
+	f.Add([]byte{bareNode, 3})
 	f.Add([]byte{})
 	f.Add([]byte{ledger.EntryVersion})
+	f.Add([]byte{envelopeV1})
+	f.Add(AppendHeader(nil, 3))
+	f.Add(enveloped(&ledger.Entry{Time: t0}))
 	f.Add((&ledger.Entry{Time: 1 << 62, Commands: []ledger.Command{transfers(
 		ledger.Transfer{ID: "p", Debit: ledger.World, Credit: "acct-1", Amount: 1 << 62, Pending: true, TimeoutSeconds: ledger.MaxTimeoutSeconds},
 		ledger.Transfer{ID: "q", Debit: "acct-1", Credit: ledger.World, Amount: -1, Reference: "\xff"})}}).Encode(nil))
@@ -72,7 +80,8 @@ func FuzzApplyEntry(f *testing.F) {
 		}()
 		if msg != "" {
 			prefix := fmt.Sprintf("fsm: shard 0: entry %d: ", l.Index)
-			if !strings.HasPrefix(msg, prefix) || !(strings.Contains(msg, ledger.ErrDecode.Error()) || strings.Contains(msg, "node entry")) {
+			if !strings.HasPrefix(msg, prefix) || !(strings.Contains(msg, ledger.ErrDecode.Error()) ||
+				strings.Contains(msg, "node entry") || strings.Contains(msg, errEnvelope.Error())) {
 				t.Fatalf("entry %x: panic %q is not the undecodable-entry panic", data, msg)
 			}
 			if i, s := fsm.Applied(); i != idx || s != seq {
@@ -83,7 +92,7 @@ func FuzzApplyEntry(f *testing.F) {
 		if i, _ := fsm.Applied(); i != l.Index {
 			t.Fatalf("entry %x: applied index %d, want %d", data, i, l.Index)
 		}
-		if e, err := ledger.DecodeEntry(data); err == nil {
+		if e, err := decodeLedger(data); err == nil {
 			r, ok := resp.(*Response)
 			if !ok || len(r.Results) != len(e.Commands) {
 				t.Fatalf("entry %x: response %s for %d commands", data, show(resp), len(e.Commands))

@@ -28,7 +28,9 @@ const t0 = ledger.Time(1_700_000_000 * int64(time.Second))
 // voided or left to expire while the log time advances, retries with the
 // same or changed fields, linked chains, closed accounts and node
 // directory changes. The FSM decides every outcome; gen only remembers
-// what it sent so that it can refer back to it.
+// what it sent so that it can refer back to it. Every other entry of each
+// kind is in the form written before the envelope, as a Raft log that
+// spans an upgrade holds them.
 type gen struct {
 	r     *rand.Rand
 	now   ledger.Time
@@ -36,6 +38,7 @@ type gen struct {
 	sent  []ledger.Transfer
 	pends []ledger.Transfer
 	n     int
+	bare  [2]bool // the next ledger, node entry is bare
 }
 
 func newGen(seed int64) *gen {
@@ -63,6 +66,10 @@ func (g *gen) next() []byte {
 		if g.r.Intn(3) != 0 {
 			addr = fmt.Sprintf("10.0.0.%d:8080", g.r.Intn(250))
 		}
+		g.bare[1] = !g.bare[1]
+		if g.bare[1] {
+			return bareNodeEntry(id, addr)
+		}
 		return EncodeNode(id, addr)
 	}
 	e := ledger.Entry{Time: g.now}
@@ -76,7 +83,31 @@ func (g *gen) next() []byte {
 		}
 		e.Commands = append(e.Commands, g.transfers())
 	}
-	return e.Encode(nil)
+	g.bare[0] = !g.bare[0]
+	if g.bare[0] {
+		return e.Encode(nil)
+	}
+	return enveloped(&e)
+}
+
+// enveloped is a ledger entry in the envelope; e.Encode(nil) is the bare
+// form that the leader has proposed since before the envelope.
+func enveloped(e *ledger.Entry) []byte { return e.Encode(AppendHeader(nil, KindLedger)) }
+
+// bareNodeEntry is a node directory entry as EncodeNode wrote it before the
+// envelope: a 0xD1 byte, then the payload.
+func bareNodeEntry(id, addr string) []byte { return appendNode([]byte{0xD1}, id, addr) }
+
+// decodeLedger decodes data as a ledger entry in either form.
+func decodeLedger(data []byte) (ledger.Entry, error) {
+	k, p, err := decodeEnvelope(data)
+	if err != nil {
+		return ledger.Entry{}, err
+	}
+	if k.code != KindLedger {
+		return ledger.Entry{}, fmt.Errorf("a %s entry", k.name)
+	}
+	return ledger.DecodeEntry(p)
 }
 
 func (g *gen) id(prefix string) string {

@@ -10,6 +10,7 @@ import (
 // Key layout (see DESIGN.md). Prefixes are one byte and a colon so that a
 // listing of the database reads well.
 var (
+	preMeta  = []byte("m:")
 	keyMeta  = []byte("m:applied")
 	keyDirty = []byte("m:dirty")
 	preEvent = []byte("e:")

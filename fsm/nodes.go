@@ -10,29 +10,38 @@ import (
 )
 
 // The node directory maps node ids to their HTTP addresses. It travels in
-// the Raft log of every shard (entries that start with nodeEntry instead of
-// ledger.EntryVersion) so every replica knows where to send a client, and
-// it is part of the shard's snapshots.
-
-const nodeEntry byte = 0xD1
+// the Raft log of every shard (entries of KindNode) so every replica knows
+// where to send a client, and it is part of the shard's snapshots.
 
 var preNode = []byte("n:")
+
+// nodeKind is the node directory.
+var nodeKind = &kind{
+	code:     KindNode,
+	name:     "node",
+	prefixes: [][]byte{preNode},
+	apply:    (*FSM).applyNode,
+	load:     (*FSM).loadNodes,
+}
 
 // EncodeNode returns a log entry that records node id's HTTP address
 // (empty: forget the node).
 func EncodeNode(id, http string) []byte {
-	b := []byte{nodeEntry}
+	b := make([]byte, 0, 2+2*binary.MaxVarintLen16+len(id)+len(http))
+	return appendNode(AppendHeader(b, KindNode), id, http)
+}
+
+// appendNode appends a node entry's payload: id and address as
+// uvarint-length strings.
+func appendNode(b []byte, id, http string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(id)))
 	b = append(b, id...)
 	b = binary.AppendUvarint(b, uint64(len(http)))
 	return append(b, http...)
 }
 
+// decodeNode decodes a node entry's payload.
 func decodeNode(p []byte) (id, http string, err error) {
-	if len(p) == 0 || p[0] != nodeEntry {
-		return "", "", errors.New("not a node entry")
-	}
-	p = p[1:]
 	var out [2]string
 	for i := range out {
 		n, k := binary.Uvarint(p)
@@ -48,10 +57,10 @@ func decodeNode(p []byte) (id, http string, err error) {
 	return out[0], out[1], nil
 }
 
-func (f *FSM) applyNode(index uint64, data []byte) []kv {
-	id, http, err := decodeNode(data)
+func (f *FSM) applyNode(_ uint64, payload []byte) (any, []kv, error) {
+	id, http, err := decodeNode(payload)
 	if err != nil {
-		panic(fmt.Sprintf("fsm: shard %d: entry %d: %v", f.shard, index, err))
+		return nil, nil, err
 	}
 	f.nodesMu.Lock()
 	defer f.nodesMu.Unlock()
@@ -59,11 +68,11 @@ func (f *FSM) applyNode(index uint64, data []byte) []kv {
 	if http == "" {
 		delete(next, id)
 		f.nodes = next
-		return []kv{{k: key(preNode, id), del: true}}
+		return nil, []kv{{k: key(preNode, id), del: true}}, nil
 	}
 	next[id] = http
 	f.nodes = next
-	return []kv{{k: key(preNode, id), v: []byte(http)}}
+	return nil, []kv{{k: key(preNode, id), v: []byte(http)}}, nil
 }
 
 // Nodes returns the node directory: node id to HTTP address. The caller
@@ -74,13 +83,21 @@ func (f *FSM) Nodes() map[string]string {
 	return f.nodes
 }
 
-func loadNodes(db *badger.DB) (map[string]string, error) {
-	out := map[string]string{}
+// loadNodes reads the directory from db.
+func (f *FSM) loadNodes(db *badger.DB) (func(), error) {
+	nodes := map[string]string{}
 	err := db.View(func(txn *badger.Txn) error {
 		return eachValue(txn, preNode, func(k, v []byte) error {
-			out[string(k[len(preNode):])] = string(v)
+			nodes[string(k[len(preNode):])] = string(v)
 			return nil
 		})
 	})
-	return out, err
+	if err != nil {
+		return nil, fmt.Errorf("fsm: load nodes: %w", err)
+	}
+	return func() {
+		f.nodesMu.Lock()
+		f.nodes = nodes
+		f.nodesMu.Unlock()
+	}, nil
 }

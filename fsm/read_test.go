@@ -379,14 +379,21 @@ func TestNodeEncoding(t *testing.T) {
 	for _, tc := range []struct{ id, addr string }{
 		{"n1", "10.0.0.1:8080"}, {"n1", ""}, {long, long}, {"ü", "[::1]:80"},
 	} {
-		id, addr, err := decodeNode(EncodeNode(tc.id, tc.addr))
-		if err != nil || id != tc.id || addr != tc.addr {
-			t.Fatalf("round trip of %q %q: %q %q %v", tc.id, tc.addr, id, addr, err)
+		for _, data := range [][]byte{EncodeNode(tc.id, tc.addr), bareNodeEntry(tc.id, tc.addr)} {
+			k, p, err := decodeEnvelope(data)
+			if err != nil || k != nodeKind {
+				t.Fatalf("envelope of %x: %v %v", data, k, err)
+			}
+			id, addr, err := decodeNode(p)
+			if err != nil || id != tc.id || addr != tc.addr {
+				t.Fatalf("round trip of %q %q in %x: %q %q %v", tc.id, tc.addr, data, id, addr, err)
+			}
 		}
 	}
+	payload := func(id, addr string) []byte { return appendNode(nil, id, addr) }
 	for _, p := range [][]byte{
-		nil, {nodeEntry}, EncodeNode("", "x"), EncodeNode(long+"h", "x"), EncodeNode("n", long+"h"),
-		append(EncodeNode("n", "x"), 0), EncodeNode("n", "x")[1:], {nodeEntry, 1, 'n', 5, 'x'},
+		nil, {}, payload("", "x"), payload(long+"h", "x"), payload("n", long+"h"),
+		append(payload("n", "x"), 0), payload("n", "x")[1:], {1, 'n', 5, 'x'},
 	} {
 		if id, addr, err := decodeNode(p); err == nil {
 			t.Fatalf("decodeNode(%q) = %q %q, want an error", p, id, addr)

@@ -111,25 +111,12 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		os.RemoveAll(path)
 		return fmt.Errorf("fsm: restore shard %d: %w", f.shard, err)
 	}
-	st, m, err := loadState(db, f.shard, f.shards)
+	installs, err := f.loadKinds(db)
 	if err != nil {
 		db.Close()
 		os.RemoveAll(path)
-		return err
+		return fmt.Errorf("fsm: restore shard %d: %w", f.shard, err)
 	}
-	nodes, err := loadNodes(db)
-	if err != nil {
-		db.Close()
-		os.RemoveAll(path)
-		return fmt.Errorf("fsm: restore nodes: %w", err)
-	}
-	ids, err := loadIDs(db)
-	if err != nil {
-		db.Close()
-		os.RemoveAll(path)
-		return err
-	}
-	st.SetStore(f)
 	f.snaps.Wait()
 	f.mu.Lock()
 	old := f.db
@@ -138,11 +125,11 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		db.Close()
 		return err
 	}
-	f.db, f.st, f.ids, f.applied = db, st, ids, m
+	f.db = db
+	for _, install := range installs {
+		install()
+	}
 	f.mu.Unlock()
-	f.nodesMu.Lock()
-	f.nodes = nodes
-	f.nodesMu.Unlock()
 	if err := old.Close(); err != nil {
 		f.log.Warn("close replaced state", "err", err)
 	}
@@ -150,7 +137,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		f.log.Warn("remove replaced state", "err", err)
 	}
 	f.publish()
-	f.log.Info("restored snapshot", "applied_index", m.Index, "seq", m.Seq)
+	f.log.Info("restored snapshot", "applied_index", f.applied.Index, "seq", f.applied.Seq)
 	return nil
 }
 

@@ -1,0 +1,258 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"maps"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/raft"
+
+	"tally/ledger"
+)
+
+// TestKindsTable pins the registered kinds: their codes are written in
+// Raft logs and their prefixes name keys in every replica's state, so
+// neither may change. fsm/DESIGN.md shows the same table.
+func TestKindsTable(t *testing.T) {
+	want := []struct {
+		code     Kind
+		name     string
+		prefixes []string
+	}{
+		{KindLedger, "ledger", []string{"a:", "e:", "ga:", "h:", "m:", "p:", "t:"}},
+		{KindNode, "node", []string{"n:"}},
+	}
+	if len(kinds.list) != len(want) {
+		t.Fatalf("%d kinds registered, want %d", len(kinds.list), len(want))
+	}
+	for i, w := range want {
+		k := kinds.list[i]
+		var prefixes []string
+		for _, p := range k.prefixes {
+			prefixes = append(prefixes, string(p))
+		}
+		if k.code != w.code || k.name != w.name || !reflect.DeepEqual(prefixes, w.prefixes) {
+			t.Errorf("kind %d: %d %q %q, want %d %q %q", i, k.code, k.name, prefixes, w.code, w.name, w.prefixes)
+		}
+		if kinds.byCode[k.code] != k {
+			t.Errorf("kind %q is not found by its code", k.name)
+		}
+	}
+}
+
+// TestMustTableRefuses: the table is built once, and a kind that would
+// make dispatch or snapshots ambiguous stops the program there.
+func TestMustTableRefuses(t *testing.T) {
+	mk := func(code Kind, name string, prefixes ...string) *kind {
+		k := &kind{code: code, name: name, apply: ledgerKind.apply, load: ledgerKind.load}
+		for _, p := range prefixes {
+			k.prefixes = append(k.prefixes, []byte(p))
+		}
+		return k
+	}
+	noApply := mk(5, "no apply", "x:")
+	noApply.apply = nil
+	noLoad := mk(5, "no load", "x:")
+	noLoad.load = nil
+	for _, tc := range []struct {
+		name string
+		ks   []*kind
+		want string // "" : no panic
+	}{
+		{"the registered kinds", []*kind{ledgerKind, nodeKind}, ""},
+		{"a new kind", []*kind{ledgerKind, nodeKind, mk(3, "offsets", "o:")}, ""},
+		{"duplicate kind", []*kind{ledgerKind, nodeKind, ledgerKind}, "entry kind 1 registered twice"},
+		{"duplicate code", []*kind{ledgerKind, nodeKind, mk(KindNode, "offsets", "o:")}, `entry kind 2 registered twice ("node" and "offsets")`},
+		{"code 0", []*kind{mk(0, "zero", "z:")}, "has code 0"},
+		{"same prefix", []*kind{nodeKind, mk(3, "offsets", "n:")}, `key prefix "n:" overlaps "n:" of "node"`},
+		{"longer prefix", []*kind{ledgerKind, mk(3, "offsets", "m:offsets:")}, `key prefix "m:offsets:" overlaps "m:"`},
+		{"shorter prefix", []*kind{mk(3, "offsets", "g"), ledgerKind}, `key prefix "ga:" overlaps "g"`},
+		{"overlap within a kind", []*kind{mk(3, "offsets", "o:", "o:x")}, `overlaps "o:x" of "offsets"`},
+		{"no prefix", []*kind{mk(3, "offsets")}, "lacks apply, load or key prefixes"},
+		{"no apply", []*kind{noApply}, "lacks apply"},
+		{"no load", []*kind{noLoad}, "lacks apply"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var tab *table
+			msg := func() (msg string) {
+				defer func() {
+					if r := recover(); r != nil {
+						msg = fmt.Sprint(r)
+					}
+				}()
+				tab = mustTable(tc.ks...)
+				return ""
+			}()
+			if tc.want == "" {
+				if msg != "" {
+					t.Fatalf("panic %q", msg)
+				}
+				for i := 1; i < len(tab.list); i++ {
+					if tab.list[i-1].code >= tab.list[i].code {
+						t.Fatalf("kinds not in code order: %d before %d", tab.list[i-1].code, tab.list[i].code)
+					}
+				}
+				return
+			}
+			if !strings.HasPrefix(msg, "fsm: ") || !strings.Contains(msg, tc.want) {
+				t.Fatalf("panic %q, want one with %q", msg, tc.want)
+			}
+		})
+	}
+}
+
+// TestEnvelope decodes every form an entry has had on the Raft log. The
+// bare forms are fixed bytes: they are what logs written before the
+// envelope hold, and what the leader still proposes for ledger entries.
+func TestEnvelope(t *testing.T) {
+	node := mustHex(t, "d1 02 6e31 0d 31302e302e302e313a38303830") // n1 at 10.0.0.1:8080, before the envelope
+	open := ledger.Entry{Time: t0, Commands: []ledger.Command{{Kind: ledger.CmdOpenAccounts,
+		Accounts: []ledger.Account{{ID: "a", Currency: "USD"}}}}}
+	bareLedger := open.Encode(nil)
+	for _, tc := range []struct {
+		name    string
+		data    []byte
+		kind    Kind
+		payload []byte
+	}{
+		{"bare ledger", bareLedger, KindLedger, bareLedger},
+		{"enveloped ledger", append([]byte{0xE1, 0x01}, bareLedger...), KindLedger, bareLedger},
+		{"bare node", node, KindNode, node[1:]},
+		{"enveloped node", append([]byte{0xE1, 0x02}, node[1:]...), KindNode, node[1:]},
+		{"EncodeNode", EncodeNode("n1", "10.0.0.1:8080"), KindNode, node[1:]},
+		{"AppendHeader", enveloped(&open), KindLedger, bareLedger},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k, p, err := decodeEnvelope(tc.data)
+			if err != nil || k.code != tc.kind || !bytes.Equal(p, tc.payload) {
+				t.Fatalf("decodeEnvelope(%x) = %v, %x, %v; want kind %d, %x", tc.data, k, p, err, tc.kind, tc.payload)
+			}
+		})
+	}
+}
+
+func mustHex(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestOldEntriesApply applies a log in the forms written before the
+// envelope and the same log in the envelope: both give the same
+// responses, state and node directory.
+func TestOldEntriesApply(t *testing.T) {
+	var bare, env [][]byte
+	for i, d := range newGen(21).data(300) {
+		k, p, err := decodeEnvelope(d)
+		if err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+		switch k.code {
+		case KindLedger:
+			bare = append(bare, p)
+			env = append(env, AppendHeader(nil, KindLedger))
+			env[len(env)-1] = append(env[len(env)-1], p...)
+		case KindNode:
+			bare = append(bare, append([]byte{0xD1}, p...))
+			env = append(env, append(AppendHeader(nil, KindNode), p...))
+		}
+	}
+	old, cur := open(t, t.TempDir()), open(t, t.TempDir())
+	sameResponses(t, applyIn(old, logsOf(1, bare), 7), applyIn(cur, logsOf(1, env), 7))
+	if s, c := status(t, old), status(t, cur); s != c {
+		t.Fatalf("old forms: %+v, envelope: %+v", s, c)
+	}
+	if len(cur.Nodes()) == 0 || !maps.Equal(old.Nodes(), cur.Nodes()) {
+		t.Fatalf("old forms: nodes %v, envelope: %v", old.Nodes(), cur.Nodes())
+	}
+	verify(t, old)
+}
+
+// kindCases has, for every registered kind, entries of that kind and a
+// check of the state they leave. TestKindRoundTrip fails for a registered
+// kind without one.
+var kindCases = map[Kind]struct {
+	entries [][]byte
+	check   func(t *testing.T, f *FSM)
+}{
+	KindLedger: {
+		entries: [][]byte{
+			enveloped(&ledger.Entry{Time: t0, Commands: []ledger.Command{
+				{Kind: ledger.CmdOpenAccounts, Accounts: []ledger.Account{{ID: "a", Currency: "USD"}, {ID: "b", Currency: "USD"}}},
+				transfers(xfer("fund", ledger.World, "a", 100)),
+			}}),
+			(&ledger.Entry{Time: t0 + 1, Commands: []ledger.Command{
+				transfers(xfer("pay", "a", "b", 30), ledger.Transfer{ID: "hold", Debit: "a", Credit: "b", Amount: 5, Pending: true}),
+			}}).Encode(nil),
+		},
+		check: func(t *testing.T, f *FSM) {
+			t.Helper()
+			if a, _, err := f.Account(ledger.AccountKey("b", "USD")); err != nil || a.CreditsPosted != 30 || a.DebitsPending != 0 || a.CreditsPending != 5 {
+				t.Fatalf("account b: %+v %v", a, err)
+			}
+			if r, _, err := f.Transfer("hold"); err != nil || !r.Open() {
+				t.Fatalf("transfer hold: %+v %v", r, err)
+			}
+			if s := status(t, f); s.AppliedSeq == 0 || s.Pending != 1 {
+				t.Fatalf("status %+v", s)
+			}
+			verify(t, f)
+		},
+	},
+	KindNode: {
+		entries: [][]byte{EncodeNode("n1", "h1:80"), bareNodeEntry("n2", "h2:80"), EncodeNode("n3", "h3:80"), EncodeNode("n3", "")},
+		check: func(t *testing.T, f *FSM) {
+			t.Helper()
+			if got, want := f.Nodes(), map[string]string{"n1": "h1:80", "n2": "h2:80"}; !maps.Equal(got, want) {
+				t.Fatalf("nodes %v, want %v", got, want)
+			}
+		},
+	},
+}
+
+// TestKindRoundTrip applies each kind's entries through Apply, then
+// takes a snapshot, restores it into an empty FSM and reopens that: the
+// kind's state is the same at each step.
+func TestKindRoundTrip(t *testing.T) {
+	for _, k := range kinds.list {
+		t.Run(k.name, func(t *testing.T) {
+			tc, ok := kindCases[k.code]
+			if !ok {
+				t.Fatalf("kind %d (%s) has no round-trip case", k.code, k.name)
+			}
+			f := open(t, t.TempDir())
+			for i, d := range tc.entries {
+				f.Apply(&raft.Log{Index: uint64(i + 1), Term: 1, Type: raft.LogCommand, Data: d})
+			}
+			tc.check(t, f)
+			want := status(t, f)
+
+			stream := snapshotOf(t, f)
+			dir := t.TempDir()
+			g := open(t, dir)
+			if err := g.Restore(io.NopCloser(bytes.NewReader(stream))); err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, g)
+			if s := status(t, g); s != want {
+				t.Fatalf("restored %+v, want %+v", s, want)
+			}
+			if err := g.Close(); err != nil {
+				t.Fatal(err)
+			}
+			g = open(t, dir)
+			tc.check(t, g)
+			if !bytes.Equal(snapshotOf(t, g), stream) {
+				t.Fatal("a snapshot of the restored state differs from the one restored")
+			}
+		})
+	}
+}

@@ -1,7 +1,9 @@
 package fsm
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -10,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
 
 	"tally/ledger"
@@ -220,7 +223,8 @@ var kindCases = map[Kind]struct {
 
 // TestKindRoundTrip applies each kind's entries through Apply, then
 // takes a snapshot, restores it into an empty FSM and reopens that: the
-// kind's state is the same at each step.
+// kind's state is the same at each step, and its part of the snapshot
+// holds its keys and no other kind's.
 func TestKindRoundTrip(t *testing.T) {
 	for _, k := range kinds.list {
 		t.Run(k.name, func(t *testing.T) {
@@ -236,6 +240,10 @@ func TestKindRoundTrip(t *testing.T) {
 			want := status(t, f)
 
 			stream := snapshotOf(t, f)
+			parts := snapParts(t, stream)
+			if len(parts[k.code]) == 0 {
+				t.Fatalf("the snapshot has no keys in the %s part", k.name)
+			}
 			dir := t.TempDir()
 			g := open(t, dir)
 			if err := g.Restore(io.NopCloser(bytes.NewReader(stream))); err != nil {
@@ -255,4 +263,143 @@ func TestKindRoundTrip(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSnapshotParts: after a random log, every key in Badger belongs to
+// exactly one kind and is in that kind's part of the snapshot, once.
+func TestSnapshotParts(t *testing.T) {
+	dir := t.TempDir()
+	f := open(t, dir)
+	applyIn(f, logsOf(1, newGen(22).data(200)), 9)
+	parts := snapParts(t, snapshotOf(t, f))
+	inParts := map[string]Kind{}
+	for code, keys := range parts {
+		for _, k := range keys {
+			if _, dup := inParts[k]; dup {
+				t.Fatalf("key %q twice in the snapshot", k)
+			}
+			inParts[k] = code
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	withBadger(t, dir, func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			key := it.Item().KeyCopy(nil)
+			var owners []Kind
+			for _, k := range kinds.list {
+				if k.owns(key) {
+					owners = append(owners, k.code)
+				}
+			}
+			if len(owners) != 1 || inParts[string(key)] != owners[0] {
+				t.Errorf("key %q: owned by %v, in the part of %d", key, owners, inParts[string(key)])
+			}
+			n++
+		}
+		return nil
+	})
+	if n != len(inParts) {
+		t.Fatalf("%d keys in Badger, %d in the snapshot", n, len(inParts))
+	}
+}
+
+// TestRestoreV1Snapshot restores a stream in the format written before
+// snapshots had parts: every key, in key order.
+func TestRestoreV1Snapshot(t *testing.T) {
+	src := open(t, t.TempDir())
+	applyIn(src, logsOf(1, newGen(23).data(120)), 16)
+	g := open(t, t.TempDir())
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotV1(t, src)))); err != nil {
+		t.Fatal(err)
+	}
+	if s, w := status(t, g), status(t, src); s != w {
+		t.Fatalf("restored %+v, want %+v", s, w)
+	}
+	if len(g.Nodes()) == 0 || !maps.Equal(g.Nodes(), src.Nodes()) {
+		t.Fatalf("restored nodes %v, want %v", g.Nodes(), src.Nodes())
+	}
+	verify(t, g)
+	if !bytes.Equal(snapshotOf(t, g), snapshotOf(t, src)) {
+		t.Fatal("the restored state snapshots differently from its source")
+	}
+}
+
+// snapshotV1 writes f's state as the snapshot format before parts did:
+// "TALLYSNAP1\n", every key and value in key order, a zero key length.
+func snapshotV1(t *testing.T, f *FSM) []byte {
+	t.Helper()
+	rs, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Release()
+	var out bytes.Buffer
+	out.WriteString(snapMagicV1)
+	it := rs.(*snapshot).txn.NewIterator(badger.IteratorOptions{PrefetchValues: true})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		v, err := it.Item().ValueCopy(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.Write(snapItem(it.Item().Key(), v))
+	}
+	out.WriteByte(0)
+	return out.Bytes()
+}
+
+// snapItem is one record of a snapshot stream.
+func snapItem(k, v []byte) []byte {
+	b := binary.AppendUvarint(nil, uint64(len(k)))
+	b = binary.AppendUvarint(b, uint64(len(v)))
+	return append(append(b, k...), v...)
+}
+
+// snapParts reads a snapshot stream of the current format: the keys of
+// each kind's part.
+func snapParts(t *testing.T, stream []byte) map[Kind][]string {
+	t.Helper()
+	br := bufio.NewReader(bytes.NewReader(stream))
+	magic := make([]byte, len(snapMagic))
+	if _, err := io.ReadFull(br, magic); err != nil || string(magic) != snapMagic {
+		t.Fatalf("magic %q, %v", magic, err)
+	}
+	out := map[Kind][]string{}
+	for {
+		code, err := br.ReadByte()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code == 0 {
+			break
+		}
+		out[Kind(code)] = []string{}
+		for {
+			kl, err := binary.ReadUvarint(br)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if kl == 0 {
+				break
+			}
+			vl, err := binary.ReadUvarint(br)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, kl+vl)
+			if _, err := io.ReadFull(br, buf); err != nil {
+				t.Fatal(err)
+			}
+			out[Kind(code)] = append(out[Kind(code)], string(buf[:kl]))
+		}
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("bytes after the end of the snapshot (%v)", err)
+	}
+	return out
 }

@@ -17,8 +17,13 @@ import (
 	"tally/internal/failpoint"
 )
 
-// snapMagic starts every snapshot stream.
-const snapMagic = "TALLYSNAP1\n"
+// snapMagic starts every snapshot stream: one part per entry kind.
+// snapMagicV1 started the streams written before there were parts (every
+// key, in key order); Restore still reads them.
+const (
+	snapMagic   = "TALLYSNAP2\n"
+	snapMagicV1 = "TALLYSNAP1\n"
+)
 
 // maxSnapItem bounds one key or value read from a snapshot stream.
 const maxSnapItem = 64 << 20
@@ -37,8 +42,9 @@ type snapshot struct {
 	done func()
 }
 
-// Persist writes every key and value as length-prefixed records after a
-// magic line; a zero key length ends the stream.
+// Persist writes each registered kind's part after a magic line: the
+// kind's code, then every key under its prefixes as length-prefixed
+// records, ended by a zero key length. A zero code ends the stream.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	if failpoint.Enabled {
 		failpoint.Crash("crash-snapshot")
@@ -55,31 +61,47 @@ func (s *snapshot) write(out io.Writer) error {
 	if _, err := w.WriteString(snapMagic); err != nil {
 		return err
 	}
-	it := s.txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256})
-	defer it.Close()
-	var hdr []byte
-	for it.Rewind(); it.Valid(); it.Next() {
-		item := it.Item()
-		err := item.Value(func(v []byte) error {
-			hdr = binary.AppendUvarint(hdr[:0], uint64(len(item.Key())))
-			hdr = binary.AppendUvarint(hdr, uint64(len(v)))
-			if _, err := w.Write(hdr); err != nil {
-				return err
-			}
-			if _, err := w.Write(item.Key()); err != nil {
-				return err
-			}
-			_, err := w.Write(v)
+	for _, k := range kinds.list {
+		if err := w.WriteByte(byte(k.code)); err != nil {
 			return err
-		})
-		if err != nil {
-			return err
+		}
+		if err := s.writePart(w, k); err != nil {
+			return fmt.Errorf("%s part: %w", k.name, err)
 		}
 	}
 	if err := w.WriteByte(0); err != nil {
 		return err
 	}
 	return w.Flush()
+}
+
+// writePart writes the records of every key k owns and the part's end.
+func (s *snapshot) writePart(w *bufio.Writer, k *kind) error {
+	var hdr []byte
+	for _, p := range k.prefixes {
+		it := s.txn.NewIterator(badger.IteratorOptions{Prefix: p, PrefetchValues: true, PrefetchSize: 256})
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			err := item.Value(func(v []byte) error {
+				hdr = binary.AppendUvarint(hdr[:0], uint64(len(item.Key())))
+				hdr = binary.AppendUvarint(hdr, uint64(len(v)))
+				if _, err := w.Write(hdr); err != nil {
+					return err
+				}
+				if _, err := w.Write(item.Key()); err != nil {
+					return err
+				}
+				_, err := w.Write(v)
+				return err
+			})
+			if err != nil {
+				it.Close()
+				return err
+			}
+		}
+		it.Close()
+	}
+	return w.WriteByte(0)
 }
 
 // Release ends the read transaction.
@@ -141,21 +163,73 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
+// readSnapshot writes the keys of a snapshot stream into db. A fresh
+// directory is swapped in only when complete, so a WriteBatch's lack of
+// atomicity does not matter here.
 func readSnapshot(r io.Reader, db *badger.DB) error {
 	br := bufio.NewReaderSize(r, 1<<20)
 	magic := make([]byte, len(snapMagic))
-	if _, err := io.ReadFull(br, magic); err != nil || string(magic) != snapMagic {
+	if _, err := io.ReadFull(br, magic); err != nil {
 		return errors.New("not a tally snapshot")
 	}
 	wb := db.NewWriteBatch()
 	defer wb.Cancel()
+	var err error
+	switch string(magic) {
+	case snapMagic:
+		err = readParts(br, wb)
+	case snapMagicV1:
+		err = readItems(br, wb, nil)
+	default:
+		return errors.New("not a tally snapshot")
+	}
+	if err != nil {
+		return err
+	}
+	if err := wb.Flush(); err != nil {
+		return err
+	}
+	return db.Sync()
+}
+
+// readParts reads one part per kind, in code order. A kind may have no
+// part (a stream written before the kind existed); a kind this build does
+// not know, a part out of order, or a key outside its kind fails the
+// restore rather than losing state.
+func readParts(br *bufio.Reader, wb *badger.WriteBatch) error {
+	last := 0
+	for {
+		code, err := br.ReadByte()
+		if err != nil {
+			return fmt.Errorf("read part kind: %w", err)
+		}
+		if code == 0 {
+			return nil
+		}
+		k := kinds.byCode[code]
+		switch {
+		case k == nil:
+			return fmt.Errorf("part of unknown entry kind %d", code)
+		case int(code) <= last:
+			return fmt.Errorf("part of entry kind %d after kind %d", code, last)
+		}
+		last = int(code)
+		if err := readItems(br, wb, k); err != nil {
+			return fmt.Errorf("%s part: %w", k.name, err)
+		}
+	}
+}
+
+// readItems writes records up to a zero key length into wb; each key must
+// belong to k, if k is not nil.
+func readItems(br *bufio.Reader, wb *badger.WriteBatch, k *kind) error {
 	for {
 		kl, err := binary.ReadUvarint(br)
 		if err != nil {
 			return fmt.Errorf("read key length: %w", err)
 		}
 		if kl == 0 {
-			break
+			return nil
 		}
 		vl, err := binary.ReadUvarint(br)
 		if err != nil {
@@ -168,16 +242,13 @@ func readSnapshot(r io.Reader, db *badger.DB) error {
 		if _, err := io.ReadFull(br, buf); err != nil {
 			return fmt.Errorf("read item: %w", err)
 		}
-		// A fresh directory is swapped in only when complete, so a
-		// WriteBatch's lack of atomicity does not matter here.
+		if k != nil && !k.owns(buf[:kl]) {
+			return fmt.Errorf("key %q is not the kind's", buf[:kl])
+		}
 		if err := wb.Set(buf[:kl], buf[kl:]); err != nil {
 			return err
 		}
 	}
-	if err := wb.Flush(); err != nil {
-		return err
-	}
-	return db.Sync()
 }
 
 // writeFileSync replaces a small file atomically and durably.

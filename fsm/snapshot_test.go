@@ -150,9 +150,12 @@ func TestRestoreBadStream(t *testing.T) {
 	ref := open(t, t.TempDir())
 	applyIn(ref, logs[:40], 8)
 
-	huge := []byte(snapMagic)
-	huge = binary.AppendUvarint(huge, 1)
-	huge = binary.AppendUvarint(huge, maxSnapItem+1)
+	goodV1 := snapshotV1(t, src)
+	stream := func(magic string, parts ...[]byte) []byte {
+		return bytes.Join(append([][]byte{[]byte(magic)}, parts...), nil)
+	}
+	huge := binary.AppendUvarint(binary.AppendUvarint(nil, 1), maxSnapItem+1)
+	item := snapItem([]byte("n:n1"), []byte("h:80"))
 	for _, tc := range []struct {
 		name   string
 		stream []byte
@@ -161,8 +164,16 @@ func TestRestoreBadStream(t *testing.T) {
 		{"empty", nil, "not a tally snapshot"},
 		{"bad magic", append([]byte("TALLYSNAP9\n"), good[len(snapMagic):]...), "not a tally snapshot"},
 		{"truncated in the middle", good[:len(good)/2], "read"},
-		{"no end marker", good[:len(good)-1], "read key length"},
-		{"huge item", huge, "snapshot item"},
+		{"no end marker", good[:len(good)-1], "read part kind"},
+		{"part without end", stream(snapMagic, []byte{2}, item), "node part: read key length"},
+		{"huge item", stream(snapMagic, []byte{1}, huge), "snapshot item"},
+		{"part of an unknown kind", stream(snapMagic, []byte{9, 0, 0}), "part of unknown entry kind 9"},
+		{"part twice", stream(snapMagic, []byte{2}, item, []byte{0, 2}, item, []byte{0, 0}), "part of entry kind 2 after kind 2"},
+		{"parts out of order", stream(snapMagic, []byte{2, 0, 1, 0, 0}), "part of entry kind 1 after kind 2"},
+		{"key of another kind", stream(snapMagic, []byte{1}, item, []byte{0, 0}), `ledger part: key "n:n1" is not the kind's`},
+		{"v1 truncated in the middle", goodV1[:len(goodV1)/2], "read"},
+		{"v1 no end marker", goodV1[:len(goodV1)-1], "read key length"},
+		{"v1 huge item", stream(snapMagicV1, huge), "snapshot item"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := f.Restore(io.NopCloser(bytes.NewReader(tc.stream)))

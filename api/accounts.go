@@ -40,12 +40,12 @@ func (s *Server) createAccounts(r *http.Request) (any, error) {
 	if e := edge.CheckBatch("accounts", n); e != nil {
 		return nil, e
 	}
+	if e := edge.CheckAccounts(req.Accounts); e != nil {
+		return nil, e
+	}
 	accts := make([]ledger.Account, n)
-	for i, a := range req.Accounts {
-		accts[i] = ledger.Account{ID: a.ID, Currency: a.Currency, AllowNegative: a.AllowNegative, Metadata: a.Metadata}
-		if p := ledger.CheckAccount(&accts[i]); p != nil {
-			return nil, edge.ItemError("accounts", i, p)
-		}
+	for i := range req.Accounts {
+		accts[i] = edge.AccountOf(&req.Accounts[i])
 	}
 	shards := s.accounts.Shards()
 	parts := node.Split(n, func(i int) int { return shard.Of(accts[i].ID, shards) })

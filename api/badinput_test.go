@@ -136,7 +136,7 @@ func badTransferCases() []badCase {
 		{"timeout negative", "", T, trs(tr("t-1", "alice", "carol", 1, `"pending": true`, `"timeout_seconds": -1`)), bad, "invalid_request", 0, "invalid_request"},
 		{"timeout too long", "", T, trs(tr("t-1", "alice", "carol", 1, `"pending": true`, `"timeout_seconds": 9000000000`)), bad, "invalid_request", 0, "invalid_request"},
 		{"chain left open", "", T, trs(ok, tr("t-2", "alice", "carol", 1, `"linked": true`)), bad, "invalid_request", 1, "invalid_request"},
-		{"chain across shards", "", T, trs(tr("t-1", "alice", "carol", 1, `"linked": true`), tr("t-2", "bob", "bob{x}", 1)), bad, "invalid_request", 0, "cross_shard_not_supported"},
+		{"chain across shards", "", T, trs(tr("t-1", "alice", "carol", 1, `"linked": true`), tr("t-2", "bob", "bob{x}", 1)), bad, "invalid_request", 1, "cross_shard_not_supported"}, // the member off the chain's shard
 		{"bad item after good ones", "", T, trs(ok, tr("t-2", "alice", "carol", 2), tr("t-3", "bob", "alice", 0)), bad, "invalid_request", 2, "amount_invalid"},
 		{"empty batch", "", T, `{"transfers": []}`, bad, "invalid_request", -1, ""},
 		{"missing batch", "", T, `{}`, bad, "invalid_request", -1, ""},

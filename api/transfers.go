@@ -35,20 +35,18 @@ func (s *Server) createTransfers(r *http.Request) (any, error) {
 	if e := edge.CheckBatch("transfers", n); e != nil {
 		return nil, e
 	}
+	if e := edge.CheckTransfers(ts); e != nil {
+		return nil, e
+	}
 	shards := s.transfers.Shards()
+	place := make([]int, n)
 	for i := range ts {
-		if p := ledger.CheckTransfer(&ts[i]); p != nil {
-			return nil, edge.ItemError("transfers", i, p)
-		}
-		if ts[i].Linked && i+1 < n && ledger.TransferShard(&ts[i], shards) != ledger.TransferShard(&ts[i+1], shards) {
-			return nil, edge.ItemError("transfers", i, &ledger.Problem{Code: ledger.CrossShardNotSupported,
-				Msg: "a linked chain must stay on one shard; place its accounts together with a {tag}"})
-		}
+		place[i] = ledger.TransferShard(&ts[i], shards)
 	}
-	if p := ledger.CheckChains(ts); p != nil {
-		return nil, edge.ItemError("transfers", n-1, p)
+	if e := edge.CheckChainShards(ts, place); e != nil {
+		return nil, e
 	}
-	parts := node.Split(n, func(i int) int { return ledger.TransferShard(&ts[i], shards) })
+	parts := node.Split(n, func(i int) int { return place[i] })
 	res, err := s.transfers.Batch(r.Context(), n, parts, func(idx []int) ledger.Command {
 		c := ledger.Command{Kind: ledger.CmdTransfers, Transfers: make([]ledger.Transfer, len(idx))}
 		for j, i := range idx {

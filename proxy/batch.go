@@ -56,9 +56,9 @@ var transfersBatch = batchKind[ledger.Transfer]{
 		e := edge.DecodeBatch(body, &in, "transfers", func() any { return new(ledger.Transfer) })
 		return in.Transfers, e
 	},
-	check: checkTransfers,
+	check: edge.CheckTransfers,
 	shard: ledger.TransferShard,
-	span:  checkChainShards,
+	span:  edge.CheckChainShards,
 	wrap:  func(ts []ledger.Transfer) any { return wire.TransfersIn{Transfers: ts} },
 }
 
@@ -70,7 +70,7 @@ var accountsBatch = batchKind[wire.AccountIn]{
 		e := edge.DecodeBatch(body, &in, "accounts", func() any { return new(wire.AccountIn) })
 		return in.Accounts, e
 	},
-	check: checkAccounts,
+	check: edge.CheckAccounts,
 	shard: func(a *wire.AccountIn, n int) int { return ledger.ShardOf(a.ID, n) },
 	wrap:  func(as []wire.AccountIn) any { return wire.AccountsIn{Accounts: as} },
 }
@@ -300,40 +300,4 @@ func cloneQuery(q url.Values) url.Values {
 		c[k] = v
 	}
 	return c
-}
-
-func checkTransfers(ts []ledger.Transfer) *edge.Error {
-	for i := range ts {
-		if pr := ledger.CheckTransfer(&ts[i]); pr != nil {
-			return edge.ItemError("transfers", i, pr)
-		}
-	}
-	if pr := ledger.CheckChains(ts); pr != nil {
-		return edge.ItemError("transfers", len(ts)-1, pr)
-	}
-	return nil
-}
-
-func checkAccounts(as []wire.AccountIn) *edge.Error {
-	for i, a := range as {
-		acc := ledger.Account{ID: a.ID, Currency: a.Currency, AllowNegative: a.AllowNegative, Metadata: a.Metadata}
-		if pr := ledger.CheckAccount(&acc); pr != nil {
-			return edge.ItemError("accounts", i, pr)
-		}
-	}
-	return nil
-}
-
-// checkChainShards rejects a linked chain whose members live on different
-// shards: no shard could apply it all or nothing. CheckChains has already
-// made sure the last transfer is not linked.
-func checkChainShards(ts []ledger.Transfer, shards []int) *edge.Error {
-	for i := 0; i+1 < len(ts); i++ {
-		if ts[i].Linked && shards[i+1] != shards[i] {
-			return edge.ItemError("transfers", i+1, &ledger.Problem{Code: ledger.CrossShardNotSupported, Msg: fmt.Sprintf(
-				"transfer %s is linked to %s but lives on shard %d, not %d: a linked chain must stay on one shard",
-				ts[i+1].ID, ts[i].ID, shards[i+1], shards[i])})
-		}
-	}
-	return nil
 }

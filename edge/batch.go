@@ -1,0 +1,56 @@
+package edge
+
+import (
+	"fmt"
+
+	"tally/api/wire"
+	"tally/ledger"
+)
+
+// The checks of a batch's items, in the order a node and the proxy both
+// run them, so that a batch with several faults gets the same answer from
+// either: every item's own checks, then the chains, then (once the shard
+// count is known) the shards of each chain.
+
+// CheckTransfers checks every transfer of a batch, then its linked chains.
+func CheckTransfers(ts []ledger.Transfer) *Error {
+	for i := range ts {
+		if p := ledger.CheckTransfer(&ts[i]); p != nil {
+			return ItemError("transfers", i, p)
+		}
+	}
+	if p := ledger.CheckChains(ts); p != nil {
+		return ItemError("transfers", len(ts)-1, p)
+	}
+	return nil
+}
+
+// CheckChainShards refuses a linked chain whose members live on different
+// shards (shards[i] is transfer i's): no shard could apply it all or
+// nothing. The error names the first member off the chain's shard.
+func CheckChainShards(ts []ledger.Transfer, shards []int) *Error {
+	for i := 0; i+1 < len(ts); i++ {
+		if ts[i].Linked && shards[i+1] != shards[i] {
+			return ItemError("transfers", i+1, &ledger.Problem{Code: ledger.CrossShardNotSupported, Msg: fmt.Sprintf(
+				"transfer %s is linked to %s but lives on shard %d, not %d: a linked chain must stay on one shard; place its accounts together with a {tag}",
+				ts[i+1].ID, ts[i].ID, shards[i+1], shards[i])})
+		}
+	}
+	return nil
+}
+
+// AccountOf is the account that a client's item asks to open.
+func AccountOf(a *wire.AccountIn) ledger.Account {
+	return ledger.Account{ID: a.ID, Currency: a.Currency, AllowNegative: a.AllowNegative, Metadata: a.Metadata}
+}
+
+// CheckAccounts checks every account of a batch.
+func CheckAccounts(as []wire.AccountIn) *Error {
+	for i := range as {
+		acc := AccountOf(&as[i])
+		if p := ledger.CheckAccount(&acc); p != nil {
+			return ItemError("accounts", i, p)
+		}
+	}
+	return nil
+}

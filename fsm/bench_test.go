@@ -56,3 +56,26 @@ func BenchmarkApplyBatch(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDecodeEnvelope is the dispatch step apply adds to every entry:
+// finding the kind and the payload of each form. It must not allocate.
+func BenchmarkDecodeEnvelope(b *testing.B) {
+	e := ledger.Entry{Time: t0, Commands: []ledger.Command{transfers(xfer("t", "a", "b", 1))}}
+	for _, tc := range []struct {
+		name string
+		data []byte
+	}{
+		{"bare-ledger", e.Encode(nil)},
+		{"ledger", enveloped(&e)},
+		{"node", EncodeNode("n1", "10.0.0.1:8080")},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for range b.N {
+				if k, _, err := decodeEnvelope(tc.data); err != nil || k == nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

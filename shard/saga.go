@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
+
 	"tally/internal/failpoint"
 	"tally/internal/plant"
 	"tally/ledger"
@@ -33,6 +35,22 @@ type SagaInfo struct {
 	LastError string    `json:"last_error,omitempty"`
 	NextTry   time.Time `json:"next_try"`
 	Resolving string    `json:"resolving,omitempty"` // an operator's note while a manual abort runs
+	back      *backoff.ExponentialBackOff
+}
+
+// newSagaBackoff is the wait between a saga's attempts: exponential from
+// 100 ms to 5 s, never giving up (a saga is never aborted because of a
+// timeout), with jitter so that the sagas waiting on a shard that comes
+// back do not all retry at once.
+func newSagaBackoff() *backoff.ExponentialBackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 2 * sagaBackoffMin
+	b.Multiplier = 2
+	b.RandomizationFactor = 0.2
+	b.MaxInterval = sagaBackoffMax
+	b.MaxElapsedTime = 0
+	b.Reset()
+	return b
 }
 
 // driver runs the sagas a shard started while this node leads it: it asks
@@ -259,8 +277,10 @@ func (d *driver) failed(ws []work, err error) {
 		}
 		in.Attempts++
 		in.LastError = err.Error()
-		back := sagaBackoffMin << min(in.Attempts, 10)
-		in.NextTry = time.Now().Add(min(back, sagaBackoffMax))
+		if in.back == nil {
+			in.back = newSagaBackoff()
+		}
+		in.NextTry = time.Now().Add(in.back.NextBackOff())
 	}
 	if ws != nil {
 		d.log.Debug("saga step failed", "n", len(ws), "err", err)

@@ -62,8 +62,8 @@ type Timing struct {
 	LeaderLease time.Duration
 }
 
-// DefaultTiming is the starting point of DESIGN.md: 1 s heartbeat and
-// election timeouts, a 500 ms lease.
+// DefaultTiming is the starting point: 1 s heartbeat and election
+// timeouts, a 500 ms lease, which ride out a loaded machine's pauses.
 var DefaultTiming = Timing{Heartbeat: time.Second, Election: time.Second, LeaderLease: 500 * time.Millisecond}
 
 // Config describes one group on this node.

@@ -7,7 +7,7 @@ import (
 	"tally/ledger"
 )
 
-// Key layout (see DESIGN.md). Prefixes are one byte and a colon so that a
+// Key layout (see fsm/DESIGN.md). Prefixes are one byte and a colon so that a
 // listing of the database reads well.
 var (
 	preMeta  = []byte("m:")

@@ -13,7 +13,7 @@ import (
 	"tally/ledger"
 )
 
-// Group-commit limits (DESIGN.md, write path).
+// Group-commit limits (fsm/DESIGN.md, apply).
 const (
 	maxEntryCommands = 1024      // commands per Raft entry
 	maxEntryBytes    = 256 << 10 // estimated encoded bytes per Raft entry

@@ -1,6 +1,6 @@
 // Command benchrun is `make bench`: it starts a fresh local Tally cluster
 // (three nodes and the proxy on loopback), runs the standard benchmark
-// profile of PERFORMANCE.md against it with `tally bench`, then runs the
+// profile (docs/performance.md) against it with `tally bench`, then runs the
 // same one-transfer-per-request workload against etcd and PostgreSQL with
 // the peer scripts (../shared/peers), and prints one table of the figures
 // and their ratios. Machines here are shared and noisy, so only ratios

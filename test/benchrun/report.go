@@ -15,7 +15,8 @@ import (
 	"tally/bench"
 )
 
-// Targets of PERFORMANCE.md, all measured in the same run.
+// The performance targets (docs/performance.md), all measured in the
+// same run.
 const (
 	targetVsEtcd      = 10      // one transfer per request: at least 10x etcd
 	targetVsPostgres  = 2       // and at least 2x PostgreSQL

@@ -145,7 +145,7 @@ func (b *batcher) propose(calls []*call) {
 	for i, c := range calls {
 		e.Commands[i] = c.cmd
 	}
-	p := b.g.Propose(e.Encode(nil), applyTimeout)
+	p := b.g.Propose(e.Encode(fsm.AppendHeader(nil, fsm.KindLedger)), applyTimeout)
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()

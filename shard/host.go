@@ -87,7 +87,7 @@ type nodeFile struct {
 
 // fence is an entry with no commands: applying it changes nothing but the
 // applied index, which is what a term's barrier needs.
-var fence = (&ledger.Entry{}).Encode(nil)
+var fence = (&ledger.Entry{}).Encode(fsm.AppendHeader(nil, fsm.KindLedger))
 
 // Open starts every shard's replica. The shard count is read from the data
 // directory when the node has state, else taken from cfg.Shards and saved.

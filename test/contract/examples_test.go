@@ -1,4 +1,4 @@
-package api_test
+package contract
 
 import (
 	"bytes"
@@ -248,11 +248,14 @@ func decodeNumbers(s string) (any, error) {
 	return v, nil
 }
 
-// TestDocExamples runs the examples of docs/api.md in document order
-// against a one-node cluster and checks each answer against the one the
-// document shows.
+// TestDocExamples runs the examples of docs/api.md in document order,
+// once against a one-node cluster's node and once against a proxy in
+// front of another one-node cluster, and checks each answer against the
+// one the document shows and against the OpenAPI document. An example
+// whose answers differ between the two, beyond what the walkthrough
+// cannot know, fails too: the proxy serves the same API.
 func TestDocExamples(t *testing.T) {
-	doc, err := os.ReadFile("../docs/api.md")
+	doc, err := os.ReadFile(docPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,8 +266,32 @@ func TestDocExamples(t *testing.T) {
 	if len(exs) < 10 {
 		t.Fatalf("found %d examples in docs/api.md; the parser or the document is broken", len(exs))
 	}
-	n := startCluster1(t)
-	fix := strings.NewReplacer("127.0.0.1:8001", n.addr(), "127.0.0.1:7001", n.raft)
+	var node, proxy []*exchange
+	t.Run("run", func(t *testing.T) {
+		for kind, out := range map[string]*[]*exchange{"node": &node, "proxy": &proxy} {
+			t.Run(kind, func(t *testing.T) {
+				t.Parallel()
+				*out = runDocExamples(t, newServer(t, kind, startCluster(t, 1)), exs)
+			})
+		}
+	})
+	t.Run("same", func(t *testing.T) {
+		if len(node) != len(exs) || len(proxy) != len(exs) {
+			t.Skipf("the walkthrough stopped early (node %d, proxy %d of %d examples)", len(node), len(proxy), len(exs))
+		}
+		for i, ex := range exs {
+			if d := sameAnswer(node[i], proxy[i]); d != "" {
+				t.Errorf("docs/api.md:%d: %s %s: node and proxy differ: %s", ex.line, ex.method, ex.path, d)
+			}
+		}
+	})
+}
+
+// runDocExamples runs exs in order against s and returns the exchanges,
+// up to the first example that failed (later ones build on it).
+func runDocExamples(t *testing.T, s *server, exs []docExample) []*exchange {
+	fix := strings.NewReplacer("127.0.0.1:8001", s.c.HTTPAddr(1), "127.0.0.1:7001", "n1")
+	var out []*exchange
 	for _, ex := range exs {
 		name := fmt.Sprintf("line %d %s %s", ex.line, ex.method, ex.path)
 		ok := t.Run(name, func(t *testing.T) {
@@ -272,9 +299,10 @@ func TestDocExamples(t *testing.T) {
 			if ex.body != "" {
 				body = []byte(ex.body)
 			}
-			a := do(t, ex.method, n.url()+ex.path, body)
+			a := s.do(t, ex.method, ex.path, body)
+			out = append(out, a)
 			if a.status != ex.status {
-				t.Fatalf("docs/api.md:%d: status %d, want %d: %s", ex.line, a.status, ex.status, a.body)
+				t.Fatalf("docs/api.md:%d: status %d, want %d: %s", ex.line, a.status, ex.status, a.answer)
 			}
 			if ex.want == "" {
 				return
@@ -283,23 +311,74 @@ func TestDocExamples(t *testing.T) {
 			if err != nil {
 				t.Fatalf("docs/api.md:%d: the answer shown is not JSON once `...` is read: %v\n%s", ex.line, err, docJSON(ex.want))
 			}
-			got, err := decodeNumbers(string(bytes.TrimSpace(a.body)))
+			got, err := decodeNumbers(string(bytes.TrimSpace(a.answer)))
 			if err != nil {
-				t.Fatalf("docs/api.md:%d: the answer is not JSON: %v: %s", ex.line, err, a.body)
+				t.Fatalf("docs/api.md:%d: the answer is not JSON: %v: %s", ex.line, err, a.answer)
 			}
 			for _, d := range docMatch("answer", want, got) {
 				t.Errorf("docs/api.md:%d: %s", ex.line, d)
 			}
 			if t.Failed() {
-				t.Logf("answer: %s", a.body)
+				t.Logf("answer: %s", a.answer)
 			}
 		})
 		if !ok {
-			// Later examples build on this one.
 			break
 		}
 	}
+	return out
 }
+
+// sameAnswer describes how two answers to the same example differ, or
+// is "": the status, and the JSON with the values of docUnknowable
+// fields left out, must be equal.
+func sameAnswer(a, b *exchange) string {
+	if a.status != b.status {
+		return fmt.Sprintf("status %d and %d", a.status, b.status)
+	}
+	va, erra := decodeNumbers(string(a.answer))
+	vb, errb := decodeNumbers(string(b.answer))
+	if erra != nil || errb != nil {
+		if !bytes.Equal(a.answer, b.answer) {
+			return fmt.Sprintf("answers %q and %q", a.answer, b.answer)
+		}
+		return ""
+	}
+	if ma, mb := maskUnknowable(va), maskUnknowable(vb); !reflect.DeepEqual(ma, mb) {
+		ja, _ := json.Marshal(ma)
+		jb, _ := json.Marshal(mb)
+		return fmt.Sprintf("answers\n  %s\n  %s", ja, jb)
+	}
+	return ""
+}
+
+// maskUnknowable replaces the values of docUnknowable fields, and of
+// addresses that differ between clusters, with their JSON type.
+func maskUnknowable(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, x := range v {
+			if docUnknowable[k] || docAddress[k] {
+				out[k] = fmt.Sprintf("%T", x)
+				continue
+			}
+			out[k] = maskUnknowable(x)
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, x := range v {
+			out[i] = maskUnknowable(x)
+		}
+		return out
+	}
+	return v
+}
+
+// docAddress are the fields that hold a node's address, which differs
+// between the two clusters of TestDocExamples.
+var docAddress = map[string]bool{"http": true, "leader_http": true}
 
 // TestDocParser pins the reading of the document's conventions.
 func TestDocParser(t *testing.T) {

@@ -388,3 +388,31 @@ func (f *FSM) Audit() (ledger.ShardBooks, error) {
 	}
 	return a, nil
 }
+
+// EventsRaw returns the stored JSON of up to limit events with seq > after,
+// in order: the bytes that Events would decode, for a reader that passes
+// them on as they are (a stream). Each value is a copy owned by the
+// caller.
+func (f *FSM) EventsRaw(after uint64, limit int) ([][]byte, error) {
+	if after == math.MaxUint64 {
+		return nil, nil
+	}
+	limit = clampLimit(limit)
+	var out [][]byte
+	_, err := f.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: min(limit, 100)})
+		defer it.Close()
+		for it.Seek(eventKey(after + 1)); it.Valid() && len(out) < limit; it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			out = append(out, v)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("events after %d: %w", after, err)
+	}
+	return out, nil
+}

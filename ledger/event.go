@@ -28,6 +28,11 @@ const (
 	SagaAborted        EventType = "SagaAborted"
 )
 
+// EventTypes lists every event type, for those that filter by type.
+var EventTypes = []EventType{AccountOpened, AccountClosedEv, TransferPosted, TransferPending, PendingPosted,
+	PendingVoided, PendingExpiredEv, TransferRejected, SagaDebitHeld, SagaCredited, SagaCreditRejected,
+	SagaCompleted, SagaAborted}
+
 // Hash is a SHA-256 digest, hex in JSON.
 type Hash [32]byte
 

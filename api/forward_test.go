@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"tally/shard/shardtest"
 )
 
 // TestForwarding runs writes and reads on nodes that do not lead the
@@ -179,7 +181,7 @@ func TestForwarding(t *testing.T) {
 // same number of events.
 func waitSynced(t *testing.T, nodes []*node) {
 	t.Helper()
-	waitFor(t, 10*time.Second, "replicas in sync", func() bool {
+	shardtest.WaitFor(t, 10*time.Second, "replicas in sync", func() bool {
 		first := nodes[0].logLengths(t)
 		for _, nd := range nodes[1:] {
 			if !slices.Equal(nd.logLengths(t), first) {

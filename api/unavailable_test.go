@@ -18,7 +18,7 @@ func TestShardWithoutLeader(t *testing.T) {
 			t.Fatalf("fund %s: %+v", id, r)
 		}
 	}
-	r, err := n.host.Replica(otherShard)
+	r, err := n.host().Replica(otherShard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,8 +4,10 @@
 // has the id, and on every shard the Raft address, "n<n>". Each node has
 // an HTTP server whose address stays the same across restarts; it answers
 // /healthz, or serves the handler of WithHandler (the node's API, so that
-// saga steps can cross nodes). Real processes over TCP are tested in
-// test/.
+// saga steps can cross nodes). It is the one in-process cluster of the
+// repository: the API's tests run on it too, each node serving the API
+// at URL, with leadership spread by SpreadLeaders. Real processes over
+// TCP are tested in test/.
 package shardtest
 
 import (
@@ -40,6 +42,7 @@ const (
 	LeaderTimeout   = 15 * time.Second // WaitLeader and WaitLeaders
 	ConvergeTimeout = 30 * time.Second // WaitConverged
 	AttemptTimeout  = 2 * time.Second  // one attempt of Submit on one leader
+	SpreadTimeout   = 30 * time.Second // SpreadLeaders, until leadership has settled
 	pollEvery       = 20 * time.Millisecond
 )
 
@@ -50,6 +53,19 @@ const (
 // two cores; 100 ms rarely does.
 var DefaultTiming = cluster.Timing{Heartbeat: 200 * time.Millisecond,
 	Election: 200 * time.Millisecond, LeaderLease: 100 * time.Millisecond}
+
+// SoloTiming elects the leader of a one-node cluster at once. It is for
+// one node only: a leader with no follower has no lease to lose, however
+// starved the machine, but between nodes a 50 ms lease is the one
+// DefaultTiming warns of.
+var SoloTiming = cluster.Timing{Heartbeat: 100 * time.Millisecond,
+	Election: 100 * time.Millisecond, LeaderLease: 50 * time.Millisecond}
+
+// SteadyTiming is for tests that assert on which node leads a shard
+// rather than on failover: its longer lease keeps a busy test machine
+// from costing a leader its lease in the middle of a test.
+var SteadyTiming = cluster.Timing{Heartbeat: 300 * time.Millisecond,
+	Election: 300 * time.Millisecond, LeaderLease: 150 * time.Millisecond}
 
 // Option changes how New builds the cluster.
 type Option func(*options)
@@ -313,6 +329,32 @@ func (c *Cluster) Dir(n int) string { return c.node(n).dir }
 // restarts.
 func (c *Cluster) HTTPAddr(n int) string { return c.node(n).web.Listener.Addr().String() }
 
+// URL returns the base URL ("http://host:port") of node n's HTTP server,
+// the same across restarts.
+func (c *Cluster) URL(n int) string { return c.node(n).web.URL }
+
+// ID returns node n's id.
+func (c *Cluster) ID(n int) string { return c.node(n).id }
+
+// RaftAddr returns node n's Raft address on every shard, as the shards'
+// configurations and the API's cluster answers name it.
+func (c *Cluster) RaftAddr(n int) string { return c.node(n).id }
+
+// Handler returns the handler that node n's running incarnation serves
+// (made by WithHandler's function), to call it without the network; nil
+// while the node is down or when the cluster has no WithHandler.
+func (c *Cluster) Handler(n int) http.Handler {
+	if h := c.node(n).handler.Load(); h != nil {
+		return *h
+	}
+	return nil
+}
+
+// Log returns the logger the nodes log to, whose output the cluster
+// shows when the test fails. A test may give it to what it runs beside
+// the nodes (a proxy, say) so that those logs are shown with the nodes'.
+func (c *Cluster) Log() *slog.Logger { return c.log }
+
 // Live returns the hosts that are running, in node order.
 func (c *Cluster) Live() []*shard.Host {
 	c.mu.Lock()
@@ -386,14 +428,21 @@ func contains(hs []*shard.Host, h *shard.Host) bool {
 // term's barrier and that every live node names as the leader.
 func (c *Cluster) WaitLeaders(t testing.TB) {
 	t.Helper()
+	c.waitGaps(t, "leaders not agreed", c.leaderGaps)
+}
+
+// waitGaps polls gaps until it says nothing is missing, failing the test
+// with what, the last gap and the cluster's state after LeaderTimeout.
+func (c *Cluster) waitGaps(t testing.TB, what string, gaps func() string) {
+	t.Helper()
 	deadline := time.Now().Add(LeaderTimeout)
 	for {
-		missing := c.leaderGaps()
+		missing := gaps()
 		if missing == "" {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("leaders not agreed within %v: %s\n%s", LeaderTimeout, missing, c.Describe())
+			t.Fatalf("%s within %v: %s\n%s", what, LeaderTimeout, missing, c.Describe())
 		}
 		time.Sleep(pollEvery)
 	}

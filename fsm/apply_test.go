@@ -380,7 +380,7 @@ func TestUndecodableEntryPanics(t *testing.T) {
 		{"unknown header", []byte{9, 0, 0}, "entry envelope: unknown header 0x09"},
 		{"envelope without kind", []byte{envelopeV1}, "entry envelope: no kind"},
 		{"kind 0", []byte{envelopeV1, 0, 1}, "entry envelope: unknown kind 0"},
-		{"reserved kind", AppendHeader(nil, 3), "entry envelope: unknown kind 3"},
+		{"unregistered kind", AppendHeader(nil, 4), "entry envelope: unknown kind 4"},
 		{"unknown kind", AppendHeader([]byte(nil), 200), "entry envelope: unknown kind 200"},
 		{"trailing", append((&ledger.Entry{Time: t0}).Encode(nil), 0), "ledger: decode entry"},
 		{"enveloped ledger version", AppendHeader(nil, KindLedger), "ledger: decode entry"},
@@ -390,6 +390,12 @@ func TestUndecodableEntryPanics(t *testing.T) {
 		{"node without id", EncodeNode("", "x"), "node: bad node entry"},
 		{"bare node without id", bareNodeEntry("", "x"), "node: bad node entry"},
 		{"enveloped node, trailing", append(EncodeNode("n", "x"), 0), "node: bad node entry"},
+		{"consumer entry without payload", AppendHeader(nil, KindConsumers), "consumers: bad consumer entry"},
+		{"consumer entry, unknown op", append(AppendHeader(nil, KindConsumers), 9, 1, 'a', 0), "consumers: bad consumer entry"},
+		{"consumer entry, bad name", EncodeOffset(OffsetChange{Op: OffsetSet, Name: "a b"}), "consumers: bad consumer entry"},
+		{"consumer entry, empty name", EncodeOffset(OffsetChange{Op: OffsetSet}), "consumers: bad consumer entry"},
+		{"consumer entry, delete with a seq", EncodeOffset(OffsetChange{Op: OffsetDelete, Name: "a", Seq: 1}), "consumers: bad consumer entry"},
+		{"consumer entry, trailing", append(EncodeOffset(OffsetChange{Op: OffsetSet, Name: "a"}), 0), "consumers: bad consumer entry"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			msg := applyPanic(f, &raft.Log{Index: 21, Type: raft.LogCommand, Data: tc.data})

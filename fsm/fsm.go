@@ -53,6 +53,9 @@ type FSM struct {
 	nodesMu sync.Mutex
 	nodes   map[string]string // node directory, replaced on change
 
+	offMu   sync.Mutex
+	offsets map[string]uint64 // consumer offsets (consumers.go)
+
 	snaps  sync.WaitGroup // open snapshot read transactions
 	closed atomic.Bool
 }

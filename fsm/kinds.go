@@ -18,9 +18,9 @@ type Kind byte
 // The registered kinds' codes. 0 is never a kind: it ends the list of
 // parts in a snapshot.
 const (
-	KindLedger Kind = 1 // a ledger.Entry: commands for ledger.State
-	KindNode   Kind = 2 // a node directory change (EncodeNode)
-	// 3 is kept for the consumer offsets of streams.
+	KindLedger    Kind = 1 // a ledger.Entry: commands for ledger.State
+	KindNode      Kind = 2 // a node directory change (EncodeNode)
+	KindConsumers Kind = 3 // a consumer offset change (EncodeOffset)
 )
 
 // envelopeV1 is the first byte of an entry in the envelope: the kind code
@@ -98,6 +98,7 @@ type table struct {
 var kinds = mustTable(
 	ledgerKind,
 	nodeKind,
+	consumerKind,
 )
 
 // mustTable builds the dispatch table, panicking on a kind that would make

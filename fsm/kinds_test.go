@@ -29,6 +29,7 @@ func TestKindsTable(t *testing.T) {
 	}{
 		{KindLedger, "ledger", []string{"a:", "e:", "ga:", "h:", "m:", "p:", "t:"}},
 		{KindNode, "node", []string{"n:"}},
+		{KindConsumers, "consumers", []string{"c:"}},
 	}
 	if len(kinds.list) != len(want) {
 		t.Fatalf("%d kinds registered, want %d", len(kinds.list), len(want))
@@ -67,8 +68,9 @@ func TestMustTableRefuses(t *testing.T) {
 		ks   []*kind
 		want string // "" : no panic
 	}{
-		{"the registered kinds", []*kind{ledgerKind, nodeKind}, ""},
-		{"a new kind", []*kind{ledgerKind, nodeKind, mk(3, "offsets", "o:")}, ""},
+		{"the registered kinds", []*kind{ledgerKind, nodeKind, consumerKind}, ""},
+		{"a new kind", []*kind{ledgerKind, nodeKind, consumerKind, mk(4, "other", "o:")}, ""},
+		{"consumers beside a clashing kind", []*kind{consumerKind, mk(4, "other", "c")}, `key prefix "c" overlaps "c:" of "consumers"`},
 		{"duplicate kind", []*kind{ledgerKind, nodeKind, ledgerKind}, "entry kind 1 registered twice"},
 		{"duplicate code", []*kind{ledgerKind, nodeKind, mk(KindNode, "offsets", "o:")}, `entry kind 2 registered twice ("node" and "offsets")`},
 		{"code 0", []*kind{mk(0, "zero", "z:")}, "has code 0"},
@@ -208,6 +210,25 @@ var kindCases = map[Kind]struct {
 				t.Fatalf("status %+v", s)
 			}
 			verify(t, f)
+		},
+	},
+	KindConsumers: {
+		entries: [][]byte{
+			enveloped(&ledger.Entry{Time: t0, Commands: []ledger.Command{
+				{Kind: ledger.CmdOpenAccounts, Accounts: []ledger.Account{{ID: "a", Currency: "USD"}, {ID: "b", Currency: "USD"}}},
+			}}),
+			EncodeOffset(OffsetChange{Op: OffsetSet, Name: "sink", Seq: 1}),
+			EncodeOffset(OffsetChange{Op: OffsetSet, Name: "sink", Seq: 2}),
+			EncodeOffset(OffsetChange{Op: OffsetResetEnd, Name: "late"}),
+			EncodeOffset(OffsetChange{Op: OffsetSet, Name: "gone", Seq: 1}),
+			EncodeOffset(OffsetChange{Op: OffsetDelete, Name: "gone"}),
+			EncodeOffset(OffsetChange{Op: OffsetReset, Name: "again", Seq: 0}),
+		},
+		check: func(t *testing.T, f *FSM) {
+			t.Helper()
+			if got, want := f.Offsets(), map[string]uint64{"sink": 2, "late": 2, "again": 0}; !maps.Equal(got, want) {
+				t.Fatalf("offsets %v, want %v", got, want)
+			}
 		},
 	},
 	KindNode: {

@@ -117,7 +117,7 @@ func (s *spec) check(x *exchange) []string {
 		bad = append(bad, fmt.Sprintf("%s: the server took it (%d), the document refuses it: %v", x, x.status, err))
 	}
 	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: x.status, Header: x.header,
-		Body: io.NopCloser(bytes.NewReader(x.answer)),
+		Body:    io.NopCloser(bytes.NewReader(x.answer)),
 		Options: &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true}}
 	if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
 		bad = append(bad, fmt.Sprintf("%s: answer %d does not match the document: %v\n%.600s", x, x.status, err, x.answer))
@@ -298,4 +298,16 @@ func (b *logBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// refuses reports whether the document refuses x's request: no operation
+// takes it, or the operation's parameters or body do not.
+func (s *spec) refuses(x *exchange) bool {
+	req := s.request(x)
+	route, params, err := s.router.FindRoute(req)
+	if err != nil {
+		return true
+	}
+	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route}
+	return openapi3filter.ValidateRequest(context.Background(), in) != nil
 }

@@ -138,12 +138,6 @@ func script(t *testing.T, s *server, kind string) []call {
 		// Shards.
 		{method: "GET", target: "/v1/shards/" + h + "/events?after=0&limit=3", status: 200},
 		{method: "GET", target: "/v1/shards/" + h + "/events", status: 200},
-		{method: "GET", target: "/v1/shards/" + h + "/events?types=TransferPosted&account=" + src + "&currency=USD&limit=2", status: 200},
-		{method: "GET", target: "/v1/shards/" + h + "/events?follow=true&timeout=300ms&types=AccountOpened", status: 200},
-		{method: "GET", target: "/v1/shards/" + h + "/events?types=Nope", status: 400, refused: true},
-		{method: "GET", target: "/v1/events?after=0:1," + h + ":2&currency=USD", status: 200},
-		{method: "GET", target: "/v1/events?follow=true&timeout=300ms&limit=5", status: 200},
-		{method: "GET", target: "/v1/events?after=0:1,0:2", status: 400},
 		{method: "GET", target: "/v1/shards/" + h + "/state", status: 200},
 		{method: "GET", target: "/v1/shards/x/state", status: 404, refused: true},
 		{method: "GET", target: "/v1/shards/" + h + "/verify", status: 200},

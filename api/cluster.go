@@ -17,7 +17,6 @@ type shardService interface {
 	Shards() int
 	NodeID() string
 	Ready() error
-	Events(i int, after uint64, limit int) ([]ledger.Event, error)
 	State(i int) (shard.ReplicaStatus, shard.Summary, error)
 	Verify(ctx context.Context, i int) (shard.VerifyReport, error)
 	HashAt(i int, seq uint64) (ledger.Hash, error)
@@ -34,7 +33,6 @@ type clusterService interface {
 
 func (s *Server) shardRoutes() map[string]handler {
 	return map[string]handler{
-		"GET /v1/shards/{shard}/events": s.events,
 		"GET /v1/shards/{shard}/state":  s.shardState,
 		"GET /v1/shards/{shard}/verify": s.verify,
 		"GET /v1/shards/{shard}/hash":   s.hashAt,
@@ -49,26 +47,6 @@ func (s *Server) clusterRoutes() map[string]handler {
 		"POST /v1/cluster/leave":           s.leave,
 		"POST /v1/cluster/transfer-leader": s.transferLeader,
 	}
-}
-
-func (s *Server) events(r *http.Request) (any, error) {
-	sh, err := shardParam(r, s.shards.Shards())
-	if err != nil {
-		return nil, err
-	}
-	after, e := edge.Uint(r.URL.Query(), "after")
-	if e != nil {
-		return nil, e
-	}
-	limit, err := limitQuery(r)
-	if err != nil {
-		return nil, err
-	}
-	evs, err := s.shards.Events(sh, after, limit)
-	if err != nil {
-		return nil, err
-	}
-	return page(evs, limit), nil
 }
 
 func (s *Server) shardState(r *http.Request) (any, error) {

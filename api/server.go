@@ -33,12 +33,13 @@ type Server struct {
 	shards    shardService
 	members   clusterService
 	internal  internalService
+	events    eventService
 }
 
 // New returns the API of the node service svc.
 func New(svc *node.Service, log *slog.Logger) *Server {
 	s := &Server{log: log, mux: http.NewServeMux(), accounts: svc, transfers: svc, sagas: svc,
-		shards: svc, members: svc, internal: svc}
+		shards: svc, members: svc, internal: svc, events: svc}
 	s.metrics = newMetrics(svc.Host())
 	s.routes()
 	return s
@@ -49,7 +50,7 @@ func New(svc *node.Service, log *slog.Logger) *Server {
 type handler func(r *http.Request) (any, error)
 
 func (s *Server) routes() {
-	for _, group := range []map[string]handler{s.accountRoutes(), s.transferRoutes(), s.sagaRoutes(),
+	for _, group := range []map[string]handler{s.accountRoutes(), s.transferRoutes(), s.sagaRoutes(), s.eventRoutes(),
 		s.shardRoutes(), s.clusterRoutes(), {"POST " + node.InternalPrefix + "{op}": s.internalCall}} {
 		for pattern, fn := range group {
 			s.mux.Handle(pattern, s.serve(fn))
@@ -72,6 +73,13 @@ func (s *Server) serve(fn handler) http.Handler {
 		v, err := fn(r)
 		if err != nil {
 			s.fail(w, r, err)
+			return
+		}
+		if st, ok := v.(streamFunc); ok {
+			if err := st(w); err != nil {
+				// The answer has started: log only.
+				s.log.Error("stream failed", "path", r.URL.Path, "err", err)
+			}
 			return
 		}
 		if raw, ok := v.(text); ok {
@@ -118,6 +126,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), d)
+	if q := r.URL.Query(); q.Get("follow") == "true" && q.Get("timeout") == "" {
+		// A stream runs until its reader leaves, unless it asked for a
+		// deadline.
+		ctx, cancel = context.WithCancel(r.Context())
+	}
 	defer cancel()
 	if n, err := strconv.Atoi(r.Header.Get(edge.HopHeader)); err == nil && n > 0 {
 		ctx = node.WithHops(ctx, n)

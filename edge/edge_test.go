@@ -20,7 +20,7 @@ func TestCheckRefusesUnknownParameters(t *testing.T) {
 		{"POST", "/v1/transfers?forward=false", "", ""},
 		{"POST", "/v1/transfers?dry_run=true", CodeInvalid, `"dry_run"`},
 		{"GET", "/v1/shards/1/events?after=4&limit=10", "", ""},
-		{"GET", "/v1/shards/1/events?follow=true", CodeInvalid, `"follow"`},
+		{"GET", "/v1/shards/1/events?from=start", CodeInvalid, `"from"`},
 		{"GET", "/v1/cluster?timeout=90s", CodeInvalid, "up to 1m0s"},
 		{"GET", "/v1/cluster?timeout=-1s", CodeInvalid, "timeout"},
 		{"GET", "/debug/pprof/profile?seconds=5", "", ""},

@@ -29,6 +29,8 @@ var common = []string{"timeout", "forward"}
 var (
 	reads   = []string{"consistency", "min_seq"}
 	account = append([]string{"currency", "shard"}, reads...)
+	// stream are the parameters of both event streams.
+	stream = []string{"follow", "limit", "types", "account", "currency"}
 )
 
 // Routes is every endpoint that a node serves; the proxy serves the same
@@ -45,7 +47,8 @@ var Routes = []Route{
 	{Method: "POST", Pattern: "/v1/sagas/{id}/resolve"},
 	{Method: "GET", Pattern: "/v1/audit"},
 	{Method: "GET", Pattern: "/v1/shards/{shard}/audit"},
-	{Method: "GET", Pattern: "/v1/shards/{shard}/events", Params: []string{"after", "limit"}},
+	{Method: "GET", Pattern: "/v1/shards/{shard}/events", Params: append([]string{"after", "min_seq"}, stream...)},
+	{Method: "GET", Pattern: "/v1/events", Params: append([]string{"after"}, stream...)},
 	{Method: "GET", Pattern: "/v1/shards/{shard}/state"},
 	{Method: "GET", Pattern: "/v1/shards/{shard}/verify"},
 	{Method: "GET", Pattern: "/v1/shards/{shard}/hash", Params: []string{"seq"}},

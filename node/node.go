@@ -19,6 +19,7 @@ import (
 	"tally/edge"
 	"tally/ledger"
 	"tally/shard"
+	"tally/stream"
 )
 
 // leaderWait is how long a node waits between looks for a shard's leader
@@ -39,6 +40,7 @@ type Host interface {
 	Transfer(ctx context.Context, i int, id string, o shard.ReadOpts) (ledger.Record, uint64, error)
 	History(ctx context.Context, i int, key string, after uint64, limit int, desc bool, o shard.ReadOpts) ([]ledger.Event, error)
 	Events(i int, after uint64, limit int) ([]ledger.Event, error)
+	Log(i int) (stream.Log, error)
 	Status(i int) (shard.ReplicaStatus, error)
 	Summary(i int) (shard.Summary, error)
 	Verify(ctx context.Context, i int) (shard.VerifyReport, error)

@@ -9,6 +9,7 @@ import (
 	"tally/fsm"
 	"tally/internal/plant"
 	"tally/ledger"
+	"tally/stream"
 )
 
 // ReadOpts chooses how a read is served.
@@ -102,4 +103,13 @@ func (h *Host) Events(i int, after uint64, limit int) ([]ledger.Event, error) {
 		return nil, err
 	}
 	return r.FSM.Events(after, limit)
+}
+
+// Log is shard i's applied log on the local replica, for streams.
+func (h *Host) Log(i int) (stream.Log, error) {
+	r, err := h.Replica(i)
+	if err != nil {
+		return nil, err
+	}
+	return r.FSM, nil
 }

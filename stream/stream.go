@@ -52,6 +52,17 @@ type Options struct {
 	Idle time.Duration
 	// Limit, when positive, ends the stream after that many events.
 	Limit int
+	// Flush, when set, is called when the stream has sent all it has read
+	// and is about to read or wait for more: the moment to push buffered
+	// output to the reader.
+	Flush func() error
+}
+
+func (o *Options) flush() error {
+	if o.Flush == nil {
+		return nil
+	}
+	return o.Flush()
 }
 
 func (o *Options) idle() time.Duration {
@@ -94,6 +105,9 @@ func Shard(ctx context.Context, log Log, after uint64, o Options, emit func(seq 
 			if o.Limit > 0 && sent >= o.Limit {
 				return nil
 			}
+		}
+		if err := o.flush(); err != nil {
+			return err
 		}
 		if len(page) > 0 {
 			if time.Since(quiet) >= o.idle() {
@@ -148,7 +162,7 @@ func All(ctx context.Context, logs []Log, after []uint64, o Options, emit func(s
 	ch := make(chan item, queue)
 	g, gctx := errgroup.WithContext(ctx)
 	per := o
-	per.Limit = 0
+	per.Limit, per.Flush = 0, nil
 	per.Idle = o.idle() / 2
 	for i, log := range logs {
 		g.Go(func() error { return readShard(gctx, i, log, after[i], per, ch) })
@@ -215,7 +229,9 @@ func write(ctx context.Context, ch <-chan item, after []uint64, o Options,
 			return ctx.Err()
 		case it, ok := <-ch:
 			if !ok {
-				return nil
+				// Every shard caught up (a stream that does not follow):
+				// say where a next stream resumes.
+				return progress(pos)
 			}
 			for k, raw := range it.raw {
 				if err := emit(it.shard, it.seqs[k], raw); err != nil {
@@ -227,11 +243,19 @@ func write(ctx context.Context, ch <-chan item, after []uint64, o Options,
 				}
 			}
 			pos[it.shard] = max(pos[it.shard], it.cursor)
+			if len(ch) == 0 {
+				if err := o.flush(); err != nil {
+					return err
+				}
+			}
 		case <-tick.C:
 			if time.Since(quiet) < o.idle() {
 				continue
 			}
 			if err := progress(pos); err != nil {
+				return err
+			}
+			if err := o.flush(); err != nil {
 				return err
 			}
 			quiet = time.Now()

@@ -21,6 +21,7 @@ type replicas interface {
 	Leader(i int) (id, http string)
 	Status(i int) (shard.ReplicaStatus, error)
 	Sagas(ctx context.Context, i int, aborted bool, limit int, o shard.ReadOpts) ([]shard.SagaView, error)
+	Offsets(ctx context.Context, i int, o shard.ReadOpts) (map[string]uint64, uint64, error)
 }
 
 type metrics struct {
@@ -44,7 +45,7 @@ func newMetrics(h replicas) *metrics {
 	m.auditTime = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_audit_last_run_timestamp_seconds",
 		Help: "When this node last ran an audit."})
 	m.reg.MustRegister(m.requests, m.latency, m.auditOK, m.auditTime, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m.reg.MustRegister(newSagaCollector(h))
+	m.reg.MustRegister(newSagaCollector(h), newLagCollector(h))
 	for i := 0; i < h.Shards(); i++ {
 		labels := prometheus.Labels{"shard": fmt.Sprint(i)}
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_shard_applied_seq",

@@ -34,12 +34,13 @@ type Server struct {
 	members   clusterService
 	internal  internalService
 	events    eventService
+	consumers consumerService
 }
 
 // New returns the API of the node service svc.
 func New(svc *node.Service, log *slog.Logger) *Server {
 	s := &Server{log: log, mux: http.NewServeMux(), accounts: svc, transfers: svc, sagas: svc,
-		shards: svc, members: svc, internal: svc, events: svc}
+		shards: svc, members: svc, internal: svc, events: svc, consumers: svc}
 	s.metrics = newMetrics(svc.Host())
 	s.routes()
 	return s
@@ -51,7 +52,7 @@ type handler func(r *http.Request) (any, error)
 
 func (s *Server) routes() {
 	for _, group := range []map[string]handler{s.accountRoutes(), s.transferRoutes(), s.sagaRoutes(), s.eventRoutes(),
-		s.shardRoutes(), s.clusterRoutes(), {"POST " + node.InternalPrefix + "{op}": s.internalCall}} {
+		s.shardRoutes(), s.clusterRoutes(), s.consumerRoutes(), {"POST " + node.InternalPrefix + "{op}": s.internalCall}} {
 		for pattern, fn := range group {
 			s.mux.Handle(pattern, s.serve(fn))
 			s.patterns = append(s.patterns, pattern)

@@ -53,6 +53,10 @@ type Host interface {
 	SagaInfo(i int, id string) (shard.SagaInfo, bool)
 	ResolveSaga(ctx context.Context, i int, id, note string) error
 	Audit(ctx context.Context, i int) (ledger.ShardBooks, error)
+	SetOffset(ctx context.Context, i int, name string, seq uint64) (shard.Offset, error)
+	ResetOffset(ctx context.Context, i int, name string, seq uint64, end bool) (shard.Offset, error)
+	DeleteConsumer(ctx context.Context, i int, name string) error
+	Offsets(ctx context.Context, i int, o shard.ReadOpts) (map[string]uint64, uint64, error)
 }
 
 // remote is what the service needs of the Peer.

@@ -22,12 +22,14 @@ const (
 	opMember         = "member"
 	opLocal          = "local"
 	opLeaderTransfer = "transfer-leader"
+	opOffsets        = "consumer-offsets"
+	opOffset         = "consumer-offset"
 )
 
 // reads are the operations that change nothing: a failure after sending
 // one is a definite 503, never a 504.
 var reads = map[string]bool{opAccount: true, opTransfer: true, opHistory: true, opSagas: true,
-	opAudit: true, opLocal: true}
+	opAudit: true, opLocal: true, opOffsets: true}
 
 // op serves one operation for another node, from its arguments.
 type op func(ctx context.Context, q string, body []byte) (any, error)
@@ -43,6 +45,8 @@ func (s *Service) operations() map[string]op {
 		opResolve:        jsonOp(s.resolveOn),
 		opMember:         jsonOp(s.memberOn),
 		opLeaderTransfer: jsonOp(s.leaderTransferOn),
+		opOffsets:        jsonOp(s.offsetsOn),
+		opOffset:         jsonOp(s.offsetOn),
 		opLocal:          func(context.Context, string, []byte) (any, error) { return s.Local(), nil },
 	}
 }

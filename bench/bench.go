@@ -9,8 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"io"
+	"math/rand/v2"
 	"sort"
 	"sync"
 	"time"
@@ -63,6 +63,9 @@ type Options struct {
 	Dist        string  // DistUniform or DistZipf
 	ZipfS       float64 // Zipf exponent, above 1
 	Plot        string  // SVG file for the timeline, or ""
+	// Stream runs a consumer of the all-shards stream beside the load
+	// (live lag), then reads the whole log again from seq 0 (catch-up).
+	Stream bool
 }
 
 // Run creates and funds the accounts, runs the load, writes the plot if
@@ -92,8 +95,20 @@ func Run(ctx context.Context, c *client.Client, o Options, progress io.Writer) (
 	} else {
 		fmt.Fprintf(progress, "bench: running %d clients, batch %d, %s accounts, %s\n", o.Concurrency, o.Batch, o.Dist, runLength(&o))
 	}
+	var lc *liveConsumer
+	if o.Stream {
+		if lc, err = startConsumer(ctx, c); err != nil {
+			return nil, fmt.Errorf("bench: stream consumer: %w", err)
+		}
+	}
 	st := runLoad(ctx, c, &o, w, progress)
 	rep := st.report(&o, shards)
+	if lc != nil {
+		rep.Stream = &StreamStat{}
+		lc.stop(context.WithoutCancel(ctx), c, rep.Stream)
+		fmt.Fprintf(progress, "bench: reading the whole log from seq 0 through the all-shards stream\n")
+		catchUp(context.WithoutCancel(ctx), c, rep.Stream)
+	}
 	if o.Plot != "" {
 		if rep.plotErr = writePlot(o.Plot, rep); rep.plotErr == nil {
 			rep.Plot = o.Plot

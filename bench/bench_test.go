@@ -205,7 +205,6 @@ func TestRenderPlotEdges(t *testing.T) {
 	}
 }
 
-
 // TestRenderPlot renders an open loop's timeline: one point per second in
 // each series, the target as a line, no failed series without failures.
 func TestRenderPlot(t *testing.T) {

@@ -299,4 +299,3 @@ func (r *loadRun) report(o *Options, shards int) *Report {
 	sort.Slice(rep.Errors, func(i, j int) bool { return rep.Errors[i].Count > rep.Errors[j].Count })
 	return rep
 }
-

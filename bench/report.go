@@ -96,6 +96,7 @@ type Report struct {
 	Sagas        *SagaSettle      `json:"sagas,omitempty"`
 	Conservation Conservation     `json:"conservation"`
 	Audit        *AuditCheck      `json:"audit,omitempty"`
+	Stream       *StreamStat      `json:"stream,omitempty"`
 
 	plotErr error // why the plot could not be written
 }
@@ -213,6 +214,13 @@ func (rep *Report) Print(w io.Writer) {
 			row(t, e.Kind, e.Count, e.Example)
 		}
 		t.Flush()
+	}
+	if s := rep.Stream; s != nil {
+		fmt.Fprintf(w, "stream: %d live events, lag p50 %.2fms p99 %.2fms max %.2fms; catch-up from seq 0: %d events in %.2fs, %.0f events/s\n",
+			s.Events, s.LagP50MS, s.LagP99MS, s.LagMaxMS, s.CatchUpEvents, s.CatchUpSeconds, s.CatchUpPerSec)
+		if s.Err != "" {
+			fmt.Fprintf(w, "stream: error: %s\n", s.Err)
+		}
 	}
 	if rep.CrossChecked != nil {
 		verdict := "confirmed"

@@ -142,5 +142,3 @@ func (s *Service) Audit(ctx context.Context) (ledger.AuditReport, error) {
 	}
 	return ledger.CheckAudit(rounds[0], rounds[1]), nil
 }
-
-

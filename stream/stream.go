@@ -193,6 +193,9 @@ func readShard(ctx context.Context, i int, log Log, after uint64, o Options, ch 
 		return nil
 	}
 	pending.shard = i
+	// Hand each page over as soon as it is read, so that live events wait
+	// for no later ones.
+	o.Flush = flush
 	err := Shard(ctx, log, after, o, func(seq uint64, raw []byte) error {
 		pending.seqs, pending.raw, pending.cursor = append(pending.seqs, seq), append(pending.raw, raw), seq
 		if len(pending.raw) >= Page {

@@ -34,10 +34,10 @@ type profile struct {
 	Args   []string `json:"args"`
 	Prefix string   `json:"prefix"`
 	// Rate is the offered rate of an open-loop run (half-peak).
-	Rate    int          `json:"rate,omitempty"`
+	Rate    int           `json:"rate,omitempty"`
 	Report  *bench.Report `json:"report,omitempty"`
-	Skipped string       `json:"skipped,omitempty"`
-	Failed  string       `json:"failed,omitempty"`
+	Skipped string        `json:"skipped,omitempty"`
+	Failed  string        `json:"failed,omitempty"`
 }
 
 // runProfiles runs the standard profile in order; later profiles run even

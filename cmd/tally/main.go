@@ -98,6 +98,7 @@ one line on stderr and exits with status 1.`,
 		newClusterCmd(a),
 		newVerifyCmd(a),
 		newSagasCmd(a),
+		newConsumersCmd(a),
 		newAuditCmd(a),
 		newBenchCmd(a),
 	)

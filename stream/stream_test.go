@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -194,5 +195,70 @@ func TestPositions(t *testing.T) {
 		if _, err := ParsePositions(bad, 4); err == nil {
 			t.Errorf("%q: no error", bad)
 		}
+	}
+}
+
+// countingLog counts the events read from it.
+type countingLog struct {
+	*memLog
+	mu   sync.Mutex
+	read int
+}
+
+func (l *countingLog) EventsRaw(after uint64, limit int) ([][]byte, error) {
+	page, err := l.memLog.EventsRaw(after, limit)
+	l.mu.Lock()
+	l.read += len(page)
+	l.mu.Unlock()
+	return page, err
+}
+
+// TestSlowReaderIsBounded: a reader that stops reading holds the stream
+// to a bounded number of pages read ahead, however long the log is; it is
+// fed from storage when it reads again.
+func TestSlowReaderIsBounded(t *testing.T) {
+	logs := make([]Log, 2)
+	counts := make([]*countingLog, 2)
+	for i := range logs {
+		counts[i] = &countingLog{memLog: newMemLog(i)}
+		for k := 0; k < 50*Page; k++ {
+			counts[i].add(ledger.TransferPosted, "a")
+		}
+		logs[i] = counts[i]
+	}
+	release := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var got atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		done <- All(ctx, logs, []uint64{0, 0}, Options{Follow: true}, func(int, uint64, []byte) error {
+			if got.Add(1) == 1 {
+				<-release // the reader stalls on its first event
+			}
+			return nil
+		}, func([]uint64) error { return nil })
+	}()
+	time.Sleep(300 * time.Millisecond)
+	for i, c := range counts {
+		c.mu.Lock()
+		read := c.read
+		c.mu.Unlock()
+		t.Logf("shard %d: %d events read while the reader stalled", i, read)
+		// The writer holds one item, the queue holds queue more, and each
+		// reader one page of its own plus one it is handing over.
+		if limit := (queue + 3) * Page; read > limit {
+			t.Errorf("shard %d: %d events read ahead of a stalled reader, want at most %d", i, read, limit)
+		}
+	}
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for got.Load() < 100*Page && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if n := got.Load(); n != 100*Page {
+		t.Fatalf("the reader got %d events after it resumed, want %d", n, 100*Page)
 	}
 }

@@ -106,7 +106,7 @@ func (f *FSM) loadLedger(db *badger.DB) (func(), error) {
 		return nil, err
 	}
 	st.SetStore(f)
-	return func() { f.st, f.ids, f.applied = st, ids, m }, nil
+	return func() { f.st, f.ids, f.applied = st, ids, m; f.loadSagas(st) }, nil
 }
 
 type kv struct {
@@ -142,6 +142,9 @@ func (f *FSM) changes(c ledger.Changes) []kv {
 		f.ids.add(r.Transfer.ID) // before the commit: the filter never misses a stored id
 		if r.Tracked() {
 			out = append(out, kv{k: key(preOpen, r.Transfer.ID), del: !r.Open()})
+		}
+		if r.Saga != nil {
+			f.noteSaga(r)
 		}
 		if r.Saga != nil && r.Saga.Step == ledger.StepAborted {
 			out = append(out, kv{k: key(preAborted, r.Transfer.ID)})

@@ -56,6 +56,10 @@ type FSM struct {
 	offMu   sync.Mutex
 	offsets map[string]uint64 // consumer offsets (consumers.go)
 
+	sagaMu    sync.Mutex
+	sagas     map[string]ledger.Record // open sagas, for the driver (sagas.go)
+	sagaDelta []ledger.Record          // the batch's saga records; FSM goroutine only
+
 	snaps  sync.WaitGroup // open snapshot read transactions
 	closed atomic.Bool
 }
@@ -265,6 +269,7 @@ func getRecord(txn *badger.Txn, id string) (*ledger.Record, bool, error) {
 
 // publish makes the applied position visible to readers and wakes waiters.
 func (f *FSM) publish() {
+	f.publishSagas()
 	f.index.Store(f.applied.Index)
 	f.seq.Store(f.applied.Seq)
 	if t, ok := f.st.NextExpiry(); ok {

@@ -290,36 +290,6 @@ func closedBy(txn *badger.Txn, k string, seq uint64) (bool, error) {
 	return closed, err
 }
 
-// OpenSagas returns the open sagas this shard started, except those whose
-// id skip accepts: skip runs on the index key, before the record is read
-// and decoded, so a caller that already works on most of them pays for
-// the others only.
-func (f *FSM) OpenSagas(skip func(id string) bool) ([]ledger.Record, error) {
-	var out []ledger.Record
-	_, err := f.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: preOpen})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			id := string(it.Item().Key()[len(preOpen):])
-			if skip != nil && skip(id) {
-				continue
-			}
-			r, ok, err := getRecord(txn, id)
-			if err != nil || !ok {
-				return fmt.Errorf("saga %s without record: %v", id, err)
-			}
-			if r.Saga != nil {
-				out = append(out, *r)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open sagas: %w", err)
-	}
-	return out, nil
-}
-
 // Sagas returns up to limit (all, when limit < 0) of the sagas this shard
 // started that are still open, or of those it aborted, and the seq they
 // reflect.

@@ -37,6 +37,7 @@ type Host interface {
 	Submit(ctx context.Context, i int, cmd ledger.Command) ([]ledger.Result, error)
 	Account(ctx context.Context, i int, key string, o shard.ReadOpts) (ledger.Account, uint64, error)
 	AccountAt(ctx context.Context, i int, key string, seq uint64, o shard.ReadOpts) (ledger.Account, error)
+	AccountAtTime(ctx context.Context, i int, key string, t ledger.Time, o shard.ReadOpts) (ledger.Account, uint64, error)
 	Transfer(ctx context.Context, i int, id string, o shard.ReadOpts) (ledger.Record, uint64, error)
 	History(ctx context.Context, i int, key string, after uint64, limit int, desc bool, o shard.ReadOpts) ([]ledger.Event, error)
 	Events(i int, after uint64, limit int) ([]ledger.Event, error)

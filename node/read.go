@@ -13,13 +13,15 @@ import (
 )
 
 // AccountQuery asks for account ID (stored under Key) on shard Shard, at
-// the shard's seq AtSeq when it is set.
+// the shard's seq AtSeq when it is set, or else right after the shard's
+// last event at or before log time AtTime when that is set.
 type AccountQuery struct {
-	Shard int            `json:"shard"`
-	ID    string         `json:"id"`
-	Key   string         `json:"key"`
-	AtSeq uint64         `json:"at_seq,omitempty"`
-	Opts  shard.ReadOpts `json:"opts"`
+	Shard  int            `json:"shard"`
+	ID     string         `json:"id"`
+	Key    string         `json:"key"`
+	AtSeq  uint64         `json:"at_seq,omitempty"`
+	AtTime *ledger.Time   `json:"at_time,omitempty"`
+	Opts   shard.ReadOpts `json:"opts"`
 }
 
 // Account reads one account, on the shard's leader unless q.Opts allows
@@ -33,6 +35,14 @@ func (s *Service) account(ctx context.Context, q AccountQuery) (out wire.Account
 		return out, err
 	}
 	err = s.onLeader(ctx, q.Shard, func() error {
+		if q.AtTime != nil {
+			a, seq, err := s.h.AccountAtTime(ctx, q.Shard, q.Key, *q.AtTime, q.Opts)
+			if err != nil {
+				return notFoundAs(err, edge.CodeAccountNotFound, "account %s did not exist at %s", q.ID, fmtTime(*q.AtTime))
+			}
+			out = wire.AccountOf(&a, q.Shard, seq)
+			return nil
+		}
 		if q.AtSeq > 0 {
 			a, err := s.h.AccountAt(ctx, q.Shard, q.Key, q.AtSeq, q.Opts)
 			if err != nil {
@@ -49,6 +59,12 @@ func (s *Service) account(ctx context.Context, q AccountQuery) (out wire.Account
 		return nil
 	}, func(addr string) error { return s.peer.Call(ctx, addr, opAccount, q, &out) })
 	return out, err
+}
+
+// fmtTime is t as RFC 3339, as the API writes times.
+func fmtTime(t ledger.Time) string {
+	b, _ := t.MarshalText() // never fails
+	return string(b)
 }
 
 // World is a system account summed over every shard. The sums are big

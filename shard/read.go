@@ -78,6 +78,18 @@ func (h *Host) AccountAt(ctx context.Context, i int, k string, seq uint64, o Rea
 	return a, err
 }
 
+// AccountAtTime reads account key k of shard i as it was right after the
+// last event at or before log time t, and that event's seq. The seq is
+// found and the account read within one read of fn, so a linearizable
+// read covers both.
+func (h *Host) AccountAtTime(ctx context.Context, i int, k string, t ledger.Time, o ReadOpts) (a ledger.Account, seq uint64, err error) {
+	err = h.read(ctx, i, o, func(f *fsm.FSM) error {
+		a, seq, err = f.AccountAtTime(k, t)
+		return err
+	})
+	return a, seq, err
+}
+
 // Transfer reads the record of transfer id from shard i.
 func (h *Host) Transfer(ctx context.Context, i int, id string, o ReadOpts) (r ledger.Record, seq uint64, err error) {
 	err = h.read(ctx, i, o, func(f *fsm.FSM) error {

@@ -3,7 +3,9 @@ package api
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
+	"time"
 
 	"tally/api/wire"
 	"tally/edge"
@@ -114,6 +116,12 @@ func (s *Server) getAccount(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A time means the same on every shard, so the sum over shards takes
+	// it too; a seq names one shard's position and only one shard's read
+	// takes it.
+	if q.AtTime, err = atTime(r); err != nil {
+		return nil, err
+	}
 	if world {
 		return s.accounts.World(r.Context(), q, currency)
 	}
@@ -123,6 +131,34 @@ func (s *Server) getAccount(r *http.Request) (any, error) {
 	}
 	q.AtSeq = atSeq
 	return s.accounts.Account(r.Context(), q)
+}
+
+// atTime parses ?at_time=RFC3339, which excludes ?at_seq. A time outside
+// what log time can hold (1678 to 2262) is clamped to its nearest end:
+// before every event, or after them all.
+func atTime(r *http.Request) (*ledger.Time, error) {
+	q := r.URL.Query()
+	if !q.Has("at_time") {
+		return nil, nil
+	}
+	if q.Has("at_seq") {
+		return nil, edge.Invalid("at_seq and at_time exclude each other")
+	}
+	v := q.Get("at_time")
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return nil, edge.Invalid("at_time must be an RFC 3339 time such as 2026-01-02T15:04:05Z, not %q (a + in an offset is %%2B in a URL)", v)
+	}
+	var at ledger.Time
+	switch {
+	case t.Before(time.Unix(0, math.MinInt64)):
+		at = math.MinInt64
+	case t.After(time.Unix(0, math.MaxInt64)):
+		at = math.MaxInt64
+	default:
+		at = ledger.Time(t.UnixNano())
+	}
+	return &at, nil
 }
 
 func (s *Server) closeAccount(r *http.Request) (any, error) {

@@ -15,7 +15,7 @@ func TestCheckRefusesUnknownParameters(t *testing.T) {
 	}{
 		{"GET", "/v1/accounts/alice", "", ""},
 		{"GET", "/v1/accounts/alice?at_seq=3&consistency=stale&timeout=5s", "", ""},
-		{"GET", "/v1/accounts/alice?at_time=2000-01-01T00:00:00Z", CodeInvalid, `"at_time"`},
+		{"GET", "/v1/accounts/alice?as_of=2000-01-01T00:00:00Z", CodeInvalid, `"as_of"`},
 		{"GET", "/v1/accounts/alice?at_seq=1&at_seq=2", CodeInvalid, "2 times"},
 		{"POST", "/v1/transfers?forward=false", "", ""},
 		{"POST", "/v1/transfers?dry_run=true", CodeInvalid, `"dry_run"`},

@@ -38,7 +38,7 @@ var (
 // endpoint starts here.
 var Routes = []Route{
 	{Method: "POST", Pattern: "/v1/accounts"},
-	{Method: "GET", Pattern: "/v1/accounts/{id}", Params: append([]string{"at_seq"}, account...)},
+	{Method: "GET", Pattern: "/v1/accounts/{id}", Params: append([]string{"at_seq", "at_time"}, account...)},
 	{Method: "POST", Pattern: "/v1/accounts/{id}/close"},
 	{Method: "GET", Pattern: "/v1/accounts/{id}/history", Params: append([]string{"after", "limit", "order"}, account...)},
 	{Method: "POST", Pattern: "/v1/transfers"},

@@ -602,7 +602,7 @@ func TestEdgeAnswersAsANode(t *testing.T) {
 		in             string // the message names it
 		allow          string
 	}{
-		{"GET", "/v1/accounts/alice?at_time=2024-01-01", 400, edge.CodeInvalid, `"at_time"`, ""},
+		{"GET", "/v1/accounts/alice?as_of=2024-01-01", 400, edge.CodeInvalid, `"as_of"`, ""},
 		{"POST", "/v1/transfers?dry_run=true", 400, edge.CodeInvalid, `"dry_run"`, ""},
 		{"GET", "/v1/shards/0/events?follow=true", 400, edge.CodeInvalid, `"follow"`, ""},
 		{"GET", "/v1/cluster?timeout=5s&timeout=6s", 400, edge.CodeInvalid, `"timeout"`, ""},

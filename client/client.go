@@ -111,6 +111,9 @@ func (c *Client) Account(ctx context.Context, id string, o ReadOpts) (*AccountVi
 	if o.AtSeq > 0 {
 		q.Set("at_seq", strconv.FormatUint(o.AtSeq, 10))
 	}
+	if !o.AtTime.IsZero() {
+		q.Set("at_time", o.AtTime.Format(time.RFC3339Nano))
+	}
 	if o.Currency != "" {
 		q.Set("currency", o.Currency)
 	}

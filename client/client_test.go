@@ -148,6 +148,7 @@ func TestAccount(t *testing.T) {
 		{"default", "alice", ReadOpts{}, "/v1/accounts/alice", ""},
 		{"stale", "alice", ReadOpts{Consistency: Stale, MinSeq: 17}, "/v1/accounts/alice", "consistency=stale&min_seq=17"},
 		{"braces are escaped", "alice{eu}", ReadOpts{AtSeq: 5}, "/v1/accounts/alice%7Beu%7D", "at_seq=5"},
+		{"at a time", "alice", ReadOpts{AtTime: time.Date(2026, 1, 2, 15, 4, 5, 6, time.FixedZone("", 3600))}, "/v1/accounts/alice", "at_time=2026-01-02T15%3A04%3A05.000000006%2B01%3A00"},
 		{"world on one shard", "@world", ReadOpts{Currency: "USD", Shard: &shard}, "/v1/accounts/@world", "currency=USD&shard=3"},
 		{"world on shard 0", "@world", ReadOpts{Currency: "EUR", Shard: new(int)}, "/v1/accounts/@world", "currency=EUR&shard=0"},
 	}

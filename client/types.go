@@ -1,6 +1,10 @@
 package client
 
-import "tally/api/wire"
+import (
+	"time"
+
+	"tally/api/wire"
+)
 
 // Consistency levels of a read (docs/api.md, "Accounts").
 const (
@@ -18,6 +22,10 @@ type ReadOpts struct {
 	MinSeq uint64
 	// AtSeq asks for the balance right after this seq (time travel).
 	AtSeq uint64
+	// AtTime, when not zero, asks for the balance right after the last
+	// event of the account's shard at or before this time; it excludes
+	// AtSeq.
+	AtTime time.Time
 	// Currency selects the currency of a system account such as @world.
 	Currency string
 	// Shard selects one shard of a system account; nil means the sum over

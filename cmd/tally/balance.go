@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -16,6 +17,7 @@ type readOptions struct {
 	stale    bool
 	minSeq   uint64
 	atSeq    uint64
+	atTime   string
 	currency string
 	shard    int
 }
@@ -24,6 +26,7 @@ func (o *readOptions) bind(f *pflag.FlagSet) {
 	f.BoolVar(&o.stale, "stale", false, "read the answering replica's local state (may lag)")
 	f.Uint64Var(&o.minSeq, "min-seq", 0, "wait until the replica has applied this seq of the account's shard")
 	f.Uint64Var(&o.atSeq, "at-seq", 0, "the balance right after this seq of the account's shard")
+	f.StringVar(&o.atTime, "at-time", "", "the balance right after the last event of the account's shard at or before this RFC 3339 time")
 	f.StringVar(&o.currency, "currency", "", "currency of a system account such as @world")
 	f.IntVar(&o.shard, "shard", -1, "one shard of a system account (default: the sum over all shards)")
 }
@@ -39,6 +42,16 @@ func (o *readOptions) opts() (client.ReadOpts, error) {
 	if o.currency != "" && !ledger.ValidCurrency(o.currency) {
 		return r, fmt.Errorf("currency %q must be 1 to %d uppercase letters or digits", o.currency, ledger.MaxCurrencyLen)
 	}
+	if o.atTime != "" {
+		if o.atSeq > 0 {
+			return r, fmt.Errorf("--at-seq and --at-time exclude each other")
+		}
+		t, err := time.Parse(time.RFC3339Nano, o.atTime)
+		if err != nil {
+			return r, fmt.Errorf("--at-time %q must be an RFC 3339 time such as 2026-01-02T15:04:05Z", o.atTime)
+		}
+		r.AtTime = t
+	}
 	return r, nil
 }
 
@@ -49,9 +62,13 @@ func newBalanceCmd(a *app) *cobra.Command {
 		Short: "Show an account's balance",
 		Long: `Show an account's balance, what is available (the balance less holds), and
 the pending amounts. Reads are linearizable by default (served by the shard's
-leader); --stale reads any replica, --min-seq waits for a seq you have seen.`,
+leader); --stale reads any replica, --min-seq waits for a seq you have seen.
+--at-seq and --at-time read the balance as it was right after a seq of the
+account's shard, or after its last event at or before a time; SEQ says which
+event answered.`,
 		Example: `  tally balance alice
   tally balance alice --stale --min-seq 42
+  tally balance alice --at-time 2026-01-02T15:04:05Z
   tally balance @world --currency USD
   tally balance @world --currency USD --shard 2 --json`,
 		Args: cobra.ExactArgs(1),

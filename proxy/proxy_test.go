@@ -604,7 +604,7 @@ func TestEdgeAnswersAsANode(t *testing.T) {
 	}{
 		{"GET", "/v1/accounts/alice?as_of=2024-01-01", 400, edge.CodeInvalid, `"as_of"`, ""},
 		{"POST", "/v1/transfers?dry_run=true", 400, edge.CodeInvalid, `"dry_run"`, ""},
-		{"GET", "/v1/shards/0/events?follow=true", 400, edge.CodeInvalid, `"follow"`, ""},
+		{"GET", "/v1/shards/0/events?from=start", 400, edge.CodeInvalid, `"from"`, ""},
 		{"GET", "/v1/cluster?timeout=5s&timeout=6s", 400, edge.CodeInvalid, `"timeout"`, ""},
 		{"GET", "/v1/cluster?timeout=90s", 400, edge.CodeInvalid, "timeout", ""},
 		{"POST", "/v1/transfers?timeout=90s", 400, edge.CodeInvalid, "timeout", ""},

@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -387,7 +386,7 @@ func TestHistoryAndEvents(t *testing.T) {
 		t.Errorf("history query %q", q)
 	}
 
-	for _, args := range [][]string{{"events"}, {"events", "tail"}} {
+	for _, args := range [][]string{{"events"}} {
 		out := mustRun(t, f.addr(), append(args, "--shard", "0", "--after", "1")...)
 		if got := fields(t, out, "0"); got[1] != "2" || got[3] != "AccountOpened" || got[4] != "bob" {
 			t.Errorf("%v first line %v", args, got)
@@ -403,26 +402,6 @@ func TestHistoryAndEvents(t *testing.T) {
 	}
 	if _, _, err := run(t, f.addr(), "events", "--shard", "9"); !client.IsNotFound(err) {
 		t.Errorf("missing shard: %v", err)
-	}
-}
-
-func TestEventsFollow(t *testing.T) {
-	f := setup(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
-	defer cancel()
-	go func() {
-		time.Sleep(200 * time.Millisecond) // a transfer while the command follows
-		if _, _, err := run(t, f.addr(), "transfer", "alice", "bob", "5", "--id", "live"); err != nil {
-			t.Error(err)
-		}
-	}()
-	out, _, err := runCtx(t, ctx, f.addr(), "events", "tail", "--follow", "--after", "2")
-	if err != nil {
-		t.Errorf("an interrupted follow is a normal end: %v", err)
-	}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 2 || !strings.Contains(lines[0], "dep-1") || !strings.Contains(lines[1], "live alice -> bob 5") {
-		t.Errorf("followed:\n%s", out)
 	}
 }
 

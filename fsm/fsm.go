@@ -59,6 +59,7 @@ type FSM struct {
 	sagaMu    sync.Mutex
 	sagas     map[string]ledger.Record // open sagas, for the driver (sagas.go)
 	sagaDelta []ledger.Record          // the batch's saga records; FSM goroutine only
+	sagaCh    chan struct{}            // closed and replaced when sagas change
 
 	snaps  sync.WaitGroup // open snapshot read transactions
 	closed atomic.Bool

@@ -9,6 +9,14 @@ import "tally/ledger"
 // updated when a batch is published, so the driver never sees a saga step
 // that readers of storage cannot see yet.
 
+// SagasChanged returns a channel that is closed when the open sagas
+// change: the saga driver waits on it instead of polling.
+func (f *FSM) SagasChanged() <-chan struct{} {
+	f.sagaMu.Lock()
+	defer f.sagaMu.Unlock()
+	return f.sagaCh
+}
+
 // OpenSagas returns the open sagas that skip does not exclude, as copies.
 // It is safe for concurrent use and reads no storage.
 func (f *FSM) OpenSagas(skip func(id string) bool) ([]ledger.Record, error) {
@@ -42,6 +50,8 @@ func (f *FSM) publishSagas() {
 		}
 	}
 	f.sagaDelta = f.sagaDelta[:0]
+	close(f.sagaCh)
+	f.sagaCh = make(chan struct{})
 }
 
 // loadSagas rebuilds the open set from a loaded state.
@@ -52,6 +62,10 @@ func (f *FSM) loadSagas(st *ledger.State) {
 	}
 	f.sagaMu.Lock()
 	f.sagas, f.sagaDelta = open, nil
+	if f.sagaCh != nil {
+		close(f.sagaCh)
+	}
+	f.sagaCh = make(chan struct{})
 	f.sagaMu.Unlock()
 }
 

@@ -17,7 +17,11 @@ import (
 
 // Saga driver limits.
 const (
-	sagaScanEvery  = 20 * time.Millisecond // look for open sagas
+	// sagaIdle bounds the driver's wait when nothing signals it, a guard
+	// against a missed signal rather than a polling interval.
+	sagaIdle = time.Second
+	// sagaBarrierWait is how often a new leader checks its term's barrier.
+	sagaBarrierWait = 20 * time.Millisecond
 	sagaBatch      = 1024                  // saga steps per command
 	sagaCallBudget = 5 * time.Second       // one call to a peer shard
 	sagaBackoffMin = 50 * time.Millisecond
@@ -67,42 +71,36 @@ type driver struct {
 	info     map[string]*SagaInfo
 	inflight map[string]bool   // steps being sent now
 	manual   map[string]string // id -> note: fence instead of credit
+	wake     chan struct{}     // a step ended or an operator asked: look again
 }
 
 func newDriver(h *Host, r *Replica) *driver {
 	return &driver{h: h, r: r, log: r.log.With("part", "saga"), info: map[string]*SagaInfo{},
-		inflight: map[string]bool{}, manual: map[string]string{}}
+		inflight: map[string]bool{}, manual: map[string]string{}, wake: make(chan struct{}, 1)}
 }
 
 // run drives open sagas until ctx ends (leadership lost or shutdown). It
 // starts only after the term's barrier, so it sees every saga the log
-// holds; a new leader thus resumes every unfinished saga.
+// holds; a new leader thus resumes every unfinished saga. It looks for
+// work when the open sagas change, when a step it sent ends, and when a
+// retry is due, never on a fixed tick: a saga's first step goes out as
+// soon as its hold is applied.
 func (d *driver) run(ctx context.Context) {
-	tick := time.NewTicker(sagaScanEvery)
-	defer tick.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	lastSeq := ^uint64(0)
-	for {
+	for !d.r.Group.BarrierDone() {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-time.After(sagaBarrierWait):
 		}
-		if !d.r.Group.BarrierDone() {
-			continue
-		}
-		// Look again only when the log moved or a retry is due.
-		_, seq := d.r.FSM.Applied()
-		if seq == lastSeq && !d.retryDue() {
-			continue
-		}
-		lastSeq = seq
+	}
+	for {
+		changed := d.r.FSM.SagasChanged()
 		skip := d.busy()
 		open, err := d.r.FSM.OpenSagas(func(id string) bool { return skip[id] })
 		if err != nil {
 			d.log.Warn("list open sagas", "err", err)
-			continue
 		}
 		for peer, steps := range d.due(open, skip) {
 			wg.Add(1)
@@ -111,20 +109,40 @@ func (d *driver) run(ctx context.Context) {
 				d.advance(ctx, peer, steps)
 			}()
 		}
+		timer := time.NewTimer(d.nextRetry())
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-changed:
+		case <-d.wake:
+		case <-timer.C:
+		}
+		timer.Stop()
 	}
 }
 
-// retryDue reports whether a saga that failed is due for another try.
-func (d *driver) retryDue() bool {
+// poke makes the driver look for work again.
+func (d *driver) poke() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// nextRetry is how long until the earliest retry of a saga not being
+// sent is due; sagaIdle when none is waiting.
+func (d *driver) nextRetry() time.Duration {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	wait := sagaIdle
 	now := time.Now()
 	for id, in := range d.info {
-		if !d.inflight[id] && !now.Before(in.NextTry) {
-			return true
+		if !d.inflight[id] {
+			wait = min(wait, max(in.NextTry.Sub(now), 0))
 		}
 	}
-	return false
+	return wait
 }
 
 // busy returns the sagas not to look at now: those being sent and those
@@ -195,6 +213,7 @@ func (d *driver) advance(ctx context.Context, peer int, ws []work) {
 			delete(d.inflight, w.rec.Transfer.ID)
 		}
 		d.mu.Unlock()
+		d.poke()
 	}()
 	var credits, fences []work
 	for _, w := range ws {
@@ -296,6 +315,7 @@ func (d *driver) requestAbort(id, note string) {
 	if in := d.info[id]; in != nil {
 		in.NextTry, in.Resolving = time.Time{}, note
 	}
+	d.poke()
 }
 
 func (d *driver) snapshot(id string) (SagaInfo, bool) {

@@ -383,39 +383,20 @@ func (c *Client) roundTrip(ctx context.Context, op, method, path string, q url.V
 	return resp, nil
 }
 
-// pollInterval is how long FollowEvents waits before asking again when
-// the shard has no new events.
-const pollInterval = 500 * time.Millisecond
-
 // FollowEvents follows a shard's log: it calls fn for each event after
-// seq after, in order, as they commit. The server answers pages, not a
-// stream, so FollowEvents asks for page after page: at once while there
-// are new events, every pollInterval once it has caught up. The client's
-// timeout applies to each page. It returns when ctx ends (with
-// ctx's error), when fn returns an error (that error), or when a page
-// cannot be had (its error): the caller resumes from the last seq it saw.
+// seq after, in order, as they commit, read from one stream
+// (GET /v1/shards/{shard}/events?follow=true) that the answering replica
+// keeps open; progress lines only keep the stream alive. The client's
+// timeout bounds the wait for the stream to start. It returns when ctx
+// ends (with ctx's error), when fn returns an error (that error), or when
+// the stream breaks, stays silent for DefaultStreamIdle or is ended by the
+// server (that error): the caller resumes from the last seq it saw.
+// Subscribe does that by itself, over several addresses.
 func (c *Client) FollowEvents(ctx context.Context, shard int, after uint64, fn func(ledger.Event) error) error {
-	for {
-		p, err := c.Events(ctx, shard, after, 0)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return err
+	return c.StreamShard(ctx, shard, after, StreamOpts{Follow: true}, func(it StreamItem) error {
+		if it.Event == nil {
+			return nil
 		}
-		for _, e := range p.Events {
-			if err := fn(e); err != nil {
-				return err
-			}
-			after = e.Seq
-		}
-		if len(p.Events) > 0 {
-			continue
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(pollInterval):
-		}
-	}
+		return fn(*it.Event)
+	})
 }

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -440,14 +439,12 @@ func TestTimeoutIsPassedToServer(t *testing.T) {
 	}
 }
 
-func TestFollowEventsStopsOnCallbackError(t *testing.T) {
-	f, c := newFake(t, fixed(200, `{"events": [
-		{"shard": 0, "seq": 5, "type": "AccountOpened", "data": {}, "balances": []},
-		{"shard": 0, "seq": 6, "type": "AccountClosed", "data": {}, "balances": []},
-		{"shard": 0, "seq": 7, "type": "TransferPosted", "data": {}, "balances": []}], "next": ""}`))
+func TestFollowEventsStreams(t *testing.T) {
+	n := newStreamNode(t, [][]ledger.Event{chain(0, 3), chain(1, 7)})
+	c := New(n.addr())
 	var seqs []uint64
 	stop := errors.New("stop")
-	err := c.FollowEvents(context.Background(), 0, 4, func(e ledger.Event) error {
+	err := c.FollowEvents(context.Background(), 1, 4, func(e ledger.Event) error {
 		seqs = append(seqs, e.Seq)
 		if e.Seq == 6 {
 			return stop
@@ -460,47 +457,50 @@ func TestFollowEventsStopsOnCallbackError(t *testing.T) {
 	if fmt.Sprint(seqs) != "[5 6]" {
 		t.Errorf("seqs %v", seqs)
 	}
-	// The events route takes after and limit only; follow would be refused.
-	if q := f.last(t).Query; q.Has("follow") || q.Get("after") != "4" {
+
+	// Caught up, the stream stays open with progress lines only; the
+	// caller's ctx ends it.
+	ctx, cancel := context.WithCancel(context.Background())
+	seqs = nil
+	err = c.FollowEvents(ctx, 0, 0, func(e ledger.Event) error {
+		if seqs = append(seqs, e.Seq); e.Seq == 3 {
+			time.AfterFunc(50*time.Millisecond, cancel)
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) || fmt.Sprint(seqs) != "[1 2 3]" {
+		t.Errorf("err = %v, seqs %v", err, seqs)
+	}
+}
+
+func TestFollowEventsReturnsAnError(t *testing.T) {
+	_, c := newFake(t, fixed(404, `{"error": {"code": "shard_not_found", "message": "no shard 9"}}`))
+	err := c.FollowEvents(context.Background(), 9, 0, func(ledger.Event) error { return nil })
+	if !IsNotFound(err) {
+		t.Errorf("err = %v, want the 404", err)
+	}
+	f, c := newFake(t, fixed(200, ""))
+	err = c.FollowEvents(context.Background(), 2, 8, func(ledger.Event) error { return nil })
+	if !errors.Is(err, ErrStreamEnded) {
+		t.Errorf("err = %v, want ErrStreamEnded", err)
+	}
+	if q := f.last(t).Query; q.Get("follow") != "true" || q.Get("after") != "8" {
 		t.Errorf("query %v", q)
 	}
 }
 
-func TestFollowEventsReturnsAPageError(t *testing.T) {
-	_, c := newFake(t, fixed(404, `{"error": {"code": "shard_not_found", "message": "no shard 9"}}`))
-	err := c.FollowEvents(context.Background(), 9, 0, func(ledger.Event) error { return nil })
-	if !IsNotFound(err) {
-		t.Errorf("err = %v, want the page's 404", err)
-	}
-}
-
-func TestFollowEventsPolls(t *testing.T) {
-	// The server answers pages of at most two events out of a log of five.
-	f, c := newFake(t, func(r seen) (int, string) {
-		after, _ := strconv.Atoi(r.Query.Get("after"))
-		var evs []string
-		for seq := after + 1; seq <= 5 && len(evs) < 2; seq++ {
-			evs = append(evs, fmt.Sprintf(`{"shard": 1, "seq": %d, "type": "AccountOpened", "data": {}, "balances": []}`, seq))
-		}
-		return 200, `{"events": [` + strings.Join(evs, ",") + `]}`
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var seqs []uint64
-	err := c.FollowEvents(ctx, 1, 0, func(e ledger.Event) error {
-		seqs = append(seqs, e.Seq)
-		if e.Seq == 5 {
-			cancel()
-		}
-		return nil
-	})
-	if !errors.Is(err, context.Canceled) {
-		t.Errorf("err = %v, want the context's", err)
-	}
-	if fmt.Sprint(seqs) != "[1 2 3 4 5]" {
-		t.Errorf("seqs %v", seqs)
-	}
-	if q := f.last(t).Query; q.Get("after") != "4" || q.Has("follow") {
-		t.Errorf("last poll %v", q)
+func TestStreamIdleIsCutOff(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // a node that went silent
+	}))
+	defer srv.Close()
+	c := New(srv.URL)
+	start := time.Now()
+	err := c.StreamAll(context.Background(), nil, StreamOpts{Follow: true, Idle: 100 * time.Millisecond},
+		func(StreamItem) error { return nil })
+	if !errors.Is(err, ErrStreamIdle) || time.Since(start) > 2*time.Second {
+		t.Errorf("err = %v after %s, want ErrStreamIdle soon", err, time.Since(start))
 	}
 }

@@ -94,6 +94,9 @@ type Analysis struct {
 	Original map[string]*history.Pair // transfer id -> the op that first sent it
 	Resolved map[int]Resolution       // op index -> resolution of an info write
 	Models   map[string]*Model        // "node/shard" -> the fold of that replica's log
+	// Stream is what the run's stream follower received (C9); nil when
+	// no stream was followed.
+	Stream history.StreamSource
 	// bounds[shard] lists, by seq, the earliest time some replica was
 	// seen to have applied at least that seq.
 	bounds [][]bound

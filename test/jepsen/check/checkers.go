@@ -20,11 +20,12 @@ type Options struct {
 	HTMLDir string
 }
 
-// All runs C1-C8 in order.
+// All runs C1-C9 in order.
 func All(a *Analysis, o Options) []Result {
 	return []Result{
 		Conservation(a), Overdraft(a), ExactlyOnce(a), NothingTwice(a),
 		Convergence(a), Linearizable(a, o), SagaAtomicity(a), MonotonicReads(a),
+		StreamCompleteness(a),
 	}
 }
 

@@ -47,7 +47,7 @@ func (a *mAccount) available() int64 { return a.CP - a.DP - a.DPend }
 
 // Problem is one violation, attributed to the checker it belongs to.
 type Problem struct {
-	Checker string // "C1" ... "C8"
+	Checker string // "C1" ... "C9"
 	Msg     string
 }
 

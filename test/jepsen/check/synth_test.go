@@ -22,6 +22,9 @@ type synth struct {
 	ops    []history.Op
 	clock  int64
 	index  int
+	// stream is what the stream follower received; nil means a correct
+	// stream of the logs (streamOf).
+	stream []history.StreamEntry
 }
 
 func newSynth(t *testing.T, shards int) *synth {
@@ -219,6 +222,11 @@ func (s *synth) check() map[string]Result {
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	st := s.stream
+	if st == nil {
+		st = s.streamOf()
+	}
+	a.Stream = history.StreamEntries(st)
 	out := map[string]Result{}
 	for _, r := range All(a, Options{HTMLDir: s.t.TempDir()}) {
 		out[r.Name] = r

@@ -37,6 +37,7 @@ type Cluster struct {
 	work  string // data directories
 	store string // logs
 	cl    *client
+	dial  func(ctx context.Context, network, addr string) (net.Conn, error) // from the harness
 	logf  func(string, ...any)
 }
 
@@ -76,7 +77,8 @@ func (c *Cluster) start(ctx context.Context, cfg ClusterConfig) error {
 			return fmt.Errorf("network: %w", err)
 		}
 		c.net = n
-		c.cl = newClient(n.Dial("harness"))
+		c.dial = n.Dial("harness")
+		c.cl = newClient(c.dial)
 		for _, id := range ids {
 			if err := n.SetShardLink(id, c.Shards, -1); err != nil {
 				return err
@@ -88,12 +90,13 @@ func (c *Cluster) start(ctx context.Context, cfg ClusterConfig) error {
 			return err
 		}
 		d := &net.Dialer{}
-		c.cl = newClient(func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			if err := checkAddr(addr); err != nil {
 				return nil, err
 			}
 			return d.DialContext(ctx, network, addr)
-		})
+		}
+		c.cl = newClient(c.dial)
 	}
 	for i, id := range ids {
 		n, err := c.newNode(i, id, ports, cfg.Fast)

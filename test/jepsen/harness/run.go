@@ -106,11 +106,12 @@ type runner struct {
 	rep     *Report
 	undo    []func() // run in reverse by close
 
-	c    *Cluster
-	poll *Poller
-	rec  *history.Recorder
-	w    *Workload
-	nem  *nemesis.Runner
+	c      *Cluster
+	poll   *Poller
+	rec    *history.Recorder
+	follow *Follower
+	w      *Workload
+	nem    *nemesis.Runner
 
 	warm, faultStart time.Time
 	changes          []LeaderChange
@@ -202,6 +203,12 @@ func (r *runner) start(ctx context.Context) error {
 		return err
 	}
 	r.undo = append(r.undo, func() { _ = r.rec.Close() })
+	// The stream follower (C9) starts before the accounts are opened, so
+	// that it sees every event from seq 1 on.
+	if r.follow, err = StartFollower(c, filepath.Join(r.dir, streamFile), r.start0, cfg.Seed); err != nil {
+		return err
+	}
+	r.undo = append(r.undo, func() { _, _, _ = r.follow.Stop(nil, false) })
 	r.w = NewWorkload(c, r.rec, r.start0, WorkloadConfig{Workers: cfg.Workers, PerShard: 3, Initial: 1000, MaxAmount: 900,
 		Think: 25 * time.Millisecond, Seed: cfg.Seed, WriteDeadline: 12 * time.Second, Currency: "USD"})
 	if err := r.w.Setup(ctx); err != nil {
@@ -260,6 +267,7 @@ func (r *runner) finish(ctx context.Context) (*check.Final, error) {
 		r.logf("the replicas did not converge within 90s")
 	}
 	r.w.FinalReads(ctx)
+	r.stopFollower(ctx, quiesced)
 	final, err := export(ctx, c, filepath.Join(r.dir, "final"), quiesced)
 	if err != nil {
 		return nil, fmt.Errorf("export: %w", err)
@@ -280,6 +288,34 @@ func (r *runner) finish(ctx context.Context) (*check.Final, error) {
 	return final, r.rec.Close()
 }
 
+// streamFile is the stream follower's record in the store.
+const streamFile = "stream.jsonl"
+
+// stopFollower lets the stream follower catch up with the seq every shard
+// has applied once the run is quiet, then stops it. A follower that does
+// not get there in 30 s is stopped anyway: C9 reports what it missed.
+func (r *runner) stopFollower(ctx context.Context, quiesced bool) {
+	target := make([]uint64, r.c.Shards)
+	for _, v := range r.poll.States() {
+		if v.Shard >= 0 && v.Shard < len(target) {
+			target[v.Shard] = max(target[v.Shard], v.AppliedSeq)
+		}
+	}
+	wait := 30 * time.Second
+	if !quiesced {
+		wait = 10 * time.Second
+	}
+	ok := r.follow.WaitCaughtUp(ctx, target, wait)
+	events, conns, err := r.follow.Stop(target, ok)
+	if err != nil {
+		r.logf("stream record: %v", err)
+	}
+	if !ok {
+		r.logf("the stream follower did not catch up within %s: at %v, the replicas at %v (%d events over %d connections)",
+			wait, r.follow.Positions(), target, events, conns)
+	}
+}
+
 // judge runs the checkers and the gates, prints the report and writes the
 // store.
 func (r *runner) judge(final *check.Final) error {
@@ -287,6 +323,9 @@ func (r *runner) judge(final *check.Final) error {
 	a, err := check.Analyze(r.rec.Ops(), final)
 	if err != nil {
 		return err
+	}
+	if r.follow != nil {
+		a.Stream = history.StreamFile(filepath.Join(r.dir, streamFile))
 	}
 	rep.Results = check.All(a, check.Options{PorcupineTimeout: 2 * time.Minute, HTMLDir: r.dir})
 	rep.Verdict = check.Overall(rep.Results)

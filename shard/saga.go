@@ -40,6 +40,7 @@ type SagaInfo struct {
 	NextTry   time.Time `json:"next_try"`
 	Resolving string    `json:"resolving,omitempty"` // an operator's note while a manual abort runs
 	back      *backoff.ExponentialBackOff
+	peer      int // the destination shard
 }
 
 // newSagaBackoff is the wait between a saga's attempts: exponential from
@@ -72,11 +73,16 @@ type driver struct {
 	inflight map[string]bool   // steps being sent now
 	manual   map[string]string // id -> note: fence instead of credit
 	wake     chan struct{}     // a step ended or an operator asked: look again
+	// calling holds the destination shards with a call in flight: the
+	// sagas for one wait for it to end and then go together in the next
+	// call, so a busy shard gets fewer, larger batches.
+	calling map[int]bool
 }
 
 func newDriver(h *Host, r *Replica) *driver {
 	return &driver{h: h, r: r, log: r.log.With("part", "saga"), info: map[string]*SagaInfo{},
-		inflight: map[string]bool{}, manual: map[string]string{}, wake: make(chan struct{}, 1)}
+		inflight: map[string]bool{}, manual: map[string]string{}, wake: make(chan struct{}, 1),
+		calling: map[int]bool{}}
 }
 
 // run drives open sagas until ctx ends (leadership lost or shutdown). It
@@ -138,7 +144,9 @@ func (d *driver) nextRetry() time.Duration {
 	wait := sagaIdle
 	now := time.Now()
 	for id, in := range d.info {
-		if !d.inflight[id] {
+		// A saga whose destination has a call out waits for the call's end,
+		// which pokes the driver.
+		if !d.inflight[id] && !d.calling[in.peer] {
 			wait = min(wait, max(in.NextTry.Sub(now), 0))
 		}
 	}
@@ -181,12 +189,12 @@ func (d *driver) due(open []ledger.Record, skipped map[string]bool) map[int][]wo
 	for _, r := range open {
 		id := r.Transfer.ID
 		live[id] = true
-		if r.Saga == nil || r.Saga.Role != ledger.RoleSource || d.inflight[id] {
+		if r.Saga == nil || r.Saga.Role != ledger.RoleSource || d.inflight[id] || d.calling[r.Saga.Peer] {
 			continue
 		}
 		in := d.info[id]
 		if in == nil {
-			in = &SagaInfo{}
+			in = &SagaInfo{peer: r.Saga.Peer}
 			d.info[id] = in
 		}
 		if now.Before(in.NextTry) || len(out[r.Saga.Peer]) >= sagaBatch {
@@ -201,18 +209,33 @@ func (d *driver) due(open []ledger.Record, skipped map[string]bool) map[int][]wo
 			delete(d.manual, id)
 		}
 	}
+	for peer := range out {
+		d.calling[peer] = true
+	}
 	return out
 }
 
 // advance sends one destination its credits (and fences), then resolves
 // on the source what the destination decided.
 func (d *driver) advance(ctx context.Context, peer int, ws []work) {
+	// The destination is free for the next batch as soon as its call ends;
+	// this batch's resolution on the source is committed meanwhile.
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			d.mu.Lock()
+			delete(d.calling, peer)
+			d.mu.Unlock()
+			d.poke()
+		})
+	}
 	defer func() {
 		d.mu.Lock()
 		for _, w := range ws {
 			delete(d.inflight, w.rec.Transfer.ID)
 		}
 		d.mu.Unlock()
+		release()
 		d.poke()
 	}()
 	var credits, fences []work
@@ -223,17 +246,20 @@ func (d *driver) advance(ctx context.Context, peer int, ws []work) {
 			credits = append(credits, w)
 		}
 	}
-	for _, group := range []struct {
-		kind ledger.Kind
-		ws   []work
-	}{{ledger.CmdSagaCredit, credits}, {ledger.CmdSagaFence, fences}} {
-		if len(group.ws) > 0 {
-			d.step(ctx, peer, group.kind, group.ws)
-		}
+	if len(fences) == 0 {
+		d.step(ctx, peer, ledger.CmdSagaCredit, credits, release)
+		return
 	}
+	if len(credits) > 0 {
+		d.step(ctx, peer, ledger.CmdSagaCredit, credits, nil)
+	}
+	d.step(ctx, peer, ledger.CmdSagaFence, fences, release)
 }
 
-func (d *driver) step(ctx context.Context, peer int, kind ledger.Kind, ws []work) {
+// step sends one command of saga steps to the destination and resolves on
+// the source what it decided; called is run once the destination
+// answered (nil: nothing to run).
+func (d *driver) step(ctx context.Context, peer int, kind ledger.Kind, ws []work, called func()) {
 	cmd := ledger.Command{Kind: kind}
 	for _, w := range ws {
 		cmd.Saga = append(cmd.Saga, ledger.SagaStep{Source: d.r.ID, Transfer: w.rec.Transfer, Currency: w.rec.Saga.Currency})
@@ -244,6 +270,9 @@ func (d *driver) step(ctx context.Context, peer int, kind ledger.Kind, ws []work
 	c, cancel := context.WithTimeout(ctx, sagaCallBudget)
 	res, err := d.h.submitAnywhere(c, peer, cmd)
 	cancel()
+	if called != nil {
+		called()
+	}
 	if failpoint.Enabled && err == nil {
 		failpoint.Crash("crash-saga-before-resolve")
 	}

@@ -7,6 +7,7 @@
 //	plant_noidem           NoIdem: the state machine forgets earlier transfer ids
 //	plant_noapplied        NoApplied: the applied Raft index is not written with the state
 //	plant_nocompensation   NoSagaCompensation: a failed saga does not release its hold
+//	plant_streamskip       StreamSkip: a resumed event stream skips the first event after its position
 //
 // Nothing outside the selftest may build with these tags.
 package plant

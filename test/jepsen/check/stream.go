@@ -180,8 +180,12 @@ func (f *streamFold) progress(e *history.StreamEntry) {
 			continue
 		}
 		if e.Conn == f.conn && p > f.connMax[s] {
-			f.r.fail("connection %d sent progress shard %d at seq %d, but it asked from seq %d on and delivered up to seq %d only",
-				e.Conn, s, p, f.connAfter[s]+1, f.connMax[s])
+			sent := fmt.Sprintf("delivered up to seq %d only", f.connMax[s])
+			if f.connMax[s] == f.connAfter[s] {
+				sent = "delivered none of that shard"
+			}
+			f.r.fail("connection %d sent progress shard %d at seq %d, but it resumed after seq %d and %s", e.Conn, s, p,
+				f.connAfter[s], sent)
 			f.connMax[s] = p // report once
 		}
 	}

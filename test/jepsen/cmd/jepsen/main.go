@@ -1,6 +1,6 @@
 // Command jepsen runs Tally's black-box fault suite (docs/testing.md): three
 // real nodes and the proxy in network namespaces, a nemesis, closed-loop
-// clients and the checkers C1-C8. Exit status: 0 valid, 1 invalid,
+// clients, a stream follower and the checkers C1-C9. Exit status: 0 valid, 1 invalid,
 // 2 unknown (which fails too), 3 the run itself failed, 4 partial (not
 // root: only kill and pause faults ran, which is never a pass).
 //
@@ -44,6 +44,7 @@ func main() {
 		store    = flag.String("store", "test/store", "store directory")
 		expect   = flag.String("expect", "", "selftest: the checkers (comma-separated) that must flag the planted bug")
 		recheck  = flag.String("check", "", "re-run the checkers on a stored run directory and exit")
+		only     = flag.String("plants", "", "selftest: only these planted bugs (comma-separated tags, e.g. plant_streamskip; default: all)")
 	)
 	flag.Parse()
 	if *recheck != "" {
@@ -68,7 +69,7 @@ func main() {
 	case "soak":
 		os.Exit(soak(ctx, cfg, *runLen))
 	case "selftest":
-		os.Exit(selftest(ctx, cfg))
+		os.Exit(selftest(ctx, cfg, *only))
 	}
 	if cfg.Seed == 0 {
 		cfg.Seed = uint64(time.Now().UnixNano() % 1_000_000_007)
@@ -149,14 +150,35 @@ var plants = []struct {
 		"the applied index is not written with the state"},
 	{"plant_nocompensation", "kill-follower,pause-follower", "C7",
 		"an aborted saga never releases its hold"},
+	{"plant_streamskip", "kill-follower,kill-leader,proxy-kill", "C9",
+		"a resumed event stream skips the first event after its position"},
 }
 
-// selftest builds the product with each planted bug and runs a short
-// fault run against it; each must end invalid through its checker.
-func selftest(ctx context.Context, base harness.Config) int {
-	missed := 0
+// selftest builds the product with each planted bug (or those named in
+// only) and runs a short fault run against it; each must end invalid
+// through its checker.
+func selftest(ctx context.Context, base harness.Config, only string) int {
+	missed, want := 0, len(plants)
 	var lines []string
+	var pick []string
+	if only != "" {
+		pick = strings.Split(only, ",")
+		want = 0
+		for _, tag := range pick {
+			found := false
+			for _, p := range plants {
+				found = found || p.tag == tag
+			}
+			if !found {
+				fail(fmt.Errorf("-plants: no planted bug %q", tag))
+			}
+			want++
+		}
+	}
 	for i, p := range plants {
+		if pick != nil && !contains(pick, p.tag) {
+			continue
+		}
 		cfg := base
 		cfg.Profile = "selftest-" + strings.TrimPrefix(p.tag, "plant_")
 		cfg.Tags = strings.Trim(base.Tags+","+p.tag, ",")
@@ -187,8 +209,8 @@ func selftest(ctx context.Context, base harness.Config) int {
 	for _, l := range lines {
 		fmt.Println(l)
 	}
-	fmt.Printf("selftest: %d of %d planted bugs caught\n", len(lines)-missed, len(plants))
-	if missed > 0 || len(lines) < len(plants) {
+	fmt.Printf("selftest: %d of %d planted bugs caught\n", len(lines)-missed, want)
+	if missed > 0 || len(lines) < want {
 		return 1
 	}
 	return 0
@@ -213,6 +235,9 @@ func recheckRun(dir string) int {
 	if err != nil {
 		fail(err)
 	}
+	if st := filepath.Join(dir, "stream.jsonl"); fileExists(st) {
+		a.Stream = history.StreamFile(st)
+	}
 	rs := check.All(a, check.Options{PorcupineTimeout: 5 * time.Minute, HTMLDir: dir})
 	for _, r := range rs {
 		fmt.Printf("%-3s %-42s %-8s %s\n", r.Name, r.Title, r.Verdict, r.Summary)
@@ -227,6 +252,11 @@ func recheckRun(dir string) int {
 		return 1
 	}
 	return 2
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 func contains(xs []string, x string) bool {

@@ -23,6 +23,9 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	metrics *metrics
+	// closing ends the event streams when the node shuts down (StopStreams).
+	closing     context.Context
+	stopStreams context.CancelFunc
 	// patterns are the routes served through handlers, for the test that
 	// keeps them and edge.Routes equal.
 	patterns []string
@@ -41,10 +44,16 @@ type Server struct {
 func New(svc *node.Service, log *slog.Logger) *Server {
 	s := &Server{log: log, mux: http.NewServeMux(), accounts: svc, transfers: svc, sagas: svc,
 		shards: svc, members: svc, internal: svc, events: svc, consumers: svc}
+	s.closing, s.stopStreams = context.WithCancel(context.Background())
 	s.metrics = newMetrics(svc.Host())
 	s.routes()
 	return s
 }
+
+// StopStreams ends every event stream this server is sending, for a
+// graceful shutdown (http.Server.RegisterOnShutdown): streams have no
+// natural end. It is safe to call more than once.
+func (s *Server) StopStreams() { s.stopStreams() }
 
 // handler is one endpoint: it returns the 200 answer's body, or an error
 // that node.Problem maps to the error answer.
@@ -126,12 +135,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		edge.WriteError(sw, e)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), d)
-	if q := r.URL.Query(); q.Get("follow") == "true" && q.Get("timeout") == "" {
-		// A stream runs until its reader leaves, unless it asked for a
-		// deadline.
-		ctx, cancel = context.WithCancel(r.Context())
-	}
+	ctx, cancel := s.deadline(r, d)
 	defer cancel()
 	if n, err := strconv.Atoi(r.Header.Get(edge.HopHeader)); err == nil && n > 0 {
 		ctx = node.WithHops(ctx, n)
@@ -141,6 +145,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(sw, r.Body, edge.MaxBody)
 	s.mux.ServeHTTP(sw, r.WithContext(ctx))
+}
+
+// deadline is a request's context: it ends after d, but a stream
+// (follow=true) runs until its reader leaves, unless it asked for a
+// deadline, or until the node shuts down.
+func (s *Server) deadline(r *http.Request, d time.Duration) (context.Context, context.CancelFunc) {
+	q := r.URL.Query()
+	if q.Get("follow") != "true" {
+		return context.WithTimeout(r.Context(), d)
+	}
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if q.Get("timeout") != "" {
+		ctx, cancel = context.WithTimeout(r.Context(), d)
+	} else {
+		ctx, cancel = context.WithCancel(r.Context())
+	}
+	stop := context.AfterFunc(s.closing, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 type statusWriter struct {

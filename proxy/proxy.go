@@ -97,6 +97,10 @@ type Proxy struct {
 
 	ctx       context.Context // lives until Close
 	cancel    context.CancelFunc
+	// closing ends the streams passing through when Serve shuts down: a
+	// stream has no natural end, and shutdown waits for every request.
+	closing     context.Context
+	stopStreams context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
@@ -110,6 +114,7 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, errors.New("proxy: no nodes given")
 	}
 	p := &Proxy{log: cfg.Logger, interval: cfg.RefreshInterval, transport: cfg.Transport}
+	p.closing, p.stopStreams = context.WithCancel(context.Background())
 	if p.log == nil {
 		p.log = slog.Default()
 	}
@@ -192,6 +197,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(p.stopStreams)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	p.log.Info("proxy listening", "addr", ln.Addr().String(), "nodes", p.seeds)

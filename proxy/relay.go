@@ -127,6 +127,8 @@ func (p *Proxy) forwardAny(w http.ResponseWriter, r *http.Request, timeout time.
 	defer cancel()
 	timer := time.AfterFunc(timeout, cancel)
 	defer timer.Stop()
+	// A stream ends when the proxy shuts down.
+	defer context.AfterFunc(p.closing, cancel)()
 	p.pass(w, r.WithContext(ctx), &pass{body: body, answered: timer.Stop})
 }
 

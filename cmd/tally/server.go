@@ -95,7 +95,9 @@ func runServer(ctx context.Context, a *app, o *serverOpts) error {
 		ln.Close()
 		return err
 	}
-	srv := &http.Server{Handler: api.New(node.New(host, peer), log), ReadHeaderTimeout: 10 * time.Second}
+	handler := api.New(node.New(host, peer), log)
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	srv.RegisterOnShutdown(handler.StopStreams)
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)

@@ -61,8 +61,8 @@ func TestContract(t *testing.T) {
 }
 
 // script is the requests of TestContract for the server of kind, with
-// account and transfer ids of its own (the node and the proxy share a
-// cluster).
+// account and transfer ids and consumer names of its own (the node and
+// the proxy share a cluster).
 func script(t *testing.T, s *server, kind string) []call {
 	t.Helper()
 	// Each kind has shards of its own, so that its first account opens
@@ -74,6 +74,7 @@ func script(t *testing.T, s *server, kind string) []call {
 	src, dst, far := idOn(p+"-src", home), idOn(p+"-dst", home), idOn(p+"-far", away)
 	h := fmt.Sprint(home)
 	eur := p + "-eur"
+	sink := p + "-sink"
 	leader0 := s.c.WaitLeader(t, 0).NodeID()
 	big := `{"transfers": [{"id": "` + p + `-big", "debit": "@world", "credit": "` + src + `", "amount": 1, "reference": "` +
 		strings.Repeat("x", edge.MaxBody) + `"}]}`
@@ -157,6 +158,33 @@ func script(t *testing.T, s *server, kind string) []call {
 		{method: "GET", target: "/v1/shards/" + h + "/verify", status: 200},
 		{method: "GET", target: "/v1/shards/" + h + "/hash?seq=1", status: 200},
 		{method: "GET", target: "/v1/shards/" + h + "/hash?seq=-1", status: 400, refused: true},
+		// Named consumers: an offset moves forwards only, reset moves it
+		// anywhere, delete forgets it.
+		{method: "PUT", target: "/v1/consumers/" + sink + "/offsets/" + h, status: 200, body: `{"seq": 2}`},
+		{method: "PUT", target: "/v1/consumers/" + sink + "/offsets/" + h, status: 200, body: `{"seq": 2}`},
+		{method: "PUT", target: "/v1/consumers/" + sink + "/offsets/" + h, status: 409, body: `{"seq": 1}`},
+		{method: "PUT", target: "/v1/consumers/" + sink + "/offsets/" + h, status: 400, body: `{"seq": 999999999}`},
+		{method: "PUT", target: "/v1/consumers/" + sink + "/offsets/" + h, status: 400, refused: true, body: `{}`},
+		{method: "PUT", target: "/v1/consumers/" + sink + "/offsets/" + h, status: 400, refused: true, body: `{"seq": -1}`},
+		{method: "PUT", target: "/v1/consumers/" + sink + "/offsets/" + h, status: 400, refused: true, body: `{"seq": 3, "shard": 0}`},
+		{method: "PUT", target: "/v1/consumers/" + sink + "/offsets/9", status: 404, body: `{"seq": 1}`},
+		{method: "PUT", target: "/v1/consumers/" + p + "-bad!/offsets/" + h, status: 400, refused: true, body: `{"seq": 1}`},
+		{method: "GET", target: "/v1/consumers", status: 200},
+		{method: "GET", target: "/v1/consumers/" + sink, status: 200},
+		{method: "GET", target: "/v1/consumers/" + p + "-nobody", status: 404},
+		{method: "POST", target: "/v1/consumers/" + sink + "/reset", status: 200, body: `{"to": "end"}`},
+		{method: "POST", target: "/v1/consumers/" + sink + "/reset", status: 200, body: `{"to": "start"}`},
+		{method: "POST", target: "/v1/consumers/" + sink + "/reset", status: 200, body: `{"to": "0:0,` + h + `:1"}`},
+		{method: "POST", target: "/v1/consumers/" + p + "-fresh/reset", status: 200, body: `{"to": "` + h + `:1"}`},
+		{method: "POST", target: "/v1/consumers/" + sink + "/reset", status: 400, refused: true, body: `{"to": "sideways"}`},
+		{method: "POST", target: "/v1/consumers/" + sink + "/reset", status: 400, body: `{"to": "9:1"}`},
+		{method: "POST", target: "/v1/consumers/" + sink + "/reset", status: 400, body: `{"to": "` + h + `:999999999"}`},
+		{method: "POST", target: "/v1/consumers/" + sink + "/reset", status: 400, refused: true, body: `{}`},
+		{method: "POST", target: "/v1/consumers/" + sink + "/reset", status: 400, refused: true, body: `{"to": "end", "from": "start"}`},
+		{method: "DELETE", target: "/v1/consumers/" + sink, status: 200},
+		{method: "DELETE", target: "/v1/consumers/" + sink, status: 404},
+		{method: "GET", target: "/v1/consumers/" + sink, status: 404},
+		{method: "DELETE", target: "/v1/consumers/" + p + "-fresh", status: 200},
 		// Cluster.
 		{method: "GET", target: "/v1/cluster", status: 200},
 		{method: "GET", target: "/v1/cluster/local", status: 200},

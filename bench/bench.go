@@ -66,6 +66,10 @@ type Options struct {
 	// Stream runs a consumer of the all-shards stream beside the load
 	// (live lag), then reads the whole log again from seq 0 (catch-up).
 	Stream bool
+	// Readers opens this many more all-shards streams that follow the log
+	// through the load and discard it: the cost of many consumers to the
+	// write path.
+	Readers int
 }
 
 // Run creates and funds the accounts, runs the load, writes the plot if
@@ -101,8 +105,11 @@ func Run(ctx context.Context, c *client.Client, o Options, progress io.Writer) (
 			return nil, fmt.Errorf("bench: stream consumer: %w", err)
 		}
 	}
+	stopReaders := startReaders(ctx, c, o.Readers)
 	st := runLoad(ctx, c, &o, w, progress)
+	readers := stopReaders()
 	rep := st.report(&o, shards)
+	rep.Readers = readers
 	if lc != nil {
 		rep.Stream = &StreamStat{}
 		lc.stop(context.WithoutCancel(ctx), c, rep.Stream)

@@ -97,6 +97,7 @@ type Report struct {
 	Conservation Conservation     `json:"conservation"`
 	Audit        *AuditCheck      `json:"audit,omitempty"`
 	Stream       *StreamStat      `json:"stream,omitempty"`
+	Readers      *ReadersStat     `json:"readers,omitempty"`
 
 	plotErr error // why the plot could not be written
 }
@@ -214,6 +215,9 @@ func (rep *Report) Print(w io.Writer) {
 			row(t, e.Kind, e.Count, e.Example)
 		}
 		t.Flush()
+	}
+	if r := rep.Readers; r != nil {
+		fmt.Fprintf(w, "readers: %d all-shards streams followed the load, %d events read in all, %d failed\n", r.Streams, r.Events, r.Failed)
 	}
 	if s := rep.Stream; s != nil {
 		fmt.Fprintf(w, "stream: %d live events, lag p50 %.2fms p99 %.2fms max %.2fms; catch-up from seq 0: %d events in %.2fs, %.0f events/s\n",

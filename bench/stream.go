@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -53,22 +54,15 @@ type liveConsumer struct {
 }
 
 func startConsumer(ctx context.Context, c *client.Client) (*liveConsumer, error) {
-	st, err := c.Cluster(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read the heads: %w", err)
-	}
-	var after bytes.Buffer
-	for i, sh := range st.Shards {
-		if i > 0 {
-			after.WriteByte(',')
-		}
-		fmt.Fprintf(&after, "%d:%d", sh.Shard, sh.AppliedSeq)
+	after := heads(ctx, c)
+	if after == "" {
+		return nil, errors.New("cannot read the shards' heads")
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	lc := &liveConsumer{lag: newHist(), last: map[int]uint64{}, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(lc.done)
-		err := readStream(ctx, c.Addr()+"/v1/events?follow=true&after="+after.String(), func(line []byte) error {
+		err := readStream(ctx, c.Addr()+"/v1/events?follow=true&after="+after, func(line []byte) error {
 			var l streamLine
 			if err := json.Unmarshal(line, &l); err != nil {
 				return err
@@ -176,4 +170,60 @@ func readStream(ctx context.Context, url string, fn func(line []byte) error) err
 			return err
 		}
 	}
+}
+
+// ReadersStat is what the extra readers of a run read.
+type ReadersStat struct {
+	Streams int   `json:"streams"`
+	Events  int64 `json:"events"`
+	Failed  int   `json:"failed"`
+}
+
+// startReaders opens n all-shards streams from the current heads that
+// read and discard the log; the returned function stops them and says
+// what they read (nil when n is 0).
+func startReaders(ctx context.Context, c *client.Client, n int) func() *ReadersStat {
+	if n <= 0 {
+		return func() *ReadersStat { return nil }
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var mu sync.Mutex
+	stat := &ReadersStat{Streams: n}
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var read int64
+			err := readStream(ctx, c.Addr()+"/v1/events?follow=true&after="+heads(ctx, c), func([]byte) error { read++; return nil })
+			mu.Lock()
+			defer mu.Unlock()
+			stat.Events += read
+			if err != nil && ctx.Err() == nil {
+				stat.Failed++
+			}
+		}()
+	}
+	return func() *ReadersStat {
+		cancel()
+		wg.Wait()
+		return stat
+	}
+}
+
+// heads is every shard's applied seq as an after= list ("" when the
+// status cannot be read: the stream then starts from seq 0).
+func heads(ctx context.Context, c *client.Client) string {
+	st, err := c.Cluster(ctx)
+	if err != nil {
+		return ""
+	}
+	var b bytes.Buffer
+	for i, sh := range st.Shards {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%d:%d", sh.Shard, sh.AppliedSeq)
+	}
+	return b.String()
 }

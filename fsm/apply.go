@@ -106,7 +106,12 @@ func (f *FSM) loadLedger(db *badger.DB) (func(), error) {
 		return nil, err
 	}
 	st.SetStore(f)
-	return func() { f.st, f.ids, f.applied = st, ids, m; f.loadSagas(st) }, nil
+	return func() {
+		f.st, f.ids, f.applied = st, ids, m
+		f.loadSagas(st)
+		f.tail.reset(m.Seq)
+		f.tailDelta = nil
+	}, nil
 }
 
 type kv struct {
@@ -126,6 +131,7 @@ func (f *FSM) changes(c ledger.Changes) []kv {
 			v = mustJSON(e)
 		}
 		out = append(out, kv{k: eventKey(e.Seq), v: v})
+		f.tailDelta = append(f.tailDelta, v)
 		for _, b := range e.Balances {
 			hist.add(ledger.AccountKey(b.Account, b.Currency), e.Seq)
 		}

@@ -61,6 +61,9 @@ type FSM struct {
 	sagaDelta []ledger.Record          // the batch's saga records; FSM goroutine only
 	sagaCh    chan struct{}            // closed and replaced when sagas change
 
+	tail      tail     // the newest applied events, for streams (tail.go)
+	tailDelta [][]byte // the batch's events; FSM goroutine only
+
 	snaps  sync.WaitGroup // open snapshot read transactions
 	closed atomic.Bool
 }
@@ -271,6 +274,8 @@ func getRecord(txn *badger.Txn, id string) (*ledger.Record, bool, error) {
 // publish makes the applied position visible to readers and wakes waiters.
 func (f *FSM) publish() {
 	f.publishSagas()
+	f.tail.add(f.tailDelta)
+	f.tailDelta = f.tailDelta[:0]
 	f.index.Store(f.applied.Index)
 	f.seq.Store(f.applied.Seq)
 	if t, ok := f.st.NextExpiry(); ok {

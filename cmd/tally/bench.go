@@ -84,6 +84,7 @@ prefix, so runs do not collide. Durability is never relaxed.`,
 	f.StringVar(&o.Dist, "dist", bench.DistUniform, "how accounts are chosen within the pool: uniform or zipf")
 	f.Float64Var(&o.ZipfS, "zipf-s", 1.1, "Zipf exponent s for --dist zipf, above 1 (larger: more skewed)")
 	f.StringVar(&o.Plot, "plot", "", "write the per-second timeline (throughput, p50 and p99) to this SVG file")
+	f.IntVar(&o.Readers, "readers", 0, "open this many all-shards event streams beside the load, to measure what many consumers cost the write path")
 	f.BoolVar(&o.Stream, "stream", false, "follow the all-shards event stream beside the load (lag p50/p99), then read the whole log from seq 0 (catch-up events/s)")
 	return cmd
 }

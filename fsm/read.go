@@ -290,6 +290,86 @@ func closedBy(txn *badger.Txn, k string, seq uint64) (bool, error) {
 	return closed, err
 }
 
+// SeqAt returns the seq of the last event at or before log time t: 0
+// when the first event is later than t (or there is none), the applied
+// seq when every event is at or before t. Log time never decreases along
+// a shard's log (ledger.State.Begin keeps the later of the stamped time
+// and the previous entry's), so a binary search over the events, keyed by
+// seq, finds it in O(log n) reads.
+func (f *FSM) SeqAt(t ledger.Time) (uint64, error) {
+	var seq uint64
+	_, err := f.view(func(txn *badger.Txn) error {
+		m, err := readMeta(txn)
+		if err != nil {
+			return err
+		}
+		if m.Time <= t {
+			// Every event's time is at most the last entry's.
+			seq = m.Seq
+			return nil
+		}
+		seq, err = searchTime(m.Seq, t, func(s uint64) (ledger.Time, error) { return eventTime(txn, s) })
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("seq at %d: %w", t, err)
+	}
+	return seq, nil
+}
+
+// searchTime returns the largest seq in [1, n] whose time is at most t, or
+// 0 when there is none, reading timeOf about log2(n) times. Times must not
+// decrease with seq; equal times are allowed, and the last of them wins.
+func searchTime(n uint64, t ledger.Time, timeOf func(seq uint64) (ledger.Time, error)) (uint64, error) {
+	lo, hi := uint64(0), n // the answer is in [lo, hi]
+	for lo < hi {
+		mid := hi - (hi-lo)/2 // in (lo, hi]: the loop always shrinks
+		at, err := timeOf(mid)
+		if err != nil {
+			return 0, err
+		}
+		if at <= t {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return lo, nil
+}
+
+// eventTime reads the log time of event seq, decoding only that field.
+func eventTime(txn *badger.Txn, seq uint64) (ledger.Time, error) {
+	item, err := txn.Get(eventKey(seq))
+	if err != nil {
+		return 0, fmt.Errorf("event %d: %w", seq, err)
+	}
+	var e struct {
+		Time ledger.Time `json:"time"`
+	}
+	if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &e) }); err != nil {
+		return 0, fmt.Errorf("event %d: %w", seq, err)
+	}
+	return e.Time, nil
+}
+
+// AccountAtTime returns account key k as it was right after the last event
+// of the shard at or before log time t, and that event's seq. It wraps
+// ErrNotFound when the account did not exist yet at t. A t after the last
+// applied event answers as of that event.
+func (f *FSM) AccountAtTime(k string, t ledger.Time) (ledger.Account, uint64, error) {
+	seq, err := f.SeqAt(t)
+	if err != nil {
+		return ledger.Account{}, 0, fmt.Errorf("account %s: %w", k, err)
+	}
+	if seq == 0 {
+		return ledger.Account{}, 0, fmt.Errorf("account %s at %d: %w", k, t, ErrNotFound)
+	}
+	// Events up to seq never change, so a second read transaction agrees
+	// with the one that found seq.
+	a, err := f.AccountAt(k, seq)
+	return a, seq, err
+}
+
 // Sagas returns up to limit (all, when limit < 0) of the sagas this shard
 // started that are still open, or of those it aborted, and the seq they
 // reflect.
@@ -361,13 +441,16 @@ func (f *FSM) Audit() (ledger.ShardBooks, error) {
 
 // EventsRaw returns the stored JSON of up to limit events with seq > after,
 // in order: the bytes that Events would decode, for a reader that passes
-// them on as they are (a stream). Each value is a copy owned by the
-// caller.
+// them on as they are (a stream). The newest events come from memory
+// (tail.go), older ones from storage. The values must not be changed.
 func (f *FSM) EventsRaw(after uint64, limit int) ([][]byte, error) {
 	if after == math.MaxUint64 {
 		return nil, nil
 	}
 	limit = clampLimit(limit)
+	if out, ok := f.tail.read(after, limit); ok {
+		return out, nil
+	}
 	var out [][]byte
 	_, err := f.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: min(limit, 100)})

@@ -3,8 +3,9 @@
 # with one line naming what is missing. The fault suite runs each process
 # in a network namespace (ip), cuts links with nftables (nft) and fills a
 # loop-mounted disk (mkfs.ext4); it needs root for all three.
+# The JetStream sink's tests start a real nats-server.
 set -euo pipefail
-declare -A pkg=([ip]=iproute2 [nft]=nftables [mkfs.ext4]=e2fsprogs [curl]=curl)
+declare -A pkg=([ip]=iproute2 [nft]=nftables [mkfs.ext4]=e2fsprogs [curl]=curl [nats-server]=nats-server)
 PATH=$PATH:/usr/sbin:/sbin
 missing=()
 for cmd in "${!pkg[@]}"; do

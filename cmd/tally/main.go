@@ -101,6 +101,7 @@ one line on stderr and exits with status 1.`,
 		newConsumersCmd(a),
 		newAuditCmd(a),
 		newBenchCmd(a),
+		newSinkCmd(a),
 	)
 	return cmd
 }

@@ -41,6 +41,7 @@ down, and stops cleanly on SIGTERM. A status line is printed every second
 (--json: one JSON object per line).`,
 	}
 	// Each target's command adds itself here.
+	cmd.AddCommand(newSinkNATSCmd(a))
 	return cmd
 }
 

@@ -42,6 +42,7 @@ down, and stops cleanly on SIGTERM. A status line is printed every second
 	}
 	// Each target's command adds itself here.
 	cmd.AddCommand(newSinkNATSCmd(a))
+	cmd.AddCommand(newSinkPostgresCmd(a))
 	return cmd
 }
 

@@ -3,10 +3,13 @@
 # with one line naming what is missing. The fault suite runs each process
 # in a network namespace (ip), cuts links with nftables (nft) and fills a
 # loop-mounted disk (mkfs.ext4); it needs root for all three.
-# The JetStream sink's tests start a real nats-server.
+# The JetStream sink's tests start a real nats-server, the PostgreSQL
+# sink's a real postgres (Debian's postgresql: 15 on bookworm, its
+# binaries in /usr/lib/postgresql/15/bin).
 set -euo pipefail
-declare -A pkg=([ip]=iproute2 [nft]=nftables [mkfs.ext4]=e2fsprogs [curl]=curl [nats-server]=nats-server)
-PATH=$PATH:/usr/sbin:/sbin
+declare -A pkg=([ip]=iproute2 [nft]=nftables [mkfs.ext4]=e2fsprogs [curl]=curl [nats-server]=nats-server
+	[postgres]=postgresql)
+PATH=$PATH:/usr/sbin:/sbin:/usr/lib/postgresql/15/bin
 missing=()
 for cmd in "${!pkg[@]}"; do
 	command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg[$cmd]}")

@@ -4,7 +4,7 @@ BIN     ?= ./tally
 PKGS    := ./...
 
 .PHONY: help prereqs build test test-unit test-e2e cluster cluster-stop node lint fmt fuzz bench bench-micro clean \
-	jepsen jepsen-ci jepsen-soak jepsen-selftest jepsen-regress
+	jepsen jepsen-ci jepsen-soak jepsen-selftest jepsen-regress bench-sink
 
 # The fault suite (test/README.md). SEED 0 picks a seed from the clock;
 # FAULTS is a comma-separated list of fault classes (empty: all).
@@ -74,6 +74,9 @@ jepsen-selftest: ## build the product with each planted bug; the fault suite mus
 
 bench: build ## the standard profile on a fresh cluster vs etcd and PostgreSQL: make bench BENCHFLAGS='-duration 5s -no-peers'
 	$(GO) run ./test/benchrun -bin $(BIN) $(BENCHFLAGS)
+
+bench-sink: ## the PostgreSQL sink's figures: lag at half of peak, catch-up of ~1M events, rebuild (minutes)
+	TALLY_SINK_FIGURES=1 $(GO) test -count=1 -v -timeout 30m -run '^TestSinkPostgresFigures$$' ./test/e2e/
 
 bench-micro: build ## go micro-benchmarks (tally bench runs against a cluster)
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./ledger/ ./fsm/

@@ -39,6 +39,8 @@ view of them in another system. It resumes after a crash with no gap and
 no duplicate effect, waits and retries (saying why) while the target is
 down, and stops cleanly on SIGTERM. A status line is printed every second
 (--json: one JSON object per line).`,
+		Example: `  tally sink postgres --dsn postgres://tally@127.0.0.1:5432/ledger --consumer reports
+  tally sink nats --url nats://127.0.0.1:4222 --stream LEDGER --consumer jetstream`,
 	}
 	// Each target's command adds itself here.
 	cmd.AddCommand(newSinkNATSCmd(a))

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -313,7 +314,7 @@ func (t *Target) classify(ctx context.Context, err error) error {
 	}
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) || (pe.Code[:2] != "42" && pe.Code[:2] != "22" && pe.Code[:2] != "23") {
-		return err
+		return oneLine(err)
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), connectTimeout)
 	defer cancel()
@@ -324,15 +325,41 @@ func (t *Target) classify(ctx context.Context, err error) error {
 	if errors.Is(serr, ErrSchema) {
 		return permanent(serr)
 	}
-	return err
+	return oneLine(err)
 }
+
+// oneLine keeps an error on one line for the sink's status line: pgx
+// reports a failed connection with a line per address tried, often the
+// same line twice (with and without TLS).
+func oneLine(err error) error {
+	if err == nil || !strings.Contains(err.Error(), "\n") {
+		return err
+	}
+	return &flatError{err}
+}
+
+type flatError struct{ err error }
+
+func (e *flatError) Error() string {
+	var out []string
+	seen := map[string]bool{}
+	for _, l := range strings.Split(e.err.Error(), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !seen[l] {
+			seen[l] = true
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+func (e *flatError) Unwrap() error { return e.err }
 
 // permanent tells the sink's retry loop to give up on err. The loop
 // (cenkalti/backoff) ends at a *backoff.PermanentError and returns the
 // error it wraps.
 func permanent(err error) error {
 	if errors.Is(err, errPermanent) || errors.Is(err, ErrSchema) {
-		return backoff.Permanent(err)
+		return backoff.Permanent(oneLine(err))
 	}
-	return err
+	return oneLine(err)
 }

@@ -42,7 +42,9 @@ func TestSinkPostgresFigures(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		benchRate(ctx, t, c, "--rate", fmt.Sprint(int(peak/2)), "--concurrency", "256", "--duration", "20s")
+		if _, err := runBench(ctx, c, "--rate", fmt.Sprint(int(peak/2)), "--concurrency", "256", "--duration", "20s"); err != nil {
+			t.Error(err) // Fatal belongs to the test's goroutine
+		}
 	}()
 	for tick := time.NewTicker(100 * time.Millisecond); ; {
 		select {
@@ -110,9 +112,17 @@ func lagOf(ctx context.Context, cl *client.Client, s *pgSink) int64 {
 // transfers/s.
 func benchRate(ctx context.Context, t *testing.T, c *cluster, args ...string) float64 {
 	t.Helper()
+	rate, err := runBench(ctx, c, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rate
+}
+
+func runBench(ctx context.Context, c *cluster, args ...string) (float64, error) {
 	out, err := exec.CommandContext(ctx, bin, append([]string{"--addr", c.proxy, "--json", "bench"}, args...)...).Output()
 	if err != nil {
-		t.Fatalf("tally bench %v: %v\n%s", args, err, out)
+		return 0, fmt.Errorf("tally bench %v: %v\n%s", args, err, out)
 	}
 	var rep struct {
 		Latency []struct {
@@ -121,12 +131,12 @@ func benchRate(ctx context.Context, t *testing.T, c *cluster, args ...string) fl
 		} `json:"latency"`
 	}
 	if err := json.Unmarshal(out, &rep); err != nil || len(rep.Latency) == 0 {
-		t.Fatalf("tally bench %v: %v\n%s", args, err, out)
+		return 0, fmt.Errorf("tally bench %v: %v\n%s", args, err, out)
 	}
 	for _, r := range rep.Latency {
 		if r.Kind == "total" {
-			return r.TransfersPerSec
+			return r.TransfersPerSec, nil
 		}
 	}
-	return rep.Latency[0].TransfersPerSec
+	return rep.Latency[0].TransfersPerSec, nil
 }

@@ -51,6 +51,8 @@ const (
 	maxPending = 4096
 	// reconnectWait is the pause between attempts to reach the server.
 	reconnectWait = 500 * time.Millisecond
+	// connCheckEvery is how often a wait for acks looks at the connection.
+	connCheckEvery = 100 * time.Millisecond
 )
 
 // Config configures a Target.
@@ -187,16 +189,32 @@ func (t *Target) Apply(ctx context.Context, events []ledger.Event) error {
 		}
 		futs = append(futs, f)
 	}
+	return t.wait(ctx, futs)
+}
+
+// wait waits for every future's ack. A connection lost meanwhile ends the
+// wait at once rather than at the ack timeout: those acks will not come.
+func (t *Target) wait(ctx context.Context, futs []jetstream.PubAckFuture) error {
+	tick := time.NewTicker(connCheckEvery)
+	defer tick.Stop()
 	for _, f := range futs {
-		select {
-		case ack := <-f.Ok():
-			if ack.Duplicate {
-				t.duplicates.Add(1)
+		for done := false; !done; {
+			select {
+			case ack := <-f.Ok():
+				if ack.Duplicate {
+					t.duplicates.Add(1)
+				}
+				done = true
+			case err := <-f.Err():
+				return t.failed("ack of", f.Msg(), err)
+			case <-tick.C:
+				if err := t.connected(); err != nil {
+					t.ready = false
+					return err
+				}
+			case <-ctx.Done():
+				return fmt.Errorf("wait for jetstream's acks: %w", ctx.Err())
 			}
-		case err := <-f.Err():
-			return t.failed("ack of", f.Msg(), err)
-		case <-ctx.Done():
-			return fmt.Errorf("wait for jetstream's acks: %w", ctx.Err())
 		}
 	}
 	return nil

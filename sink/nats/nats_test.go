@@ -255,3 +255,20 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+func TestStreamDeletedWhileRunning(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect()
+	ctx := context.Background()
+	tg := newTarget(t, Config{URL: srv.URL, Stream: "LEDGER", AckWait: 2 * time.Second})
+	evs := events(2, 100)
+	if err := tg.Apply(ctx, evs[:100]); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(ctx, "LEDGER"); err != nil {
+		t.Fatal(err)
+	}
+	// The first attempt may fail; the target then makes the stream again.
+	waitFor(t, 10*time.Second, "the target to publish again", func() bool { return tg.Apply(ctx, evs[100:]) == nil })
+	checkOnce(t, js, "LEDGER", evs[100:])
+}

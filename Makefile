@@ -75,8 +75,8 @@ jepsen-selftest: ## build the product with each planted bug; the fault suite mus
 bench: build ## the standard profile on a fresh cluster vs etcd and PostgreSQL: make bench BENCHFLAGS='-duration 5s -no-peers'
 	$(GO) run ./test/benchrun -bin $(BIN) $(BENCHFLAGS)
 
-bench-sink: ## the PostgreSQL sink's figures: lag at half of peak, catch-up of ~1M events, rebuild (minutes)
-	TALLY_SINK_FIGURES=1 $(GO) test -count=1 -v -timeout 30m -run '^TestSinkPostgresFigures$$' ./test/e2e/
+bench-sink: ## the sinks' figures (PostgreSQL, JetStream): lag at half of peak, catch-up of a backlog, rebuild (minutes)
+	TALLY_SINK_FIGURES=1 $(GO) test -count=1 -v -timeout 40m -run '^TestSink(Postgres|NATS)Figures$$' ./test/e2e/
 
 bench-micro: build ## go micro-benchmarks (tally bench runs against a cluster)
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./ledger/ ./fsm/

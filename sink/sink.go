@@ -39,11 +39,16 @@ type Target interface {
 	// Apply makes events durable in the target, each shard's in seq
 	// order. It may be given again events it already applied (after a
 	// crash between Apply and the offset commit) and must then change
-	// nothing twice. An error leaves the batch to be given again.
+	// nothing twice. An error leaves the batch to be given again, after a
+	// wait; an error wrapped with Permanent stops the sink instead (a
+	// target that is not as the sink made it).
 	Apply(ctx context.Context, events []ledger.Event) error
 	// Close releases the target's connections.
 	Close() error
 }
+
+// Permanent marks err as one that retrying cannot cure: Run stops with it.
+func Permanent(err error) error { return backoff.Permanent(err) }
 
 // Position is where a target stands on one shard.
 type Position struct {

@@ -23,7 +23,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	natsio "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -179,7 +178,7 @@ func (t *Target) Apply(ctx context.Context, events []ledger.Event) error {
 		}
 		m, err := Message(t.cfg.Prefix, &events[i])
 		if err != nil {
-			return backoff.Permanent(err)
+			return sink.Permanent(err)
 		}
 		// The expected stream makes JetStream refuse the message if
 		// another stream took the subject.
@@ -254,7 +253,7 @@ func (t *Target) ensure(ctx context.Context) error {
 		return fmt.Errorf("stream %s: %w", t.cfg.Stream, err)
 	}
 	if err := t.check(s.CachedInfo().Config); err != nil {
-		return backoff.Permanent(err)
+		return sink.Permanent(err)
 	}
 	t.ready = true
 	return nil
@@ -304,7 +303,7 @@ func (t *Target) check(c jetstream.StreamConfig) error {
 func (t *Target) createFailed(err error) error {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && apiErr.Code >= 400 && apiErr.Code < 500 {
-		return backoff.Permanent(fmt.Errorf("create stream %s on %s: %w", t.cfg.Stream, t.subjects(), err))
+		return sink.Permanent(fmt.Errorf("create stream %s on %s: %w", t.cfg.Stream, t.subjects(), err))
 	}
 	return fmt.Errorf("create stream %s: %w", t.cfg.Stream, err)
 }

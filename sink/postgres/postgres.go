@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -354,12 +353,11 @@ func (e *flatError) Error() string {
 
 func (e *flatError) Unwrap() error { return e.err }
 
-// permanent tells the sink's retry loop to give up on err. The loop
-// (cenkalti/backoff) ends at a *backoff.PermanentError and returns the
-// error it wraps.
+// permanent tells the sink's retry loop to give up on err
+// (sink.Permanent); other errors are retried.
 func permanent(err error) error {
 	if errors.Is(err, errPermanent) || errors.Is(err, ErrSchema) {
-		return backoff.Permanent(oneLine(err))
+		return sink.Permanent(oneLine(err))
 	}
 	return oneLine(err)
 }

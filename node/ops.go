@@ -98,5 +98,10 @@ func (s *Service) commandsOp(ctx context.Context, q string, body []byte) (any, e
 	if err != nil {
 		return nil, err
 	}
+	if cmd.Kind == ledger.CmdTransfers {
+		// This node leads the shard, so it is the one that can wait for the
+		// sagas the transfers started, as it would for its own client.
+		s.settle(ctx, res)
+	}
 	return wire.Results{Results: res}, nil
 }

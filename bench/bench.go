@@ -56,8 +56,13 @@ type Options struct {
 	MaxAmount   int64         // amounts are uniform in 1..MaxAmount
 	Currency    string
 	CrossShard  float64 // fraction of requests whose transfers cross shards
-	Hot         int     // draw transfers from only this many accounts; 0: all
-	Prefix      string  // of every account and transfer id
+	// RandomPairs draws both accounts of a transfer from the whole pool,
+	// wherever they live, so that most transfers cross shards (3 in 4 on
+	// 4 shards): the workload users run. CrossShard is then unused; a
+	// request with a cross-shard transfer counts as cross-shard.
+	RandomPairs bool
+	Hot         int    // draw transfers from only this many accounts; 0: all
+	Prefix      string // of every account and transfer id
 	Seed        uint64
 	Rate        float64 // transfers per second, open loop; 0: closed loop
 	Dist        string  // DistUniform or DistZipf
@@ -135,7 +140,7 @@ func Run(ctx context.Context, c *client.Client, o Options, progress io.Writer) (
 			fmt.Fprintf(progress, "bench: cannot read back cross-shard transfer %s: %v\n", rep.CrossSample, err)
 		}
 	}
-	if o.CrossShard > 0 {
+	if o.CrossShard > 0 || o.RandomPairs {
 		rep.Audit = auditAfter(bg, c)
 	}
 	return rep, nil
@@ -201,10 +206,10 @@ func newWorkload(o *Options, shards int) (*workload, error) {
 			w.same = append(w.same, i)
 		}
 	}
-	if o.CrossShard < 1 && len(w.same) == 0 {
+	if o.CrossShard < 1 && !o.RandomPairs && len(w.same) == 0 {
 		return nil, errors.New("no shard holds two of the chosen accounts: raise --accounts or --hot, or use --cross-shard 1")
 	}
-	if o.CrossShard > 0 && len(w.byShard) < 2 {
+	if (o.CrossShard > 0 || o.RandomPairs) && len(w.byShard) < 2 {
 		return nil, errors.New("--cross-shard needs accounts on at least two shards")
 	}
 	return w, nil
@@ -232,6 +237,17 @@ func (w *workload) pair(d drawer, cross bool) (string, string) {
 		r++ // g is increasing and holds i: skip i itself
 	}
 	return w.pool[i], w.pool[g[r]]
+}
+
+// anyPair draws two distinct accounts from the whole pool and says
+// whether they live on different shards.
+func (w *workload) anyPair(d drawer) (string, string, bool) {
+	i := d.IntN(len(w.pool))
+	j := d.IntN(len(w.pool) - 1)
+	if j >= i {
+		j++
+	}
+	return w.pool[i], w.pool[j], w.shardOf[i] != w.shardOf[j]
 }
 
 // nthOutside returns the r-th (from 0) non-negative integer that is not

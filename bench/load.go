@@ -225,7 +225,17 @@ func (r *loadRun) send(ctx context.Context, wk *benchWorker, size int, since tim
 	}
 	wk.ts = wk.ts[:0]
 	for k := range size {
-		d, cr := r.w.pair(wk.draw, kind == crossShard)
+		var d, cr string
+		if o.RandomPairs {
+			// Any two accounts: most pairs cross shards, as users' do.
+			var cross bool
+			d, cr, cross = r.w.anyPair(wk.draw)
+			if cross {
+				kind = crossShard
+			}
+		} else {
+			d, cr = r.w.pair(wk.draw, kind == crossShard)
+		}
 		wk.ts = append(wk.ts, ledger.Transfer{ID: fmt.Sprintf("%st%d-%d-%d", o.Prefix, wk.id, wk.n, k),
 			Debit: d, Credit: cr, Amount: 1 + wk.rng.Int64N(o.MaxAmount)})
 	}
@@ -273,7 +283,7 @@ func (r *loadRun) progress(w io.Writer, done <-chan struct{}) {
 func (r *loadRun) report(o *Options, shards int) *Report {
 	t := r.total
 	rep := &Report{Accounts: o.Accounts, Shards: shards, Concurrency: o.Concurrency, Batch: o.Batch,
-		CrossShard: o.CrossShard, Hot: o.Hot, Seed: o.Seed, Rate: o.Rate, Dist: o.Dist, Seconds: r.elapsed.Seconds(),
+		CrossShard: o.CrossShard, RandomPairs: o.RandomPairs, Hot: o.Hot, Seed: o.Seed, Rate: o.Rate, Dist: o.Dist, Seconds: r.elapsed.Seconds(),
 		Applied: t.applied, InFlight: t.inFlight, Unknown: t.unknown, Rejected: t.rejected, Errors: []ErrorRow{},
 		CrossSample: t.crossSample, Timeline: timeline(r.rec.seconds, r.elapsed)}
 	if o.Dist == DistZipf {

@@ -72,6 +72,7 @@ type Report struct {
 	Concurrency int     `json:"concurrency"`
 	Batch       int     `json:"batch"`
 	CrossShard  float64 `json:"cross_shard"`
+	RandomPairs bool    `json:"random_pairs,omitempty"`
 	Hot         int     `json:"hot"`
 	Seed        uint64  `json:"seed"`
 	// Rate is the target in transfers per second of an open loop; 0 for
@@ -128,7 +129,7 @@ func (rep *Report) FailedRequests() int64 {
 // settling reports whether money may still be moving after the run: a
 // saga in flight or a request whose outcome is unknown.
 func (rep *Report) settling() bool {
-	return rep.CrossShard > 0 || rep.InFlight > 0 || rep.Unknown > 0 || len(rep.Errors) > 0
+	return rep.CrossShard > 0 || rep.RandomPairs || rep.InFlight > 0 || rep.Unknown > 0 || len(rep.Errors) > 0
 }
 
 // unsettled reports whether the conservation check must allow for money
@@ -166,6 +167,9 @@ func (rep *Report) setting() string {
 	dist := rep.Dist
 	if rep.ZipfS > 0 {
 		dist = fmt.Sprintf("zipf s=%g", rep.ZipfS)
+	}
+	if rep.RandomPairs {
+		dist += ", random pairs"
 	}
 	return fmt.Sprintf("%d accounts on %s, %s, batch %d, %s", rep.Accounts, plural(rep.Shards, "shard"), loop, rep.Batch, dist)
 }

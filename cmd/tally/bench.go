@@ -77,6 +77,7 @@ prefix, so runs do not collide. Durability is never relaxed.`,
 	f.Int64Var(&o.MaxAmount, "max-amount", 100, "transfer amounts are uniform in 1..max-amount")
 	f.StringVar(&o.Currency, "currency", "BENCH", "currency of the bench accounts")
 	f.Float64Var(&o.CrossShard, "cross-shard", 0, "fraction of requests whose transfers cross shards, 0 to 1")
+	f.BoolVar(&o.RandomPairs, "random-pairs", false, "draw both accounts from the whole pool, wherever they live (most transfers cross shards)")
 	f.IntVar(&o.Hot, "hot", 0, "draw transfers from only this many accounts (contention; 0: all)")
 	f.StringVar(&o.Prefix, "prefix", "", "account and transfer id prefix (default: bench-<random>-)")
 	f.Uint64Var(&o.Seed, "seed", 0, "random seed (default: random)")
@@ -105,6 +106,8 @@ func checkBench(cmd *cobra.Command, o *bench.Options) error {
 		return errors.New("--max-amount must be at least 1")
 	case !ledger.ValidCurrency(o.Currency):
 		return fmt.Errorf("--currency %q must be 1 to %d uppercase letters or digits", o.Currency, ledger.MaxCurrencyLen)
+	case o.RandomPairs && cmd.Flags().Changed("cross-shard"):
+		return errors.New("--random-pairs and --cross-shard exclude each other")
 	case o.CrossShard < 0 || o.CrossShard > 1:
 		return errors.New("--cross-shard must be 0 to 1")
 	case o.Hot != 0 && (o.Hot < 2 || o.Hot > o.Accounts):

@@ -43,9 +43,13 @@ type profile struct {
 // runProfiles runs the standard profile in order; later profiles run even
 // when an earlier one failed, so that one bad run still shows the rest.
 func runProfiles(ctx context.Context, cfg *config, c *cluster) []*profile {
+	// The first row is the workload users run: any two accounts, so most
+	// transfers cross shards.
+	runs := []*profile{c.runBench(ctx, newProfile("random-pairs", "p", false,
+		"--accounts", "1000", "--concurrency", "64", "--batch", "1", "--random-pairs"), false)}
 	uniform := c.runBench(ctx, newProfile("uniform", "u", false,
 		"--accounts", "1000", "--concurrency", "64", "--batch", "1"), cfg.profile)
-	runs := []*profile{uniform}
+	runs = append(runs, uniform)
 	for _, p := range []*profile{
 		newProfile("hot10", "h", false, "--accounts", "1000", "--hot", "10", "--concurrency", "64", "--batch", "1"),
 		// The placement tag in braces puts every account on one shard.

@@ -67,8 +67,11 @@ func buildRows(s *summary) [][]string {
 	add := func(name string, l *bench.LatencyRow, target, result string) {
 		rows = append(rows, figures(name, l, target, result))
 	}
+	pairs := s.profile("random-pairs").total()
+	add("random pairs (1/req)", pairs, fmt.Sprintf(">= %dx etcd, >= %dx postgres", targetVsEtcd, targetVsPostgres),
+		s.profileResult("random-pairs", func() string { return vsPeers(pairs, s.peer("etcd"), s.peer("postgres")) }))
 	uniform := s.profile("uniform").total()
-	add("uniform (1/req)", uniform, fmt.Sprintf(">= %dx etcd, >= %dx postgres", targetVsEtcd, targetVsPostgres),
+	add("uniform, same shard (1/req)", uniform, fmt.Sprintf(">= %dx etcd, >= %dx postgres", targetVsEtcd, targetVsPostgres),
 		s.profileResult("uniform", func() string { return vsPeers(uniform, s.peer("etcd"), s.peer("postgres")) }))
 	hot := s.profile("hot10").total()
 	add("hot10 (1/req)", hot, "within 20% of uniform",

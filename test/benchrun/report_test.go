@@ -129,10 +129,11 @@ func TestRowsOfFailedAndSkippedRuns(t *testing.T) {
 		cells[r[0]] = r[5]
 	}
 	for name, want := range map[string]string{
-		"uniform (1/req)":  "FAILED: conservation check failed",
-		"half-peak":        "skipped: no uniform rate to halve",
-		"hot10 (1/req)":    "not run",
-		"etcd (3 members)": "not run: etcd/run.sh: exited with status 1",
+		"uniform, same shard (1/req)": "FAILED: conservation check failed",
+		"random pairs (1/req)":        "not run",
+		"half-peak":                   "skipped: no uniform rate to halve",
+		"hot10 (1/req)":               "not run",
+		"etcd (3 members)":            "not run: etcd/run.sh: exited with status 1",
 	} {
 		if !strings.HasPrefix(cells[name], want) {
 			t.Errorf("%s: %q, want it to start with %q", name, cells[name], want)

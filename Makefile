@@ -22,7 +22,8 @@ help: ## list the targets
 build: ## build the tally binary
 	$(GO) build -o $(BIN) ./cmd/tally
 
-test: prereqs build ## what CI runs: vet, unit, in-process cluster, end-to-end tests and the fault suite's CI profile
+test: prereqs build ## what CI runs: gofmt, vet, unit, in-process cluster, end-to-end tests and the fault suite's CI profile
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt -w needed: $$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 9m $(PKGS)
 	$(JEPSEN) -profile ci -seed $(SEED)

@@ -1,6 +1,10 @@
 package fsm
 
-import "tally/ledger"
+import (
+	"context"
+
+	"tally/ledger"
+)
 
 // The open sagas are kept in memory, as the open pending transfers are in
 // ledger.State, so that the saga driver finds its work without reading
@@ -75,4 +79,24 @@ func copySaga(r *ledger.Record) ledger.Record {
 	s := *r.Saga
 	c.Saga = &s
 	return c
+}
+
+// WaitSagaClosed blocks until saga id is no longer open, or ctx ends. It
+// reads no storage while it waits: each change of the open sagas is one
+// map lookup, however many requests wait.
+func (f *FSM) WaitSagaClosed(ctx context.Context, id string) error {
+	for {
+		f.sagaMu.Lock()
+		_, open := f.sagas[id]
+		ch := f.sagaCh
+		f.sagaMu.Unlock()
+		if !open {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }

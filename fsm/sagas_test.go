@@ -2,10 +2,12 @@ package fsm
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"slices"
 	"testing"
+	"time"
 
 	"tally/ledger"
 
@@ -62,7 +64,22 @@ func TestOpenSagasInMemory(t *testing.T) {
 	if got := openSagaIDs(t, f); fmt.Sprint(got) != "[s-0 s-1 s-2]" {
 		t.Fatalf("after the holds: open sagas %v, want [s-0 s-1 s-2]", got)
 	}
+	closed := make(chan error, 1)
+	go func() { closed <- f.WaitSagaClosed(context.Background(), "s-1") }()
+	select {
+	case err := <-closed:
+		t.Fatalf("WaitSagaClosed returned %v while s-1 was open", err)
+	case <-time.After(50 * time.Millisecond):
+	}
 	apply(ledger.Command{Kind: ledger.CmdSagaResolve, Saga: []ledger.SagaStep{{Transfer: ledger.Transfer{ID: "s-1"}, Outcome: ledger.OK}}})
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("WaitSagaClosed: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WaitSagaClosed did not return once s-1 was resolved")
+	}
 	if got := openSagaIDs(t, f); fmt.Sprint(got) != "[s-0 s-2]" {
 		t.Fatalf("after resolving s-1: open sagas %v, want [s-0 s-2]", got)
 	}

@@ -28,7 +28,7 @@ func TestTail(t *testing.T) {
 		first string
 		n     int
 	}{
-		{after: 100, limit: 10, ok: false},   // fell out of the ring: storage
+		{after: 100, limit: 10, ok: false}, // fell out of the ring: storage
 		{after: 105, limit: 3, ok: true, first: "106", n: 3},
 		{after: last - 2, limit: 10, ok: true, first: fmt.Sprint(last - 1), n: 2},
 		{after: last, limit: 10, ok: true, n: 0},

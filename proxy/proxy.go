@@ -95,14 +95,14 @@ type Proxy struct {
 	lastRefresh time.Time
 	refreshOK   bool
 
-	ctx       context.Context // lives until Close
-	cancel    context.CancelFunc
+	ctx    context.Context // lives until Close
+	cancel context.CancelFunc
 	// closing ends the streams passing through when Serve shuts down: a
 	// stream has no natural end, and shutdown waits for every request.
 	closing     context.Context
 	stopStreams context.CancelFunc
-	wg        sync.WaitGroup
-	closeOnce sync.Once
+	wg          sync.WaitGroup
+	closeOnce   sync.Once
 }
 
 // New makes a proxy for the cluster reachable at cfg.Nodes and starts

@@ -22,10 +22,10 @@ const (
 	sagaIdle = time.Second
 	// sagaBarrierWait is how often a new leader checks its term's barrier.
 	sagaBarrierWait = 20 * time.Millisecond
-	sagaBatch      = 1024                  // saga steps per command
-	sagaCallBudget = 5 * time.Second       // one call to a peer shard
-	sagaBackoffMin = 50 * time.Millisecond
-	sagaBackoffMax = 5 * time.Second
+	sagaBatch       = 1024            // saga steps per command
+	sagaCallBudget  = 5 * time.Second // one call to a peer shard
+	sagaBackoffMin  = 50 * time.Millisecond
+	sagaBackoffMax  = 5 * time.Second
 	// StuckAfter is how long an open saga may run before operators see it
 	// as stuck.
 	StuckAfter = 30 * time.Second

@@ -86,16 +86,17 @@ func (h *Host) WaitTransfer(ctx context.Context, i int, id string) (ledger.Recor
 	if err != nil {
 		return ledger.Record{}, err
 	}
-	for {
-		_, seq := r.FSM.Applied()
-		rec, _, err := r.FSM.Transfer(id)
-		if err != nil || rec.Status != ledger.StatusInFlight {
-			return rec, err
-		}
-		if err := r.FSM.WaitSeq(ctx, seq+1); err != nil {
-			return rec, nil
-		}
+	rec, _, err := r.FSM.Transfer(id)
+	if err != nil || rec.Status != ledger.StatusInFlight {
+		return rec, err
 	}
+	// Wait on the in-memory set of open sagas, not by reading the record
+	// after every applied batch: many requests wait at once under load.
+	if err := r.FSM.WaitSagaClosed(ctx, id); err != nil {
+		return rec, nil
+	}
+	rec, _, err = r.FSM.Transfer(id)
+	return rec, err
 }
 
 // Audit reads shard i's clearing accounts and sums at one point, through

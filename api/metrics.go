@@ -22,6 +22,7 @@ type replicas interface {
 	Status(i int) (shard.ReplicaStatus, error)
 	Sagas(ctx context.Context, i int, aborted bool, limit int, o shard.ReadOpts) ([]shard.SagaView, error)
 	Offsets(ctx context.Context, i int, o shard.ReadOpts) (map[string]uint64, uint64, error)
+	Snapshots(i int) (*shard.SnapshotStats, error)
 }
 
 type metrics struct {
@@ -45,7 +46,7 @@ func newMetrics(h replicas) *metrics {
 	m.auditTime = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tally_audit_last_run_timestamp_seconds",
 		Help: "When this node last ran an audit."})
 	m.reg.MustRegister(m.requests, m.latency, m.auditOK, m.auditTime, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m.reg.MustRegister(newSagaCollector(h), newLagCollector(h))
+	m.reg.MustRegister(newSagaCollector(h), newLagCollector(h), newSnapshotCollector(h))
 	for i := 0; i < h.Shards(); i++ {
 		labels := prometheus.Labels{"shard": fmt.Sprint(i)}
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_shard_applied_seq",
@@ -127,4 +128,33 @@ func (c *sagaCollector) Collect(ch chan<- prometheus.Metric) {
 
 func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// snapshotCollector reports the snapshots each replica on this node
+// wrote, as summaries without quantiles: their count, and their total
+// time and bytes, so that a rate gives the average snapshot and its
+// growth with history shows.
+type snapshotCollector struct {
+	h            replicas
+	secs, nbytes *prometheus.Desc
+}
+
+func newSnapshotCollector(h replicas) *snapshotCollector {
+	return &snapshotCollector{h: h,
+		secs:   prometheus.NewDesc("tally_snapshot_seconds", "Time this replica spent writing Raft snapshots.", []string{"shard"}, nil),
+		nbytes: prometheus.NewDesc("tally_snapshot_bytes", "Bytes of the Raft snapshots this replica wrote.", []string{"shard"}, nil)}
+}
+
+func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.secs; ch <- c.nbytes }
+
+func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
+	for i := 0; i < c.h.Shards(); i++ {
+		st, err := c.h.Snapshots(i)
+		if err != nil {
+			continue
+		}
+		n, sh := uint64(st.Count.Load()), fmt.Sprint(i)
+		ch <- prometheus.MustNewConstSummary(c.secs, n, time.Duration(st.Nanos.Load()).Seconds(), nil, sh)
+		ch <- prometheus.MustNewConstSummary(c.nbytes, n, float64(st.Bytes.Load()), nil, sh)
+	}
 }

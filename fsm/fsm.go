@@ -64,8 +64,9 @@ type FSM struct {
 	tail      tail     // the newest applied events, for streams (tail.go)
 	tailDelta [][]byte // the batch's events; FSM goroutine only
 
-	snaps  sync.WaitGroup // open snapshot read transactions
-	closed atomic.Bool
+	snaps     sync.WaitGroup // open snapshot read transactions
+	snapStats SnapshotStats  // snapshots written (snapshot.go)
+	closed    atomic.Bool
 }
 
 // Options configure Open.
@@ -288,6 +289,9 @@ func (f *FSM) publish() {
 	f.waitCh = make(chan struct{})
 	f.waitMu.Unlock()
 }
+
+// Snapshots returns the counts of the snapshots this replica wrote.
+func (f *FSM) Snapshots() *SnapshotStats { return &f.snapStats }
 
 // Applied returns the applied Raft index and seq.
 func (f *FSM) Applied() (index, seq uint64) { return f.index.Load(), f.seq.Load() }

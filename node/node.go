@@ -44,6 +44,7 @@ type Host interface {
 	Log(i int) (stream.Log, error)
 	Status(i int) (shard.ReplicaStatus, error)
 	Summary(i int) (shard.Summary, error)
+	Snapshots(i int) (*shard.SnapshotStats, error)
 	Verify(ctx context.Context, i int) (shard.VerifyReport, error)
 	HashAt(i int, seq uint64) (ledger.Hash, error)
 	Join(ctx context.Context, i int, id, raftAddr, httpAddr string) error

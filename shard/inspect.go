@@ -13,7 +13,19 @@ type (
 	Summary = fsm.Status
 	// VerifyReport is the outcome of a replay of a replica's log.
 	VerifyReport = fsm.Report
+	// SnapshotStats counts the snapshots a replica wrote.
+	SnapshotStats = fsm.SnapshotStats
 )
+
+// Snapshots returns the counts of the snapshots this node's replica of
+// shard i wrote.
+func (h *Host) Snapshots(i int) (*SnapshotStats, error) {
+	r, err := h.Replica(i)
+	if err != nil {
+		return nil, err
+	}
+	return r.FSM.Snapshots(), nil
+}
 
 // ErrNotFound is wrapped by reads of an absent account or transfer.
 var ErrNotFound = fsm.ErrNotFound

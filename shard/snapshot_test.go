@@ -47,6 +47,10 @@ func TestSnapshotCatchUp(t *testing.T) {
 			if err := rf.Snapshot().Error(); err != nil {
 				t.Fatalf("snapshot %s shard %d: %v", h.NodeID(), s, err)
 			}
+			// The snapshot is counted for the operator's metrics.
+			if st, err := h.Snapshots(s); err != nil || st.Count.Load() < 1 || st.Bytes.Load() == 0 {
+				t.Fatalf("%s shard %d: snapshot counts %v, %v", h.NodeID(), s, st, err)
+			}
 		}
 	}
 	write("c", 3) // entries after the snapshot, replayed from the log

@@ -5,6 +5,14 @@
 // Errors are an *Error for every answer the API gives with a non-2xx
 // status; IsUnavailable, IsOutcomeUnknown and IsNotFound classify errors
 // of both kinds (answers and broken connections) for retry decisions.
+//
+// A Batcher lets many goroutines submit one transfer (or account) each
+// and sends what they submit together: calls that arrive while a request
+// is in flight leave in the next request, up to ledger.MaxBatch items,
+// with no timer on the path, and each call gets its own item's result or
+// its request's error. A bad item is refused before it is sent and fails
+// only its own call; linked transfers are refused, since a chain must
+// travel in one caller's request. Its type documentation is the contract.
 package client
 
 import (

@@ -75,6 +75,13 @@ type Options struct {
 	// through the load and discard it: the cost of many consumers to the
 	// write path.
 	Readers int
+	// ClientBatch sends every transfer (Batch is then 1) through one
+	// client.Batcher shared by all the clients, which coalesces the
+	// transfers submitted while a request is in flight into the next
+	// request; ClientInFlight bounds its requests in flight (0: 1).
+	// Latencies are then per transfer, from its call to its result.
+	ClientBatch    bool
+	ClientInFlight int
 }
 
 // Run creates and funds the accounts, runs the load, writes the plot if
@@ -98,6 +105,9 @@ func Run(ctx context.Context, c *client.Client, o Options, progress io.Writer) (
 	if err := setup(ctx, c, &o, w.ids); err != nil {
 		return nil, err
 	}
+	if o.ClientBatch {
+		fmt.Fprintf(progress, "bench: one transfer per call, coalesced by a client batcher\n")
+	}
 	if o.Rate > 0 {
 		fmt.Fprintf(progress, "bench: open loop at %s transfers/s, at most %d requests outstanding, batch %d, %s accounts, %s\n",
 			rateString(o.Rate), o.Concurrency, o.Batch, o.Dist, runLength(&o))
@@ -110,11 +120,21 @@ func Run(ctx context.Context, c *client.Client, o Options, progress io.Writer) (
 			return nil, fmt.Errorf("bench: stream consumer: %w", err)
 		}
 	}
+	var b *client.Batcher
+	if o.ClientBatch {
+		if b, err = client.NewBatcher(c, client.BatcherOptions{MaxInFlight: o.ClientInFlight}); err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+	}
 	stopReaders := startReaders(ctx, c, o.Readers)
-	st := runLoad(ctx, c, &o, w, progress)
+	st := runLoad(ctx, c, b, &o, w, progress)
 	readers := stopReaders()
 	rep := st.report(&o, shards)
 	rep.Readers = readers
+	if b != nil {
+		b.Close() // every call has returned: nothing is queued
+		rep.ClientBatch = clientBatchStat(b.Stats(), o.ClientInFlight)
+	}
 	if lc != nil {
 		rep.Stream = &StreamStat{}
 		lc.stop(context.WithoutCancel(ctx), c, rep.Stream)

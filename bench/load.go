@@ -122,6 +122,7 @@ func errKind(err error) string {
 type loadRun struct {
 	o        *Options
 	c        *client.Client
+	b        *client.Batcher // nil: each request straight through c
 	w        *workload
 	start    time.Time
 	stop     atomic.Bool
@@ -138,9 +139,9 @@ type loadRun struct {
 
 // runLoad runs the load until the duration passes, the count is reached,
 // or ctx ends, printing progress to errw once a second: a closed loop, or
-// an open one when o.Rate is set.
-func runLoad(ctx context.Context, c *client.Client, o *Options, w *workload, errw io.Writer) *loadRun {
-	r := &loadRun{o: o, c: c, w: w, rec: newRecorder(), start: time.Now()}
+// an open one when o.Rate is set. With b, each transfer is a call of b.
+func runLoad(ctx context.Context, c *client.Client, b *client.Batcher, o *Options, w *workload, errw io.Writer) *loadRun {
+	r := &loadRun{o: o, c: c, b: b, w: w, rec: newRecorder(), start: time.Now()}
 	r.total = newWorkerStats(r.rec)
 	done := make(chan struct{})
 	var progress sync.WaitGroup
@@ -243,7 +244,7 @@ func (r *loadRun) send(ctx context.Context, wk *benchWorker, size int, since tim
 	if since.IsZero() {
 		since = time.Now()
 	}
-	res, err := r.c.CreateTransfers(ctx, wk.ts)
+	res, err := r.create(ctx, wk.ts)
 	end := time.Now()
 	if err != nil && ctx.Err() != nil {
 		return false
@@ -255,6 +256,20 @@ func (r *loadRun) send(ctx context.Context, wk *benchWorker, size int, since tim
 		r.answered.Add(int64(len(res)))
 	}
 	return true
+}
+
+// create sends one request's transfers: straight through the client, or
+// as one call of the batcher (the options keep a batched run at one
+// transfer per request).
+func (r *loadRun) create(ctx context.Context, ts []ledger.Transfer) ([]ledger.Result, error) {
+	if r.b == nil || len(ts) != 1 {
+		return r.c.CreateTransfers(ctx, ts)
+	}
+	res, err := r.b.Transfer(ctx, ts[0])
+	if err != nil {
+		return nil, err
+	}
+	return []ledger.Result{res}, nil
 }
 
 // progress prints one line a second until done closes.

@@ -99,8 +99,27 @@ type Report struct {
 	Audit        *AuditCheck      `json:"audit,omitempty"`
 	Stream       *StreamStat      `json:"stream,omitempty"`
 	Readers      *ReadersStat     `json:"readers,omitempty"`
+	// ClientBatch is what the client batcher sent, in a run with
+	// --client-batch: the rows above count calls, this the HTTP requests.
+	ClientBatch *ClientBatchStat `json:"client_batch,omitempty"`
 
 	plotErr error // why the plot could not be written
+}
+
+// ClientBatchStat is what a run's client batcher sent.
+type ClientBatchStat struct {
+	InFlight int     `json:"in_flight"` // most requests in flight
+	Requests int64   `json:"requests"`
+	Items    int64   `json:"transfers"`
+	Mean     float64 `json:"mean_batch"` // transfers per request
+}
+
+func clientBatchStat(s client.BatcherStats, inFlight int) *ClientBatchStat {
+	st := &ClientBatchStat{InFlight: max(inFlight, 1), Requests: s.Requests, Items: s.Items}
+	if s.Requests > 0 {
+		st.Mean = float64(s.Items) / float64(s.Requests)
+	}
+	return st
 }
 
 // Row returns the latency row of one kind (same-shard, cross-shard,
@@ -171,6 +190,9 @@ func (rep *Report) setting() string {
 	if rep.RandomPairs {
 		dist += ", random pairs"
 	}
+	if rep.ClientBatch != nil {
+		dist += ", client batching"
+	}
 	return fmt.Sprintf("%d accounts on %s, %s, batch %d, %s", rep.Accounts, plural(rep.Shards, "shard"), loop, rep.Batch, dist)
 }
 
@@ -188,6 +210,10 @@ func (rep *Report) Print(w io.Writer) {
 	if ol := rep.OpenLoop; ol != nil {
 		fmt.Fprintf(w, "\nopen loop: target %s/s, achieved %.0f/s; %d of %d requests sent, %d late by more than %gms (latest %.2fms), %d missed\n",
 			rateString(ol.TargetRate), ol.AchievedRate, ol.Sent, ol.Scheduled, ol.Late, ol.LateAfterMS, ol.MaxLateMS, ol.Missed)
+	}
+	if cb := rep.ClientBatch; cb != nil {
+		fmt.Fprintf(w, "\nclient batching: %d transfers in %d requests (%.1f per request, at most %d in flight)\n",
+			cb.Items, cb.Requests, cb.Mean, cb.InFlight)
 	}
 	fmt.Fprintf(w, "\napplied: %d transfers", rep.Applied)
 	if rep.InFlight > 0 {

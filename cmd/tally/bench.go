@@ -52,13 +52,21 @@ separately (rates and latencies). A cross-shard request answered in_flight
 outlived its deadline; before the conservation check the bench waits for the
 run's sagas to finish (GET /v1/sagas), then runs the cluster's audit (see
 'tally audit') and fails on any violation. Account ids start with a random
-prefix, so runs do not collide. Durability is never relaxed.`,
+prefix, so runs do not collide. Durability is never relaxed.
+
+With --client-batch every client submits one transfer at a time to one shared
+client batcher (the Go client's Batcher), which sends the transfers submitted
+while a request is in flight together in the next request, at most
+--client-inflight requests at once: the many-goroutines pattern of an
+application server. Latencies are then per transfer, and the report says how
+many requests carried them.`,
 		Example: `  tally bench
   tally bench --accounts 1000 --concurrency 64 --duration 20s
   tally bench --batch 1000 --concurrency 8 --count 1000000
   tally bench --hot 10 --cross-shard 0.2 --json
   tally bench --rate 5000 --concurrency 256 --duration 20s --plot bench.svg
-  tally bench --dist zipf --zipf-s 1.3`,
+  tally bench --dist zipf --zipf-s 1.3
+  tally bench --random-pairs --client-batch`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkBench(cmd, &o); err != nil {
@@ -86,6 +94,8 @@ prefix, so runs do not collide. Durability is never relaxed.`,
 	f.Float64Var(&o.ZipfS, "zipf-s", 1.1, "Zipf exponent s for --dist zipf, above 1 (larger: more skewed)")
 	f.StringVar(&o.Plot, "plot", "", "write the per-second timeline (throughput, p50 and p99) to this SVG file")
 	f.IntVar(&o.Readers, "readers", 0, "open this many all-shards event streams beside the load, to measure what many consumers cost the write path")
+	f.BoolVar(&o.ClientBatch, "client-batch", false, "send each transfer through one shared client batcher, which coalesces concurrent transfers into batch requests (needs --batch 1)")
+	f.IntVar(&o.ClientInFlight, "client-inflight", 1, "with --client-batch: most batch requests in flight at once")
 	f.BoolVar(&o.Stream, "stream", false, "follow the all-shards event stream beside the load (lag p50/p99), then read the whole log from seq 0 (catch-up events/s)")
 	return cmd
 }
@@ -124,6 +134,12 @@ func checkBench(cmd *cobra.Command, o *bench.Options) error {
 		return fmt.Errorf("--zipf-s must be a number above 1, not %v", o.ZipfS)
 	case cmd.Flags().Changed("zipf-s") && o.Dist != bench.DistZipf:
 		return errors.New("--zipf-s applies to --dist zipf only")
+	case o.ClientBatch && o.Batch != 1:
+		return errors.New("--client-batch sends one transfer per call: --batch must be 1")
+	case o.ClientInFlight < 1:
+		return errors.New("--client-inflight must be at least 1")
+	case cmd.Flags().Changed("client-inflight") && !o.ClientBatch:
+		return errors.New("--client-inflight applies to --client-batch only")
 	}
 	if o.Plot != "" {
 		// Fail before the run, not after it, when the plot has nowhere to go.

@@ -45,6 +45,40 @@ func TestBenchCountJSON(t *testing.T) {
 	}
 }
 
+// TestBenchClientBatch runs the closed loop through the client batcher:
+// every transfer is answered, in fewer requests than transfers.
+func TestBenchClientBatch(t *testing.T) {
+	f := newFakeLedger(t)
+	out, stderr, err := run(t, f.addr(), "--json", "bench", "--accounts", "20", "--initial", "1000",
+		"--count", "400", "--concurrency", "16", "--client-batch", "--seed", "1")
+	if err != nil {
+		t.Fatalf("bench: %v\n%s\n%s", err, out, stderr)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("json: %v\n%s", err, out)
+	}
+	total := rep.Latency[len(rep.Latency)-1]
+	cb := rep.ClientBatch
+	if total.Transfers != 400 || total.Requests != 400 || cb == nil || cb.Items != 400 || cb.InFlight != 1 {
+		t.Fatalf("want 400 transfers in 400 calls through the batcher: %+v, %+v", total, cb)
+	}
+	if cb.Requests >= 400 || cb.Requests < 1 {
+		t.Errorf("%d requests for 400 transfers: nothing was coalesced", cb.Requests)
+	}
+	if !rep.Conservation.OK || len(rep.Errors) != 0 {
+		t.Errorf("conservation %+v, errors %+v", rep.Conservation, rep.Errors)
+	}
+	out, stderr, err = run(t, f.addr(), "bench", "--accounts", "20", "--count", "50", "--concurrency", "4",
+		"--client-batch", "--client-inflight", "2")
+	if err != nil {
+		t.Fatalf("bench: %v\n%s\n%s", err, out, stderr)
+	}
+	if !strings.Contains(out, "client batching") || !strings.Contains(out, "at most 2 in flight") {
+		t.Errorf("report without the batcher's line:\n%s", out)
+	}
+}
+
 func TestBenchDurationTable(t *testing.T) {
 	f := newFakeLedger(t)
 	out, stderr, err := run(t, f.addr(), "bench", "--accounts", "10", "--hot", "3", "--duration", "1100ms", "--concurrency", "2")
@@ -380,6 +414,9 @@ func TestBenchFlagErrors(t *testing.T) {
 		{[]string{"--dist", "zipf", "--zipf-s", "0.5"}, "--zipf-s must be a number above 1"},
 		{[]string{"--zipf-s", "2"}, "--zipf-s applies to --dist zipf only"},
 		{[]string{"--plot", "/no/such/dir/b.svg"}, "--plot /no/such/dir/b.svg: no such directory"},
+		{[]string{"--client-batch", "--batch", "2"}, "--client-batch sends one transfer per call: --batch must be 1"},
+		{[]string{"--client-batch", "--client-inflight", "0"}, "--client-inflight must be at least 1"},
+		{[]string{"--client-inflight", "2"}, "--client-inflight applies to --client-batch only"},
 	} {
 		_, _, err := run(t, f.addr(), append([]string{"bench", "--accounts", "4", "--count", "4"}, tt.args...)...)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {

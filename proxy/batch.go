@@ -46,11 +46,14 @@ type batchKind[T any] struct {
 	span func(items []T, shards []int) *edge.Error
 	// wrap makes a part's body.
 	wrap func(items []T) any
+	// one sends a batch that lives on one shard; nil when it goes as the
+	// client sent it.
+	one func(p *Proxy, ctx context.Context, w http.ResponseWriter, r *http.Request, shard int, body []byte, items []T)
 }
 
 var transfersBatch = batchKind[ledger.Transfer]{
 	list: "transfers",
-	path: "/v1/transfers",
+	path: transfersPath,
 	decode: func(body []byte) ([]ledger.Transfer, *edge.Error) {
 		var in wire.TransfersIn
 		e := edge.DecodeBatch(body, &in, "transfers", func() any { return new(ledger.Transfer) })
@@ -60,6 +63,7 @@ var transfersBatch = batchKind[ledger.Transfer]{
 	shard: ledger.TransferShard,
 	span:  edge.CheckChainShards,
 	wrap:  func(ts []ledger.Transfer) any { return wire.TransfersIn{Transfers: ts} },
+	one:   (*Proxy).sendTransfers,
 }
 
 var accountsBatch = batchKind[wire.AccountIn]{
@@ -84,11 +88,15 @@ func createBatch[T any](p *Proxy, k *batchKind[T], w http.ResponseWriter, r *htt
 		edge.WriteError(w, e)
 		return
 	}
-	if ps := split(shards); len(ps) == 1 {
+	ps := split(shards)
+	switch {
+	case len(ps) == 1 && k.one != nil:
+		k.one(p, ctx, w, r, ps[0].shard, body, items)
+	case len(ps) == 1:
 		// One shard: the batch goes as the client sent it.
 		c := p.newCall(ps[0].shard, http.MethodPost, k.path, r.URL.Query(), body)
 		p.pass(w, r.WithContext(ctx), &pass{c: c})
-	} else {
+	default:
 		p.batch(ctx, w, r.URL.Query(), k.path, ps, func(pt part) any {
 			sub := make([]T, len(pt.idx))
 			for j, i := range pt.idx {
@@ -258,17 +266,25 @@ func (p *Proxy) merge(w http.ResponseWriter, path string, parts []part, replies 
 // copied as the nodes encoded them.
 func writeMerged(w http.ResponseWriter, parts []part, replies []partReply, total int) {
 	merged := make([]json.RawMessage, total)
-	size := 0
 	for i, pt := range parts {
 		for k, idx := range pt.idx {
 			merged[idx] = replies[i].results[k]
-			size += len(merged[idx]) + 1
 		}
+	}
+	writeResults(w, merged)
+}
+
+// writeResults writes a 200 with results, copied as a node encoded them,
+// in the shape a node writes: {"results":[...]} and a newline.
+func writeResults(w http.ResponseWriter, results []json.RawMessage) {
+	size := 0
+	for _, m := range results {
+		size += len(m) + 1
 	}
 	var buf bytes.Buffer
 	buf.Grow(size + 16)
 	buf.WriteString(`{"results":[`)
-	for i, m := range merged {
+	for i, m := range results {
 		if i > 0 {
 			buf.WriteByte(',')
 		}

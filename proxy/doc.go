@@ -93,4 +93,53 @@
 //
 // 503 is kept for "nothing was applied", as docs/api.md promises, and 504
 // covers every case where some of the batch may be in the ledger.
+//
+// # Coalescing
+//
+// Concurrent POST /v1/transfers requests whose transfers all live on the
+// same shard go to its leader together: while a request for a shard is in
+// flight (maxInFlight), the next ones for that shard wait in its lane, and
+// when it ends they go as one node request, in the order they came, up to
+// ledger.MaxBatch transfers and edge.MaxBody bytes. There is no timer:
+// the batch is whatever came during the last round trip. The rules:
+//
+//   - Each request is validated on its own first, as above, so one
+//     client's bad item fails only its own request (400), at once.
+//   - A request's transfers stay contiguous and in its order in the
+//     merged batch. Each client's last transfer is not linked, so a chain
+//     never runs into another client's items and stays whole.
+//   - Each client gets the node's results for its own items, in its
+//     order, in the node's encoding ({"results":[...]} and a newline). A
+//     request that goes alone (the lane was idle, or nothing else came
+//     meanwhile) is passed through as the client sent it, and its answer
+//     is the node's, byte for byte, as without coalescing.
+//   - A merged request is retried like any routed write (see Retries): a
+//     write that may have been applied is only ever sent again with the
+//     same ids. If it ends without a final answer, every client in it gets
+//     what its own request would have got: 504 outcome_unknown if any
+//     attempt may have been applied, else 503 unavailable. A final answer
+//     other than 200 and 4xx (a 500) is passed to each client. A 4xx
+//     should not happen (each part passed the node's own checks) and
+//     means nothing was applied: each client's request is then sent on
+//     its own, so that each gets its own answer.
+//   - A client's deadline bounds its wait. One whose deadline passes
+//     while it waits to be sent gets 503 and is never sent. Requests are
+//     merged only if their deadlines are at most mergeSlack apart, and the
+//     merged request runs to the earliest of them, so a client may get its
+//     answer (a 503, a 504, a saga still in_flight) up to mergeSlack early,
+//     never late. One whose deadline passes while the merged request is in
+//     flight gets 504 (503 if no attempt of it may have been applied).
+//   - Two clients may send the same transfer id together. The ledger
+//     decides a batch's transfers in order and sees the ones decided
+//     before in the same batch (ledger.State keeps them in its records
+//     until Flush), so the second answers exists, as it would if the two
+//     requests had been sent one after the other; such requests are
+//     merged like any others.
+//   - A request of more than coalesceMax transfers already spreads a
+//     request's cost and goes at once, as the client sent it. Multi-shard
+//     requests keep the split and merge above and are not coalesced.
+//
+// A merged request is sent by the handler of its first client, which
+// waits for it anyway; it is not cancelled when that client leaves, since
+// the others still wait for it, and it ends when the proxy is closed.
 package proxy

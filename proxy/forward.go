@@ -24,6 +24,17 @@ type call struct {
 	query  url.Values // the client's query, without timeout and forward
 	body   []byte     // sent again on every attempt
 	write  bool       // sent with forward=false; its outcome can be unknown
+	// applied, when not nil, says at any moment whether an attempt may
+	// have been applied (one is written and unanswered, or the outcome is
+	// unknown), for those who wait on the call from elsewhere.
+	applied *atomic.Bool
+}
+
+// mayApply records in c.applied whether the call may have been applied.
+func (c *call) mayApply(may bool) {
+	if c.applied != nil {
+		c.applied.Store(may)
+	}
 }
 
 // outcome is how a call ended.
@@ -75,6 +86,7 @@ func (p *Proxy) attempt(ctx context.Context, c *call, o *outcome) (hint string, 
 	if err != nil {
 		o.err = fmt.Errorf("%s: %w", addr, err)
 		o.unknown = o.unknown || (sent && c.write)
+		c.mayApply(o.unknown)
 		if !sent && ctx.Err() == nil {
 			p.setDown(addr, true)
 		}
@@ -82,9 +94,11 @@ func (p *Proxy) attempt(ctx context.Context, c *call, o *outcome) (hint string, 
 	}
 	retry, hint := p.retryable(resp, c, o)
 	if !retry {
+		c.mayApply(true)
 		o.resp = resp
 		return "", true
 	}
+	c.mayApply(o.unknown)
 	if hint == addr {
 		hint = "" // a node naming itself is no help
 	}
@@ -166,7 +180,7 @@ func (p *Proxy) do(ctx context.Context, addr string, c *call) (resp *http.Respon
 	if c.body != nil {
 		body = bytes.NewReader(c.body)
 	}
-	tctx, wrote := traceWrite(ctx)
+	tctx, wrote := traceWrite(ctx, c.applied)
 	req, err := http.NewRequestWithContext(tctx, c.method,
 		baseURL(addr)+c.path+"?"+q.Encode(), body)
 	if err != nil {
@@ -184,12 +198,16 @@ func (p *Proxy) do(ctx context.Context, addr string, c *call) (resp *http.Respon
 }
 
 // traceWrite returns ctx with a trace that records whether a request was
-// written whole to a connection: from then on the node may act on it.
-func traceWrite(ctx context.Context) (context.Context, *atomic.Bool) {
+// written whole to a connection: from then on the node may act on it. It
+// sets also too, when not nil.
+func traceWrite(ctx context.Context, also *atomic.Bool) (context.Context, *atomic.Bool) {
 	wrote := new(atomic.Bool)
 	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
 		if i.Err == nil {
 			wrote.Store(true)
+			if also != nil {
+				also.Store(true)
+			}
 		}
 	}}), wrote
 }

@@ -87,6 +87,7 @@ type Proxy struct {
 	next   atomic.Uint64 // rotates the choice of "any node"
 
 	relay *httputil.ReverseProxy // passes node answers to clients
+	lanes sync.Map               // shard -> *lane: transfer requests waiting to be merged
 
 	// refreshes coalesces concurrent refreshes into one round. refreshMu
 	// guards the fields below it and orders wg.Add against Close.

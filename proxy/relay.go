@@ -142,7 +142,7 @@ func (p *Proxy) tryNodes(req *http.Request, body []byte) (resp *http.Response, s
 		if i == MaxAttempts || ctx.Err() != nil {
 			break
 		}
-		tctx, wrote := traceWrite(ctx)
+		tctx, wrote := traceWrite(ctx, nil)
 		out, err := toNode(req.WithContext(tctx), addr, body)
 		if err != nil {
 			return nil, false, err

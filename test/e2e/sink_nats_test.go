@@ -158,7 +158,15 @@ func (s *natsSink) applied(ctx context.Context) int64 {
 }
 
 // moveOn waits until the sink has applied step more events than now.
-func (s *natsSink) moveOn(ctx context.Context, t *testing.T, what string) {
+func (s *natsSink) moveOn(ctx context.Context, t *testing.T, what string) { moveOn(ctx, t, s, what) }
+
+// appliedSink is a sink whose applied events a test can count.
+type appliedSink interface {
+	applied(ctx context.Context) int64
+}
+
+// moveOn waits until s has applied natsStep more events than now.
+func moveOn(ctx context.Context, t *testing.T, s appliedSink, what string) {
 	t.Helper()
 	from := s.applied(ctx)
 	waitFor(t, 30*time.Second, fmt.Sprintf("the sink to apply %d more events %s", natsStep, what), func() bool {

@@ -38,30 +38,7 @@ func TestSinkPostgresFigures(t *testing.T) {
 	}
 	cl := client.New(c.proxy, client.WithTimeout(5*time.Second))
 	waitFor(t, 60*time.Second, "the sink to catch up", func() bool { return lagOf(ctx, cl, s) == 0 })
-	var lags []int64
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if _, err := runBench(ctx, c, "--rate", fmt.Sprint(int(peak/2)), "--concurrency", "256", "--duration", "20s"); err != nil {
-			t.Error(err) // Fatal belongs to the test's goroutine
-		}
-	}()
-	for tick := time.NewTicker(100 * time.Millisecond); ; {
-		select {
-		case <-tick.C:
-			if l := lagOf(ctx, cl, s); l >= 0 {
-				lags = append(lags, l)
-			}
-			continue
-		case <-done:
-		}
-		tick.Stop()
-		break
-	}
-	slices.Sort(lags)
-	pct := func(p float64) int64 { return lags[min(len(lags)-1, int(p*float64(len(lags))))] }
-	t.Logf("lag at %d transfers/s: p50 %d, p99 %d, max %d events (%d samples)", int(peak/2), pct(0.5), pct(0.99),
-		lags[len(lags)-1], len(lags))
+	lagAtHalfPeak(ctx, t, c, peak, func() int64 { return lagOf(ctx, cl, s) })
 
 	// A backlog: the sink stops, about a million events arrive, and it
 	// catches up from its offsets.
@@ -91,8 +68,10 @@ func TestSinkPostgresFigures(t *testing.T) {
 	t.Logf("rebuild: %d events in %s: %.0f events/s", sumOf(seqs), el.Round(time.Millisecond), float64(sumOf(seqs))/el.Seconds())
 }
 
-// lagOf is the events the cluster has applied and the view does not hold.
-func lagOf(ctx context.Context, cl *client.Client, s *pgSink) int64 {
+// lagOf is the events the cluster has applied and the sink does not hold
+// (for JetStream: has not had acknowledged), or -1 while either cannot
+// be read.
+func lagOf(ctx context.Context, cl *client.Client, s appliedSink) int64 {
 	st, err := cl.Cluster(ctx)
 	if err != nil {
 		return -1
@@ -106,6 +85,40 @@ func lagOf(ctx context.Context, cl *client.Client, s *pgSink) int64 {
 		return -1
 	}
 	return max(0, n-a)
+}
+
+// lagAtHalfPeak runs an open loop at half of peak for 20 s and samples a
+// sink's lag (lag; negative: no sample) every 100 ms, then logs its
+// percentiles.
+func lagAtHalfPeak(ctx context.Context, t *testing.T, c *cluster, peak float64, lag func() int64) {
+	t.Helper()
+	var lags []int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := runBench(ctx, c, "--rate", fmt.Sprint(int(peak/2)), "--concurrency", "256", "--duration", "20s"); err != nil {
+			t.Error(err) // Fatal belongs to the test's goroutine
+		}
+	}()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for running := true; running; {
+		select {
+		case <-tick.C:
+			if l := lag(); l >= 0 {
+				lags = append(lags, l)
+			}
+		case <-done:
+			running = false
+		}
+	}
+	if len(lags) == 0 {
+		t.Fatal("no lag sample")
+	}
+	slices.Sort(lags)
+	pct := func(p float64) int64 { return lags[min(len(lags)-1, int(p*float64(len(lags))))] }
+	t.Logf("lag at %d transfers/s: p50 %d, p99 %d, max %d events (%d samples)", int(peak/2), pct(0.5), pct(0.99),
+		lags[len(lags)-1], len(lags))
 }
 
 // benchRate runs tally bench through the proxy and returns its

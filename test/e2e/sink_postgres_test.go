@@ -68,13 +68,8 @@ func (s *pgSink) applied(ctx context.Context) int64 {
 	return n
 }
 
-func (s *pgSink) moveOn(ctx context.Context, t *testing.T, what string) {
-	t.Helper()
-	from := s.applied(ctx)
-	waitFor(t, 30*time.Second, fmt.Sprintf("the sink to apply %d more events %s", natsStep, what), func() bool {
-		return s.applied(ctx) >= from+natsStep
-	})
-}
+// moveOn waits until the sink has applied step more events than now.
+func (s *pgSink) moveOn(ctx context.Context, t *testing.T, what string) { moveOn(ctx, t, s, what) }
 
 // TestSinkPostgres runs `tally sink postgres` against a real PostgreSQL
 // under write load while the sink is killed twice, the node it reads from

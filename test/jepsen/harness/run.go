@@ -392,18 +392,7 @@ func countVerified(ws []*Window) int {
 }
 
 // waitFor polls ok every 20 ms until it holds or d has passed.
-func waitFor(d time.Duration, ok func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if ok() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+var waitFor = nemesis.WaitFor
 
 func haveTools() bool {
 	for _, t := range []string{"ip", "nft", "mount", "mkfs.ext4"} {

@@ -69,7 +69,7 @@ func (p pause) Inject(_ context.Context, c Cluster, w *Window) error {
 }
 
 func (pause) Verify(_ context.Context, c Cluster, w *Window) {
-	w.Verified = waitFor(time.Second, c.Proc(w.Target).Stopped)
+	w.Verified = WaitFor(time.Second, c.Proc(w.Target).Stopped)
 	w.Verify = fmt.Sprintf("%s stopped (SIGSTOP, state T)", w.Target)
 }
 
@@ -78,7 +78,7 @@ func (pause) Heal(_ context.Context, c Cluster, w *Window) { cont(c.Proc(w.Targe
 // cont continues a stopped process and confirms it runs.
 func cont(p Proc, w *Window) {
 	_ = p.Signal(syscall.SIGCONT) // a process that is gone needs no SIGCONT; Stopped says so below
-	w.HealVerified = waitFor(time.Second, func() bool { return !p.Stopped() })
+	w.HealVerified = WaitFor(time.Second, func() bool { return !p.Stopped() })
 }
 
 // slow pauses a node in a duty cycle: 200 ms stopped, 300 ms running.

@@ -205,7 +205,7 @@ func (r *Runner) hold(ctx context.Context, f Fault, w *Window) {
 		// An election can take longer than a short hold (a lagging
 		// voter, split votes): keep the fault until the shard's leader
 		// changes, for a bounded while.
-		waitFor(maxElectionWait, func() bool {
+		WaitFor(maxElectionWait, func() bool {
 			if ctx.Err() != nil {
 				return true
 			}
@@ -235,7 +235,7 @@ func (r *Runner) recover(ctx context.Context, w *Window) {
 		}
 		p.ExpectDeath(false)
 	}
-	ok := waitFor(30*time.Second, func() bool {
+	ok := WaitFor(30*time.Second, func() bool {
 		if ctx.Err() != nil {
 			return true
 		}
@@ -264,7 +264,7 @@ func (r *Runner) caughtUp(ctx context.Context, d time.Duration) bool {
 			}
 		}
 	}
-	return waitFor(d, func() bool {
+	return WaitFor(d, func() bool {
 		if ctx.Err() != nil {
 			return true
 		}
@@ -286,8 +286,8 @@ const proxy = "proxy"
 // members returns the nodes, then the proxy.
 func members(c Cluster) []string { return append(slices.Clone(c.Nodes()), proxy) }
 
-// waitFor polls ok every 20 ms until it holds or d has passed.
-func waitFor(d time.Duration, ok func() bool) bool {
+// WaitFor polls ok every 20 ms until it holds or d has passed.
+func WaitFor(d time.Duration, ok func() bool) bool {
 	deadline := time.Now().Add(d)
 	for {
 		if ok() {

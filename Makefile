@@ -1,5 +1,6 @@
 # Tally: build, test and run a local cluster. `make help` lists the targets.
 GO      ?= go
+GOFMT   := $(shell $(GO) env GOROOT)/bin/gofmt
 BIN     ?= ./tally
 PKGS    := ./...
 
@@ -23,7 +24,7 @@ build: ## build the tally binary
 	$(GO) build -o $(BIN) ./cmd/tally
 
 test: prereqs build ## what CI runs: gofmt, vet, unit, in-process cluster, end-to-end tests and the fault suite's CI profile
-	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt -w needed: $$unformatted"; exit 1; fi
+	@unformatted=$$($(GOFMT) -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt -w needed: $$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 9m $(PKGS)
 	$(JEPSEN) -profile ci -seed $(SEED)

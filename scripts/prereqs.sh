@@ -7,8 +7,9 @@
 # sink's a real postgres (Debian's postgresql: 15 on bookworm, its
 # binaries in /usr/lib/postgresql/15/bin).
 set -euo pipefail
+# git lists the sources for the gofmt check.
 declare -A pkg=([ip]=iproute2 [nft]=nftables [mkfs.ext4]=e2fsprogs [curl]=curl [nats-server]=nats-server
-	[postgres]=postgresql)
+	[postgres]=postgresql [git]=git)
 PATH=$PATH:/usr/sbin:/sbin:/usr/lib/postgresql/15/bin
 missing=()
 for cmd in "${!pkg[@]}"; do

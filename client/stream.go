@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"tally/ledger"
+	"tally/stream"
 )
 
 // Limits of a stream read by the client.
@@ -141,20 +142,9 @@ func (c *Client) StreamShard(ctx context.Context, shard int, after uint64, o Str
 func (c *Client) StreamAll(ctx context.Context, after []uint64, o StreamOpts, fn func(StreamItem) error) error {
 	q := o.query()
 	if len(after) > 0 {
-		q.Set("after", formatPositions(after))
+		q.Set("after", stream.FormatPositions(after))
 	}
 	return c.stream(ctx, "/v1/events", q, false, &o, fn)
-}
-
-func formatPositions(pos []uint64) string {
-	var b strings.Builder
-	for i, p := range pos {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		fmt.Fprintf(&b, "%d:%d", i, p)
-	}
-	return b.String()
 }
 
 // stream sends one stream request and reads its lines until it ends. A

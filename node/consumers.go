@@ -6,12 +6,11 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
-	"strings"
 
 	"tally/api/wire"
 	"tally/edge"
 	"tally/shard"
+	"tally/stream"
 )
 
 // Named consumers: a consumer's offset for shard S is kept in S's own
@@ -176,20 +175,11 @@ func resetQueries(name, to string, shards int) ([]OffsetQuery, error) {
 	case "":
 		return nil, edge.Invalid(`to is required: "start", "end" or shard:seq pairs such as "0:42,1:17"`)
 	}
-	seen := make([]bool, shards)
-	for _, item := range strings.Split(to, ",") {
-		sh, sq, ok := strings.Cut(strings.TrimSpace(item), ":")
-		i, err1 := strconv.Atoi(sh)
-		seq, err2 := strconv.ParseUint(sq, 10, 64)
-		switch {
-		case !ok || err1 != nil || err2 != nil || strings.HasPrefix(sh, "+") || strings.HasPrefix(sq, "+"):
-			return nil, edge.Invalid(`to: %q is not shard:seq (want "start", "end" or pairs such as "0:42,1:17")`, item)
-		case i < 0 || i >= shards:
-			return nil, edge.Invalid("to: shard %d out of range (0 to %d)", i, shards-1)
-		case seen[i]:
-			return nil, edge.Invalid("to: shard %d is given twice", i)
-		}
-		seen[i] = true
+	pairs, err := stream.ParsePairs(to, shards)
+	if err != nil {
+		return nil, edge.Invalid(`to: %v (want "start", "end" or pairs such as "0:42,1:17")`, err)
+	}
+	for i, seq := range pairs {
 		qs = append(qs, OffsetQuery{Shard: i, Name: name, Op: offsetReset, Seq: seq})
 	}
 	slices.SortFunc(qs, func(a, b OffsetQuery) int { return a.Shard - b.Shard })

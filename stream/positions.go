@@ -6,33 +6,44 @@ import (
 	"strings"
 )
 
-// ParsePositions reads a list of shard:seq pairs, "0:42,1:17", for a
-// cluster of shards shards: the seq after which each shard's stream
-// starts. Shards not listed start from 0; a shard listed twice, out of
-// range, or a seq that is not a non-negative integer is an error.
+// ParsePairs reads a list of shard:seq pairs, "0:42,1:17", for a cluster
+// of shards shards (any shard number when shards is 0): the seq of each
+// shard listed. A shard listed twice or out of range, or a part that is
+// not two unsigned decimal numbers, is an error.
+func ParsePairs(s string, shards int) (map[int]uint64, error) {
+	out := map[int]uint64{}
+	for _, pair := range strings.Split(s, ",") {
+		sh, seq, ok := strings.Cut(strings.TrimSpace(pair), ":")
+		i, err1 := strconv.Atoi(sh)
+		n, err2 := strconv.ParseUint(seq, 10, 64)
+		switch {
+		case !ok || err1 != nil || err2 != nil || strings.HasPrefix(sh, "+"):
+			return nil, fmt.Errorf("%q is not shard:seq", pair)
+		case i < 0 || (shards > 0 && i >= shards):
+			return nil, fmt.Errorf("%q: shard must be 0 to %d", pair, shards-1)
+		}
+		if _, dup := out[i]; dup {
+			return nil, fmt.Errorf("shard %d is listed twice", i)
+		}
+		out[i] = n
+	}
+	return out, nil
+}
+
+// ParsePositions reads shard:seq pairs as ParsePairs does, into every
+// shard's position: the seq after which its stream starts, 0 for a shard
+// not listed (or for all, when s is empty).
 func ParsePositions(s string, shards int) ([]uint64, error) {
 	pos := make([]uint64, shards)
 	if s == "" {
 		return pos, nil
 	}
-	seen := make([]bool, shards)
-	for _, pair := range strings.Split(s, ",") {
-		sh, seq, ok := strings.Cut(strings.TrimSpace(pair), ":")
-		if !ok {
-			return nil, fmt.Errorf("%q is not shard:seq", pair)
-		}
-		i, err := strconv.Atoi(sh)
-		if err != nil || i < 0 || i >= shards {
-			return nil, fmt.Errorf("%q: shard must be 0 to %d", pair, shards-1)
-		}
-		n, err := strconv.ParseUint(seq, 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("%q: seq must be a non-negative integer", pair)
-		}
-		if seen[i] {
-			return nil, fmt.Errorf("shard %d is listed twice", i)
-		}
-		seen[i], pos[i] = true, n
+	pairs, err := ParsePairs(s, shards)
+	if err != nil {
+		return nil, err
+	}
+	for i, n := range pairs {
+		pos[i] = n
 	}
 	return pos, nil
 }

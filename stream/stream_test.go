@@ -191,7 +191,11 @@ func TestPositions(t *testing.T) {
 	if err != nil || fmt.Sprint(pos) != "[42 0 0 99]" || FormatPositions(pos) != "0:42,1:0,2:0,3:99" {
 		t.Fatalf("got %v %v", pos, err)
 	}
-	for _, bad := range []string{"x", "0:1,0:2", "4:1", "0:-1", "-1:3", "0:"} {
+	pairs, err := ParsePairs("3:9, 7:1", 0)
+	if err != nil || len(pairs) != 2 || pairs[3] != 9 || pairs[7] != 1 {
+		t.Fatalf("ParsePairs with no shard count: %v %v", pairs, err)
+	}
+	for _, bad := range []string{"x", "0:1,0:2", "4:1", "0:-1", "-1:3", "0:", "+1:2", "1:+2"} {
 		if _, err := ParsePositions(bad, 4); err == nil {
 			t.Errorf("%q: no error", bad)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"tally/client"
 	"tally/ledger"
+	"tally/stream"
 )
 
 // tailFlush is how many rows of a table tail buffers to align them before
@@ -206,25 +207,18 @@ func parseAfter(s string, shard int) (map[int]uint64, error) {
 	if s == "" {
 		return nil, nil
 	}
-	out := map[int]uint64{}
 	if !strings.Contains(s, ":") {
 		seq, err := strconv.ParseUint(s, 10, 64)
 		if err != nil || shard < 0 {
 			return nil, fmt.Errorf("--after %q: a seq needs --shard; otherwise list shard:seq pairs (0:42,1:17)", s)
 		}
-		out[shard] = seq
-		return out, nil
+		return map[int]uint64{shard: seq}, nil
 	}
-	for pair := range strings.SplitSeq(s, ",") {
-		sh, seq, _ := strings.Cut(strings.TrimSpace(pair), ":")
-		i, err1 := strconv.Atoi(sh)
-		n, err2 := strconv.ParseUint(seq, 10, 64)
-		if err1 != nil || err2 != nil || i < 0 {
-			return nil, fmt.Errorf("--after: %q is not shard:seq", pair)
-		}
-		out[i] = n
+	pairs, err := stream.ParsePairs(s, 0)
+	if err != nil {
+		return nil, fmt.Errorf("--after: %w", err)
 	}
-	return out, nil
+	return pairs, nil
 }
 
 // errLimit ends a tail that has printed --limit events.

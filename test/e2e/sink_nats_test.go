@@ -165,6 +165,17 @@ type appliedSink interface {
 	applied(ctx context.Context) int64
 }
 
+// withNodeDown kills node n with SIGKILL, waits until sink s has moved
+// on without it, and starts n again.
+func withNodeDown(ctx context.Context, t *testing.T, c *cluster, n *node, s appliedSink) {
+	t.Helper()
+	t.Logf("kill -9 node %s", n.id)
+	c.kill(n)
+	moveOn(ctx, t, s, "with "+n.id+" down")
+	c.start(n)
+	c.waitHTTP(n.http, "/readyz")
+}
+
 // moveOn waits until s has applied natsStep more events than now.
 func moveOn(ctx context.Context, t *testing.T, s appliedSink, what string) {
 	t.Helper()
@@ -198,12 +209,7 @@ func TestSinkNATS(t *testing.T) {
 		s.kill9(ctx, t, i)
 		s.moveOn(ctx, t, fmt.Sprintf("after kill -9 #%d", i))
 		if i == 1 {
-			victim := c.nodes[1]
-			t.Logf("kill -9 node %s", victim.id)
-			c.kill(victim)
-			s.moveOn(ctx, t, "with "+victim.id+" down")
-			c.start(victim)
-			c.waitHTTP(victim.http, "/readyz")
+			withNodeDown(ctx, t, c, c.nodes[1], s)
 		}
 	}
 

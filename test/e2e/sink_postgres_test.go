@@ -102,12 +102,7 @@ func TestSinkPostgres(t *testing.T) {
 		}
 		s.moveOn(ctx, t, fmt.Sprintf("after kill -9 #%d", i))
 		if i == 1 {
-			victim := c.nodes[0] // the node the sink's stream reads from
-			t.Logf("kill -9 node %s", victim.id)
-			c.kill(victim)
-			s.moveOn(ctx, t, "with "+victim.id+" down")
-			c.start(victim)
-			c.waitHTTP(victim.http, "/readyz")
+			withNodeDown(ctx, t, c, c.nodes[0], s) // the node the sink's stream reads from
 		}
 	}
 

@@ -200,17 +200,22 @@ func (s *Server) history(r *http.Request) (any, error) {
 	return page(evs, q.Limit), nil
 }
 
+// pageLimit is the size of a page asked with ?limit=limit: 100 when not
+// given, at most shard.MaxPage.
+func pageLimit(limit int) int {
+	if limit == 0 {
+		return 100
+	}
+	return min(limit, shard.MaxPage)
+}
+
 // page wraps events with the cursor of the next page ("" on the last).
 func page(evs []ledger.Event, limit int) wire.Page {
 	if evs == nil {
 		evs = []ledger.Event{}
 	}
 	next := ""
-	want := limit
-	if want == 0 {
-		want = 100
-	}
-	if len(evs) > 0 && len(evs) >= min(want, 1000) {
+	if len(evs) > 0 && len(evs) >= pageLimit(limit) {
 		next = fmt.Sprint(evs[len(evs)-1].Seq)
 	}
 	return wire.Page{Events: evs, Next: next}

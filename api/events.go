@@ -129,10 +129,7 @@ func (s *Server) shardEvents(r *http.Request) (any, error) {
 func (s *Server) filteredPage(r *http.Request, sh int, after uint64, eq eventsQuery) (any, error) {
 	evs := []json.RawMessage{}
 	next := after
-	o := stream.Options{Filter: eq.filter, Limit: max(eq.limit, 100)}
-	if eq.limit == 0 {
-		o.Limit = 100
-	}
+	o := stream.Options{Filter: eq.filter, Limit: pageLimit(eq.limit)}
 	err := s.events.Follow(r.Context(), sh, after, o,
 		func(seq uint64, raw []byte) error { evs, next = append(evs, raw), seq; return nil },
 		func(seq uint64) error { next = seq; return nil })

@@ -94,6 +94,17 @@ func TestEventStreamFollows(t *testing.T) {
 		t.Fatalf("idle line %v, want progress at shard 3 seq 3", p)
 	}
 
+	// A filtered page holds at most limit events, and its cursor is the
+	// last one's seq.
+	var pg struct {
+		Events []map[string]any `json:"events"`
+		Next   string           `json:"next"`
+	}
+	if err := json.Unmarshal(n.get(t, "/v1/shards/3/events?types=AccountOpened&limit=1").body, &pg); err != nil ||
+		len(pg.Events) != 1 || pg.Events[0]["seq"] != 1.0 || pg.Next != "1" {
+		t.Fatalf("filtered page with limit 1: %+v (%v)", pg, err)
+	}
+
 	a := do(t, http.MethodGet, n.url()+"/v1/shards/3/events?timeout=1500ms&follow=true", nil,
 		"Accept", "text/event-stream", "Last-Event-ID", "3:2")
 	body := string(a.body)

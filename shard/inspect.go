@@ -27,6 +27,9 @@ func (h *Host) Snapshots(i int) (*SnapshotStats, error) {
 	return r.FSM.Snapshots(), nil
 }
 
+// MaxPage bounds a page of events.
+const MaxPage = fsm.MaxPage
+
 // ErrNotFound is wrapped by reads of an absent account or transfer.
 var ErrNotFound = fsm.ErrNotFound
 

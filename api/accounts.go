@@ -17,7 +17,7 @@ import (
 // accountService is what the account handlers need of the node.
 type accountService interface {
 	Shards() int
-	Batch(ctx context.Context, n int, parts []node.Part, cmd func(idx []int) ledger.Command) ([]ledger.Result, error)
+	Batch(ctx context.Context, n int, parts []edge.Part, cmd func(idx []int) ledger.Command) ([]ledger.Result, error)
 	Account(ctx context.Context, q node.AccountQuery) (wire.Account, error)
 	World(ctx context.Context, q node.AccountQuery, currency string) (node.World, error)
 	CloseAccount(ctx context.Context, i int, id string) (ledger.Result, error)
@@ -42,15 +42,12 @@ func (s *Server) createAccounts(r *http.Request) (any, error) {
 	if e := edge.CheckBatch("accounts", n); e != nil {
 		return nil, e
 	}
-	if e := edge.CheckAccounts(req.Accounts); e != nil {
+	accts, e := edge.Accounts(req.Accounts)
+	if e != nil {
 		return nil, e
 	}
-	accts := make([]ledger.Account, n)
-	for i := range req.Accounts {
-		accts[i] = edge.AccountOf(&req.Accounts[i])
-	}
 	shards := s.accounts.Shards()
-	parts := node.Split(n, func(i int) int { return shard.Of(accts[i].ID, shards) })
+	parts := edge.Split(n, func(i int) int { return shard.Of(accts[i].ID, shards) })
 	res, err := s.accounts.Batch(r.Context(), n, parts, func(idx []int) ledger.Command {
 		c := ledger.Command{Kind: ledger.CmdOpenAccounts, Accounts: make([]ledger.Account, len(idx))}
 		for j, i := range idx {

@@ -7,14 +7,13 @@ import (
 	"tally/api/wire"
 	"tally/edge"
 	"tally/ledger"
-	"tally/node"
 	"tally/shard"
 )
 
 // transferService is what the transfer handlers need of the node.
 type transferService interface {
 	Shards() int
-	Batch(ctx context.Context, n int, parts []node.Part, cmd func(idx []int) ledger.Command) ([]ledger.Result, error)
+	Batch(ctx context.Context, n int, parts []edge.Part, cmd func(idx []int) ledger.Command) ([]ledger.Result, error)
 	Transfer(ctx context.Context, id string, only *int, o shard.ReadOpts) (wire.Transfer, error)
 }
 
@@ -46,7 +45,7 @@ func (s *Server) createTransfers(r *http.Request) (any, error) {
 	if e := edge.CheckChainShards(ts, place); e != nil {
 		return nil, e
 	}
-	parts := node.Split(n, func(i int) int { return place[i] })
+	parts := edge.Split(n, func(i int) int { return place[i] })
 	res, err := s.transfers.Batch(r.Context(), n, parts, func(idx []int) ledger.Command {
 		c := ledger.Command{Kind: ledger.CmdTransfers, Transfers: make([]ledger.Transfer, len(idx))}
 		for j, i := range idx {

@@ -44,13 +44,46 @@ func AccountOf(a *wire.AccountIn) ledger.Account {
 	return ledger.Account{ID: a.ID, Currency: a.Currency, AllowNegative: a.AllowNegative, Metadata: a.Metadata}
 }
 
-// CheckAccounts checks every account of a batch.
-func CheckAccounts(as []wire.AccountIn) *Error {
+// Accounts checks every account of a batch and returns them as the
+// ledger opens them.
+func Accounts(as []wire.AccountIn) ([]ledger.Account, *Error) {
+	out := make([]ledger.Account, len(as))
 	for i := range as {
-		acc := AccountOf(&as[i])
-		if p := ledger.CheckAccount(&acc); p != nil {
-			return ItemError("accounts", i, p)
+		out[i] = AccountOf(&as[i])
+		if p := ledger.CheckAccount(&out[i]); p != nil {
+			return nil, ItemError("accounts", i, p)
 		}
 	}
-	return nil
+	return out, nil
+}
+
+// CheckAccounts checks every account of a batch.
+func CheckAccounts(as []wire.AccountIn) *Error {
+	_, e := Accounts(as)
+	return e
+}
+
+// Part is the slice of a batch that one shard owns, as indices into the
+// request, in request order.
+type Part struct {
+	Shard int
+	Idx   []int
+}
+
+// Split groups the n items of a batch by shard, in order of first
+// appearance.
+func Split(n int, shardOf func(i int) int) []Part {
+	var parts []Part
+	pos := map[int]int{}
+	for i := 0; i < n; i++ {
+		sh := shardOf(i)
+		p, ok := pos[sh]
+		if !ok {
+			p = len(parts)
+			pos[sh] = p
+			parts = append(parts, Part{Shard: sh})
+		}
+		parts[p].Idx = append(parts[p].Idx, i)
+	}
+	return parts
 }

@@ -24,31 +24,6 @@ func (s *Service) Submit(ctx context.Context, i int, cmd ledger.Command) ([]ledg
 	return res, err
 }
 
-// Part is the slice of a batch that one shard owns, as indices into the
-// request, in request order.
-type Part struct {
-	Shard int
-	Idx   []int
-}
-
-// Split groups the n items of a batch by shard, in order of first
-// appearance.
-func Split(n int, shardOf func(i int) int) []Part {
-	var parts []Part
-	pos := map[int]int{}
-	for i := 0; i < n; i++ {
-		sh := shardOf(i)
-		p, ok := pos[sh]
-		if !ok {
-			p = len(parts)
-			pos[sh] = p
-			parts = append(parts, Part{Shard: sh})
-		}
-		parts[p].Idx = append(parts[p].Idx, i)
-	}
-	return parts
-}
-
 // Batch runs each part of a batch of n items on its shard, concurrently,
 // with the command cmd builds for the part, and merges the results in
 // request order. Then it waits, until shortly before ctx's deadline, for
@@ -58,7 +33,7 @@ func Split(n int, shardOf func(i int) int) []Part {
 // committed or may have, else the failed part's answer): the client
 // retries the whole batch with the same ids, and the parts that did
 // commit answer "exists".
-func (s *Service) Batch(ctx context.Context, n int, parts []Part, cmd func(idx []int) ledger.Command) ([]ledger.Result, error) {
+func (s *Service) Batch(ctx context.Context, n int, parts []edge.Part, cmd func(idx []int) ledger.Command) ([]ledger.Result, error) {
 	if !forwarding(ctx) {
 		// The caller routes by itself: refuse the whole batch if any part
 		// is not ours, before any part is applied.

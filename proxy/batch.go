@@ -17,19 +17,13 @@ import (
 	"tally/ledger"
 )
 
-// part is the items of a batch that one shard decides, in request order.
-type part struct {
-	shard int
-	idx   []int
-}
-
-// partReply is how one part of a batch ended.
+// partReply is how one edge.Part of a batch ended.
 type partReply struct {
 	o       outcome
 	status  int               // the node's final status, 0 without one
 	body    []byte            // the node's answer when not merged
 	results []json.RawMessage // the part's results when status is 200
-	err     error             // why the part has no usable answer
+	err     error             // why the edge.Part has no usable answer
 }
 
 // batchKind is what differs between the two batch endpoints.
@@ -88,18 +82,18 @@ func createBatch[T any](p *Proxy, k *batchKind[T], w http.ResponseWriter, r *htt
 		edge.WriteError(w, e)
 		return
 	}
-	ps := split(shards)
+	ps := edge.Split(len(shards), func(i int) int { return shards[i] })
 	switch {
 	case len(ps) == 1 && k.one != nil:
-		k.one(p, ctx, w, r, ps[0].shard, body, items)
+		k.one(p, ctx, w, r, ps[0].Shard, body, items)
 	case len(ps) == 1:
 		// One shard: the batch goes as the client sent it.
-		c := p.newCall(ps[0].shard, http.MethodPost, k.path, r.URL.Query(), body)
+		c := p.newCall(ps[0].Shard, http.MethodPost, k.path, r.URL.Query(), body)
 		p.pass(w, r.WithContext(ctx), &pass{c: c})
 	default:
-		p.batch(ctx, w, r.URL.Query(), k.path, ps, func(pt part) any {
-			sub := make([]T, len(pt.idx))
-			for j, i := range pt.idx {
+		p.batch(ctx, w, r.URL.Query(), k.path, ps, func(pt edge.Part) any {
+			sub := make([]T, len(pt.Idx))
+			for j, i := range pt.Idx {
 				sub[j] = items[i]
 			}
 			return k.wrap(sub)
@@ -167,7 +161,7 @@ func (p *Proxy) newCall(shard int, method, path string, q url.Values, body []byt
 // the parts sent concurrently and their results merged in request order.
 // encode builds one part's body.
 func (p *Proxy) batch(ctx context.Context, w http.ResponseWriter, q url.Values, path string,
-	parts []part, encode func(part) any) {
+	parts []edge.Part, encode func(edge.Part) any) {
 	replies := make([]partReply, len(parts))
 	var wg sync.WaitGroup
 	for i, pt := range parts {
@@ -176,8 +170,8 @@ func (p *Proxy) batch(ctx context.Context, w http.ResponseWriter, q url.Values, 
 			// The items were decoded from JSON a moment ago.
 			panic(fmt.Sprintf("proxy: encode part: %v", err))
 		}
-		c := p.newCall(pt.shard, http.MethodPost, path, cloneQuery(q), b)
-		wg.Go(func() { replies[i] = p.sendPart(ctx, c, len(pt.idx)) })
+		c := p.newCall(pt.Shard, http.MethodPost, path, cloneQuery(q), b)
+		wg.Go(func() { replies[i] = p.sendPart(ctx, c, len(pt.Idx)) })
 	}
 	wg.Wait()
 	if clientGone(ctx) {
@@ -187,7 +181,7 @@ func (p *Proxy) batch(ctx context.Context, w http.ResponseWriter, q url.Values, 
 	p.merge(w, path, parts, replies)
 }
 
-// sendPart sends one part and reads its answer whole.
+// sendPart sends one edge.Part and reads its answer whole.
 func (p *Proxy) sendPart(ctx context.Context, c *call, n int) partReply {
 	pr := partReply{o: p.send(ctx, c)}
 	if pr.o.resp == nil {
@@ -221,10 +215,10 @@ func (p *Proxy) sendPart(ctx context.Context, c *call, n int) partReply {
 
 // merge answers a split batch; see "Partially successful batches" in the
 // package documentation for why it answers what it does.
-func (p *Proxy) merge(w http.ResponseWriter, path string, parts []part, replies []partReply) {
+func (p *Proxy) merge(w http.ResponseWriter, path string, parts []edge.Part, replies []partReply) {
 	total, all := 0, true
 	for i, pr := range replies {
-		total += len(parts[i].idx)
+		total += len(parts[i].Idx)
 		all = all && pr.status == http.StatusOK
 	}
 	if all {
@@ -233,7 +227,7 @@ func (p *Proxy) merge(w http.ResponseWriter, path string, parts []part, replies 
 	}
 	for _, pr := range replies {
 		if pr.status >= 400 && pr.status < 500 {
-			p.log.Warn("part of a split batch refused", "path", path, "status", pr.status)
+			p.log.Warn("edge.Part of a split batch refused", "path", path, "status", pr.status)
 			edge.Relay(w, pr.status, pr.body)
 			return
 		}
@@ -241,33 +235,33 @@ func (p *Proxy) merge(w http.ResponseWriter, path string, parts []part, replies 
 	applied := false
 	var failed []error
 	for i, pr := range replies {
-		// A part with any final answer (200, or a 5xx other than 503) or an
+		// A edge.Part with any final answer (200, or a 5xx other than 503) or an
 		// unknown outcome may be in the ledger.
 		applied = applied || pr.status != 0 || pr.o.unknown
 		if pr.status != http.StatusOK {
 			if pr.err == nil {
 				pr.err = fmt.Errorf("status %d", pr.status)
 			}
-			failed = append(failed, fmt.Errorf("shard %d: %w", parts[i].shard, pr.err))
+			failed = append(failed, fmt.Errorf("shard %d: %w", parts[i].Shard, pr.err))
 		}
 	}
 	err := errors.Join(failed...)
 	if applied {
 		p.log.Warn("split batch partly failed", "path", path, "err", err)
 		edge.WriteError(w, edge.Errorf(http.StatusGatewayTimeout, edge.CodeOutcomeUnknown,
-			"part of the batch failed and other parts may have been applied; retry the whole batch with the same ids: %v", err))
+			"edge.Part of the batch failed and other parts may have been applied; retry the whole batch with the same ids: %v", err))
 		return
 	}
 	p.log.Warn("split batch unavailable", "path", path, "err", err)
-	edge.WriteError(w, edge.Unavailable("no part of the batch was applied; retry: %v", err))
+	edge.WriteError(w, edge.Unavailable("no edge.Part of the batch was applied; retry: %v", err))
 }
 
 // writeMerged writes the parts' results in request order. The results are
 // copied as the nodes encoded them.
-func writeMerged(w http.ResponseWriter, parts []part, replies []partReply, total int) {
+func writeMerged(w http.ResponseWriter, parts []edge.Part, replies []partReply, total int) {
 	merged := make([]json.RawMessage, total)
 	for i, pt := range parts {
-		for k, idx := range pt.idx {
+		for k, idx := range pt.Idx {
 			merged[idx] = replies[i].results[k]
 		}
 	}
@@ -292,22 +286,6 @@ func writeResults(w http.ResponseWriter, results []json.RawMessage) {
 	}
 	buf.WriteString("]}\n")
 	edge.Relay(w, http.StatusOK, buf.Bytes())
-}
-
-// split groups item indexes by shard, parts ordered by their first item.
-func split(shards []int) []part {
-	var parts []part
-	for i, s := range shards {
-		k := 0
-		for k < len(parts) && parts[k].shard != s {
-			k++
-		}
-		if k == len(parts) {
-			parts = append(parts, part{shard: s})
-		}
-		parts[k].idx = append(parts[k].idx, i)
-	}
-	return parts
 }
 
 func cloneQuery(q url.Values) url.Values {

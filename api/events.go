@@ -115,7 +115,9 @@ func (s *Server) shardEvents(r *http.Request) (any, error) {
 		out := newEventWriter(w, eq.sse)
 		o := stream.Options{Filter: eq.filter, Follow: eq.follow, Limit: eq.limit, Flush: out.flush}
 		err := s.events.Follow(r.Context(), sh, after, o,
-			func(seq uint64, raw []byte) error { return out.event(fmt.Sprintf("%d:%d", sh, seq), raw) },
+			func(seq uint64, raw []byte) error {
+				return out.event(func() string { return fmt.Sprintf("%d:%d", sh, seq) }, raw)
+			},
 			func(seq uint64) error {
 				return out.progress(progress{Shard: &sh, Seq: &seq, Time: ledger.Time(time.Now().UnixNano())})
 			})
@@ -170,7 +172,7 @@ func (s *Server) allEvents(r *http.Request) (any, error) {
 		err := s.events.FollowAll(r.Context(), after, o,
 			func(sh int, seq uint64, raw []byte) error {
 				pos[sh] = seq
-				return out.event(stream.FormatPositions(pos), raw)
+				return out.event(func() string { return stream.FormatPositions(pos) }, raw)
 			},
 			func(p []uint64) error {
 				seqs := make(map[string]uint64, len(p))
@@ -217,10 +219,9 @@ type progress struct {
 // eventWriter writes a stream as NDJSON or as server-sent events, through
 // a buffer that the stream flushes whenever it has sent all it read.
 type eventWriter struct {
-	w       http.ResponseWriter
-	b       *bufio.Writer
-	sse     bool
-	started bool
+	w   http.ResponseWriter
+	b   *bufio.Writer
+	sse bool
 }
 
 // newEventWriter starts a stream's answer: its headers go out at once, so
@@ -228,28 +229,21 @@ type eventWriter struct {
 // open before the first event.
 func newEventWriter(w http.ResponseWriter, sse bool) *eventWriter {
 	o := &eventWriter{w: w, b: bufio.NewWriterSize(w, 64<<10), sse: sse}
-	o.start()
+	if sse {
+		w.Header().Set("Content-Type", "text/event-stream")
+	} else {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
 	// A failed flush means the reader left; the stream's next write ends it.
 	_ = o.flush()
 	return o
 }
 
-func (o *eventWriter) start() {
-	if o.started {
-		return
-	}
-	o.started = true
-	if o.sse {
-		o.w.Header().Set("Content-Type", "text/event-stream")
-	} else {
-		o.w.Header().Set("Content-Type", "application/x-ndjson")
-	}
-	o.w.Header().Set("Cache-Control", "no-store")
-	o.w.WriteHeader(http.StatusOK)
-}
-
-func (o *eventWriter) event(id string, raw []byte) error {
-	o.start()
+// event writes one event; id, the server-sent event's id, is asked for
+// only on such a stream.
+func (o *eventWriter) event(id func() string, raw []byte) error {
 	if !o.sse {
 		o.b.Write(raw)
 		return o.b.WriteByte('\n')
@@ -260,14 +254,13 @@ func (o *eventWriter) event(id string, raw []byte) error {
 	if err := json.Unmarshal(raw, &head); err != nil {
 		return fmt.Errorf("stored event does not decode: %w", err)
 	}
-	fmt.Fprintf(o.b, "id: %s\nevent: %s\ndata: ", id, head.Type)
+	fmt.Fprintf(o.b, "id: %s\nevent: %s\ndata: ", id(), head.Type)
 	o.b.Write(raw)
 	_, err := o.b.WriteString("\n\n")
 	return err
 }
 
 func (o *eventWriter) progress(p progress) error {
-	o.start()
 	b, err := json.Marshal(struct {
 		Progress progress `json:"progress"`
 	}{p})

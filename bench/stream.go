@@ -17,6 +17,7 @@ import (
 
 	"tally/client"
 	"tally/ledger"
+	"tally/stream"
 )
 
 // StreamStat is what a consumer of the all-shards stream saw beside the
@@ -220,12 +221,11 @@ func heads(ctx context.Context, c *client.Client) string {
 	if err != nil {
 		return ""
 	}
-	var b bytes.Buffer
-	for i, sh := range st.Shards {
-		if i > 0 {
-			b.WriteByte(',')
+	pos := make([]uint64, len(st.Shards))
+	for _, sh := range st.Shards {
+		if sh.Shard >= 0 && sh.Shard < len(pos) {
+			pos[sh.Shard] = sh.AppliedSeq
 		}
-		fmt.Fprintf(&b, "%d:%d", sh.Shard, sh.AppliedSeq)
 	}
-	return b.String()
+	return stream.FormatPositions(pos)
 }

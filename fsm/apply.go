@@ -151,9 +151,9 @@ func (f *FSM) changes(c ledger.Changes) []kv {
 		}
 		if r.Saga != nil {
 			f.noteSaga(r)
-		}
-		if r.Saga != nil && r.Saga.Step == ledger.StepAborted {
-			out = append(out, kv{k: key(preAborted, r.Transfer.ID)})
+			if r.Saga.Step == ledger.StepAborted {
+				out = append(out, kv{k: key(preAborted, r.Transfer.ID)})
+			}
 		}
 	}
 	return out

@@ -95,28 +95,18 @@ func (f *FSM) Transfer(id string) (ledger.Record, uint64, error) {
 	return r, seq, nil
 }
 
-// Events returns up to limit events with seq > after, in order.
+// Events returns up to limit events with seq > after, in order: the
+// stored events of EventsRaw, decoded.
 func (f *FSM) Events(after uint64, limit int) ([]ledger.Event, error) {
-	if after == math.MaxUint64 {
-		// No seq follows it; after+1 would wrap to the start of the log.
-		return nil, nil
-	}
-	limit = clampLimit(limit)
-	var out []ledger.Event
-	_, err := f.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: min(limit, 100)})
-		defer it.Close()
-		for it.Seek(eventKey(after + 1)); it.Valid() && len(out) < limit; it.Next() {
-			var e ledger.Event
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &e) }); err != nil {
-				return err
-			}
-			out = append(out, e)
-		}
-		return nil
-	})
+	raw, err := f.EventsRaw(after, limit)
 	if err != nil {
-		return nil, fmt.Errorf("events after %d: %w", after, err)
+		return nil, err
+	}
+	out := make([]ledger.Event, len(raw))
+	for i, v := range raw {
+		if err := json.Unmarshal(v, &out[i]); err != nil {
+			return nil, fmt.Errorf("event %d: %w", after+uint64(i)+1, err)
+		}
 	}
 	return out, nil
 }

@@ -37,9 +37,9 @@ type op func(ctx context.Context, q string, body []byte) (any, error)
 func (s *Service) operations() map[string]op {
 	return map[string]op{
 		opCommands:       s.commandsOp,
-		opAccount:        jsonOp(s.account),
+		opAccount:        jsonOp(s.Account),
 		opTransfer:       jsonOp(s.transferOn),
-		opHistory:        jsonOp(s.history),
+		opHistory:        jsonOp(s.History),
 		opSagas:          jsonOp(s.sagasOn),
 		opAudit:          jsonOp(s.auditOn),
 		opResolve:        jsonOp(s.resolveOn),

@@ -26,11 +26,7 @@ type AccountQuery struct {
 
 // Account reads one account, on the shard's leader unless q.Opts allows
 // this replica.
-func (s *Service) Account(ctx context.Context, q AccountQuery) (wire.Account, error) {
-	return s.account(ctx, q)
-}
-
-func (s *Service) account(ctx context.Context, q AccountQuery) (out wire.Account, err error) {
+func (s *Service) Account(ctx context.Context, q AccountQuery) (out wire.Account, err error) {
 	if err := s.checkShard(q.Shard); err != nil {
 		return out, err
 	}
@@ -86,7 +82,7 @@ func (s *Service) World(ctx context.Context, q AccountQuery, currency string) (W
 	sum := [4]*big.Int{new(big.Int), new(big.Int), new(big.Int), new(big.Int)}
 	for i := 0; i < s.h.Shards(); i++ {
 		q.Shard = i
-		v, err := s.account(ctx, q)
+		v, err := s.Account(ctx, q)
 		var e *edge.Error
 		if errors.As(err, &e) && e.Status == http.StatusNotFound {
 			continue
@@ -165,11 +161,7 @@ type HistoryQuery struct {
 }
 
 // History reads one page of an account's events.
-func (s *Service) History(ctx context.Context, q HistoryQuery) ([]ledger.Event, error) {
-	return s.history(ctx, q)
-}
-
-func (s *Service) history(ctx context.Context, q HistoryQuery) (evs []ledger.Event, err error) {
+func (s *Service) History(ctx context.Context, q HistoryQuery) (evs []ledger.Event, err error) {
 	if err := s.checkShard(q.Shard); err != nil {
 		return nil, err
 	}

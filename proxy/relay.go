@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -74,24 +75,17 @@ func (t relayTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if ps.c != nil {
 		ps.o = t.p.send(req.Context(), ps.c)
 		if ps.o.resp == nil {
-			return nil, cmpOr(ps.o.err, errNoAnswer)
+			return nil, cmp.Or(ps.o.err, errNoAnswer)
 		}
 		return ps.o.resp, nil
 	}
 	resp, sent, err := t.p.tryNodes(req, ps.body)
 	if err != nil {
 		ps.sent = sent
-		return nil, cmpOr(err, errNoAnswer)
+		return nil, cmp.Or(err, errNoAnswer)
 	}
 	ps.answered()
 	return resp, nil
-}
-
-func cmpOr(err, or error) error {
-	if err != nil {
-		return err
-	}
-	return or
 }
 
 // relayFailed answers a request that got no answer from any node.

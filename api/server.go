@@ -104,8 +104,10 @@ func (s *Server) serve(fn handler) http.Handler {
 type text string
 
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	// A 500 is logged even when it reached here as an answer (a part of a
+	// batch, another node's): an operator must see every internal error.
 	e, reported := node.Problem(err)
-	if reported {
+	if reported || e.Status == http.StatusInternalServerError {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	edge.WriteError(w, e)

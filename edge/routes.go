@@ -33,6 +33,14 @@ var (
 	stream = []string{"follow", "limit", "types", "account", "currency"}
 )
 
+// InternalPrefix is where a node takes the calls of other nodes
+// (node.Peer): POST InternalPrefix+op. Clients never reach it: the proxy
+// answers 404 there.
+const InternalPrefix = "/v1/internal/"
+
+// IsInternal reports whether path is under InternalPrefix.
+func IsInternal(path string) bool { return strings.HasPrefix(path, InternalPrefix) }
+
 // Routes is every endpoint that a node serves; the proxy serves the same
 // set (it routes some itself and passes the others to a node). Adding an
 // endpoint starts here.
@@ -62,7 +70,7 @@ var Routes = []Route{
 	{Method: "POST", Pattern: "/v1/cluster/join"},
 	{Method: "POST", Pattern: "/v1/cluster/leave"},
 	{Method: "POST", Pattern: "/v1/cluster/transfer-leader"},
-	{Method: "POST", Pattern: "/v1/internal/{op}", Params: []string{"shard"}},
+	{Method: "POST", Pattern: InternalPrefix + "{op}", Params: []string{"shard"}},
 	{Method: "GET", Pattern: "/healthz"},
 	{Method: "GET", Pattern: "/readyz"},
 	{Method: "GET", Pattern: "/metrics"},

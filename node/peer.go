@@ -19,9 +19,8 @@ import (
 )
 
 // InternalPrefix is where a node takes the calls of other nodes:
-// POST InternalPrefix+op. Only nodes call it; the proxy never routes
-// there.
-const InternalPrefix = "/v1/internal/"
+// POST InternalPrefix+op (edge.InternalPrefix).
+const InternalPrefix = edge.InternalPrefix
 
 // Limits of calls between nodes.
 const (

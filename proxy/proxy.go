@@ -227,7 +227,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 // same a node makes: a known route, known query parameters, a valid
 // deadline.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if strings.HasPrefix(r.URL.Path, "/v1/internal/") {
+	if edge.IsInternal(r.URL.Path) {
 		// Saga steps between nodes: never taken from clients.
 		edge.WriteError(w, edge.NotFound(edge.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
 		return

@@ -82,15 +82,14 @@ type Options struct {
 // Status is what a sink is doing, for its progress line, --json and
 // metrics.
 type Status struct {
-	Target  string            `json:"target"`
-	State   string            `json:"state"` // "following", "retrying", "stopped"
-	Reason  string            `json:"reason,omitempty"`
-	Applied map[int]uint64    `json:"applied"` // seq per shard in the target
-	Lag     map[int]uint64    `json:"lag,omitempty"`
-	Events  int64             `json:"events"` // applied since the start
-	Rate    float64           `json:"events_per_sec"`
-	Retries int64             `json:"retries"`
-	Extra   map[string]string `json:"extra,omitempty"`
+	Target  string         `json:"target"`
+	State   string         `json:"state"` // "following", "retrying", "stopped"
+	Reason  string         `json:"reason,omitempty"`
+	Applied map[int]uint64 `json:"applied"` // seq per shard in the target
+	Lag     map[int]uint64 `json:"lag,omitempty"`
+	Events  int64          `json:"events"` // applied since the start
+	Rate    float64        `json:"events_per_sec"`
+	Retries int64          `json:"retries"`
 }
 
 // States of a sink.

@@ -16,13 +16,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 
 	"tally/client"
+	"tally/edge"
 	"tally/ledger"
 )
 
@@ -122,8 +124,11 @@ func Run(ctx context.Context, t Target, o Options) error {
 			return b
 		}
 	}
-	r := &runner{t: t, o: o, cl: client.New(o.Endpoints[0], client.WithTimeout(5*time.Second)),
-		events: make(chan ledger.Event, queueLen), st: Status{Target: t.Name(), State: StateFollowing, Applied: map[int]uint64{}}}
+	r := &runner{t: t, o: o, events: make(chan ledger.Event, queueLen), committed: map[int]uint64{},
+		st: Status{Target: t.Name(), State: StateFollowing, Applied: map[int]uint64{}}}
+	for _, addr := range o.Endpoints {
+		r.cls = append(r.cls, client.New(addr, client.WithTimeout(5*time.Second)))
+	}
 	sub, err := r.subscription(ctx)
 	if err != nil {
 		return err
@@ -142,9 +147,15 @@ func Run(ctx context.Context, t Target, o Options) error {
 			}
 		})
 	}()
+	ticks, stopTicks := context.WithCancel(ctx)
+	ticked := make(chan struct{})
+	go func() { defer close(ticked); r.tick(ticks) }()
 	err = r.apply(ctx)
 	stopSub()
 	serr := <-subErr
+	stopTicks()
+	<-ticked
+	r.commit(context.WithoutCancel(ctx)) // what the last batch reached
 	r.setState(StateStopped, "")
 	if err == nil && serr != nil && !errors.Is(serr, context.Canceled) {
 		err = serr
@@ -155,8 +166,12 @@ func Run(ctx context.Context, t Target, o Options) error {
 type runner struct {
 	t      Target
 	o      Options
-	cl     *client.Client
+	cls    []*client.Client // one per endpoint, for the consumer's offsets
 	events chan ledger.Event
+
+	// committed is what the consumer's offsets in the cluster say, per
+	// shard; tick's goroutine and the final commit only.
+	committed map[int]uint64
 
 	mu    sync.Mutex
 	st    Status
@@ -185,7 +200,14 @@ func (r *runner) subscription(ctx context.Context) (client.SubscribeOptions, err
 		}
 		return o, nil
 	}
-	c, err := r.cl.Consumer(ctx, r.o.Consumer)
+	var c *client.Consumer
+	err = r.retry(ctx, "read consumer "+r.o.Consumer, func() error {
+		err := r.anyNode(func(cl *client.Client) (err error) { c, err = cl.Consumer(ctx, r.o.Consumer); return err })
+		if refused(err) {
+			return Permanent(err) // a 404 is a new consumer: no retry
+		}
+		return err
+	})
 	var ce *client.Error
 	switch {
 	case errors.As(err, &ce) && ce.Status == 404:
@@ -207,8 +229,6 @@ func (r *runner) apply(ctx context.Context) error {
 	r.start = time.Now()
 	tick := time.NewTicker(r.o.FlushEvery)
 	defer tick.Stop()
-	report := time.NewTicker(time.Second)
-	defer report.Stop()
 	var batch []ledger.Event
 	flush := func() error {
 		if len(batch) == 0 {
@@ -233,14 +253,12 @@ func (r *runner) apply(ctx context.Context) error {
 			if err := flush(); err != nil {
 				return err
 			}
-		case <-report.C:
-			r.report(ctx)
 		}
 	}
 }
 
 // applyBatch applies one batch, retrying while the target fails (until
-// stop ends), then commits the consumer's offsets. The batch is applied
+// stop ends), and notes what the target now holds. The batch is applied
 // even when stop has ended, so that a clean stop leaves nothing read but
 // not applied; only the retries end.
 func (r *runner) applyBatch(ctx, stop context.Context, batch []ledger.Event) error {
@@ -258,14 +276,6 @@ func (r *runner) applyBatch(ctx, stop context.Context, batch []ledger.Event) err
 	}
 	r.st.Events += int64(len(batch))
 	r.mu.Unlock()
-	// The offsets in the cluster follow the target's for lag; the target's
-	// own positions (when it keeps them) are the truth, so a failed commit
-	// is retried with the next batch.
-	for _, sh := range sortedShards(last) {
-		if _, err := r.cl.SetOffset(ctx, r.o.Consumer, sh, last[sh]); err != nil {
-			r.o.Logger.Warn("commit the consumer's offset", "shard", sh, "seq", last[sh], "err", err)
-		}
-	}
 	return nil
 }
 
@@ -298,10 +308,79 @@ func (r *runner) setState(state, reason string) {
 	}
 }
 
+// tick commits the consumer's offsets and reports the status once a
+// second, until ctx ends, off the apply loop so that a slow node never
+// holds a batch back.
+func (r *runner) tick(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.commit(ctx)
+			r.report(ctx)
+		}
+	}
+}
+
+// commit moves the consumer's offsets in the cluster to what the target
+// holds, for the shards that moved. They follow the target for its lag,
+// and are where a target that keeps no positions resumes, so they never
+// run ahead of it; a failed commit is tried again next time. At most one
+// commit a second keeps the Raft writes few.
+func (r *runner) commit(ctx context.Context) {
+	r.mu.Lock()
+	applied := maps.Clone(r.st.Applied)
+	r.mu.Unlock()
+	for _, sh := range slices.Sorted(maps.Keys(applied)) {
+		seq := applied[sh]
+		if seq == r.committed[sh] {
+			continue
+		}
+		err := r.anyNode(func(cl *client.Client) error { _, err := cl.SetOffset(ctx, r.o.Consumer, sh, seq); return err })
+		var ce *client.Error
+		switch {
+		case errors.As(err, &ce) && ce.Code == edge.CodeOffsetBackwards:
+			// The consumer is further on (a reset by an operator, another
+			// process): leave it, and do not ask again until we move.
+			r.o.Logger.Info("the consumer's offset is ahead of the target; left as it is", "shard", sh, "seq", seq)
+		case err != nil:
+			r.o.Logger.Warn("commit the consumer's offset", "shard", sh, "seq", seq, "err", err)
+			continue
+		}
+		r.committed[sh] = seq
+	}
+}
+
+// anyNode runs fn with each endpoint's client in turn until one answers;
+// a refusal (4xx) is final.
+func (r *runner) anyNode(fn func(*client.Client) error) error {
+	var err error
+	for _, cl := range r.cls {
+		if err = fn(cl); err == nil {
+			return nil
+		}
+		if refused(err) {
+			return err
+		}
+	}
+	return err
+}
+
+// refused reports whether err is the cluster's refusal (a 4xx), which
+// another node or another try would answer the same.
+func refused(err error) bool {
+	var ce *client.Error
+	return errors.As(err, &ce) && ce.Status/100 == 4
+}
+
 // report sends the status with the lag read from the cluster.
 func (r *runner) report(ctx context.Context) {
 	lag := map[int]uint64{}
-	if c, err := r.cl.Consumer(ctx, r.o.Consumer); err == nil {
+	var c *client.Consumer
+	if r.anyNode(func(cl *client.Client) (err error) { c, err = cl.Consumer(ctx, r.o.Consumer); return err }) == nil {
 		for _, s := range c.Shards {
 			r.mu.Lock()
 			applied := r.st.Applied[s.Shard]
@@ -328,24 +407,6 @@ func (r *runner) report(ctx context.Context) {
 // copyStatus copies the status; r.mu is held.
 func (r *runner) copyStatus() Status {
 	st := r.st
-	st.Applied = make(map[int]uint64, len(r.st.Applied))
-	for k, v := range r.st.Applied {
-		st.Applied[k] = v
-	}
-	if r.st.Lag != nil {
-		st.Lag = make(map[int]uint64, len(r.st.Lag))
-		for k, v := range r.st.Lag {
-			st.Lag[k] = v
-		}
-	}
+	st.Applied, st.Lag = maps.Clone(r.st.Applied), maps.Clone(r.st.Lag)
 	return st
-}
-
-func sortedShards(m map[int]uint64) []int {
-	out := make([]int, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Ints(out)
-	return out
 }

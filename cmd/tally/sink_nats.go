@@ -35,7 +35,7 @@ saying why.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			t, err := natssink.New(natssink.Config{URL: o.url, Stream: o.stream, Prefix: o.prefix,
-				DuplicateWindow: o.dupWindow, AckWait: o.ackWait})
+				DuplicateWindow: o.dupWindow, AckWait: o.ackWait, Logger: sinkLogger()})
 			if err != nil {
 				return err
 			}

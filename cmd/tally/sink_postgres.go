@@ -114,7 +114,7 @@ func rebuildPostgres(ctx context.Context, a *app, o *sinkPostgresOpts, out io.Wr
 	if err := cl.DeleteConsumer(context.WithoutCancel(ctx), build.consumer); err != nil {
 		fmt.Fprintf(os.Stderr, "tally: forget consumer %s: %v\n", build.consumer, err)
 	}
-	fmt.Fprintf(out, "rebuilt: readers of %s see the new version; following as %s\n", schemaOrDefault(o.schema), o.consumer)
+	fmt.Fprintf(out, "rebuilt: readers of %s see the new version; following as %s\n", o.schema, o.consumer)
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -123,13 +123,6 @@ func rebuildPostgres(ctx context.Context, a *app, o *sinkPostgresOpts, out io.Wr
 		return err
 	}
 	return runSink(ctx, a, &o.sinkOpts, t2, out)
-}
-
-func schemaOrDefault(s string) string {
-	if s == "" {
-		return "tally"
-	}
-	return s
 }
 
 // sinkLogger tells what the target does (a schema made, a rebuild's

@@ -122,7 +122,7 @@ func (t *Target) Positions(ctx context.Context) (map[int]sink.Position, bool, er
 		}
 		t.ready = true
 	}
-	s, err := t.schemaOf(ctx, t.pool)
+	s, err := t.schemaOf(ctx, t.pool, false)
 	if err != nil {
 		return nil, false, permanent(err)
 	}
@@ -144,13 +144,20 @@ type querier interface {
 }
 
 // schemaOf returns the version schema the target writes: the rebuild's,
-// else the current one.
-func (t *Target) schemaOf(ctx context.Context, q querier) (string, error) {
+// else the current one. With lock (inside a batch's transaction) it holds
+// the version row's share lock until commit, so that a rebuild's switch
+// (which takes it exclusively) waits for the batch, and the next batch
+// writes into the new version.
+func (t *Target) schemaOf(ctx context.Context, q querier, lock bool) (string, error) {
 	if t.building != 0 {
 		return versionSchema(t.o.Schema, t.building), nil
 	}
+	sql := fmt.Sprintf("SELECT current, model FROM %s.version", t.o.Schema)
+	if lock {
+		sql += " FOR SHARE"
+	}
 	var cur, model int
-	if err := q.QueryRow(ctx, fmt.Sprintf("SELECT current, model FROM %s.version", t.o.Schema)).Scan(&cur, &model); err != nil {
+	if err := q.QueryRow(ctx, sql).Scan(&cur, &model); err != nil {
 		return "", fmt.Errorf("read %s.version: %w", t.o.Schema, err)
 	}
 	if model != Model {
@@ -222,7 +229,7 @@ func (t *Target) apply(ctx context.Context, events []ledger.Event) (switched boo
 		return false, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // after Commit it is a no-op; on failure the error that matters is returned
-	s, err := t.lockVersion(ctx, tx)
+	s, err := t.schemaOf(ctx, tx, true)
 	if err != nil {
 		return false, err
 	}
@@ -248,25 +255,6 @@ func (t *Target) apply(ctx context.Context, events []ledger.Event) (switched boo
 		return false, fmt.Errorf("commit: %w", err)
 	}
 	return switched, nil
-}
-
-// lockVersion returns the schema to write. Following the current version,
-// it holds the version row's share lock until commit, so that a rebuild's
-// switch (which takes it exclusively) waits for the batch, and the next
-// batch writes into the new version.
-func (t *Target) lockVersion(ctx context.Context, tx pgx.Tx) (string, error) {
-	if t.building != 0 {
-		return versionSchema(t.o.Schema, t.building), nil
-	}
-	var cur, model int
-	err := tx.QueryRow(ctx, fmt.Sprintf("SELECT current, model FROM %s.version FOR SHARE", t.o.Schema)).Scan(&cur, &model)
-	if err != nil {
-		return "", fmt.Errorf("read %s.version: %w", t.o.Schema, err)
-	}
-	if model != Model {
-		return "", modelError(t.o.Schema, model)
-	}
-	return versionSchema(t.o.Schema, cur), nil
 }
 
 // unapplied returns the events after each shard's stored offset, checking
@@ -317,7 +305,7 @@ func (t *Target) classify(ctx context.Context, err error) error {
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), connectTimeout)
 	defer cancel()
-	s, serr := t.schemaOf(cctx, t.pool)
+	s, serr := t.schemaOf(cctx, t.pool, false)
 	if serr == nil {
 		serr = checkTables(cctx, t.pool, s)
 	}

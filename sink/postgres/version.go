@@ -183,7 +183,7 @@ func (t *Target) trySwitch(ctx context.Context, tx pgx.Tx) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if !reached(have, oldOffs) {
+	if !reached(have, seqs(oldOffs)) {
 		return false, nil
 	}
 	if err := pointViews(ctx, tx, schema, s); err != nil {
@@ -220,18 +220,20 @@ func (t *Target) oldOffsets(ctx context.Context, tx pgx.Tx, old string) (map[int
 }
 
 // reached reports whether have is at or past want on every shard.
-func reached[V offset | uint64](have map[int]offset, want map[int]V) bool {
-	for sh, w := range want {
-		var seq uint64
-		switch v := any(w).(type) {
-		case offset:
-			seq = v.Seq
-		case uint64:
-			seq = v
-		}
+func reached(have map[int]offset, want map[int]uint64) bool {
+	for sh, seq := range want {
 		if have[sh].Seq < seq {
 			return false
 		}
 	}
 	return true
+}
+
+// seqs are the seqs of offsets, per shard.
+func seqs(offs map[int]offset) map[int]uint64 {
+	out := make(map[int]uint64, len(offs))
+	for sh, o := range offs {
+		out[sh] = o.Seq
+	}
+	return out
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"tally/client"
+	"tally/internal/table"
 	"tally/ledger"
 )
 
@@ -101,7 +102,7 @@ func Run(ctx context.Context, c *client.Client, o Options, progress io.Writer) (
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(progress, "bench: creating and funding %d accounts (%s*) on %s\n", o.Accounts, o.Prefix, plural(shards, "shard"))
+	fmt.Fprintf(progress, "bench: creating and funding %d accounts (%s*) on %s\n", o.Accounts, o.Prefix, table.Plural(shards, "shard"))
 	if err := setup(ctx, c, &o, w.ids); err != nil {
 		return nil, err
 	}

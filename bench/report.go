@@ -6,14 +6,13 @@ import (
 	"io"
 	"math/big"
 	"sort"
-	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"tally/client"
+	"tally/internal/table"
 	"tally/ledger"
 )
 
@@ -179,7 +178,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // setting describes the run's workload in a few words, for the header
 // line and the plot's title.
 func (rep *Report) setting() string {
-	loop := "closed loop, " + plural(rep.Concurrency, "client")
+	loop := "closed loop, " + table.Plural(rep.Concurrency, "client")
 	if rep.Rate > 0 {
 		loop = fmt.Sprintf("open loop at %s transfers/s (at most %d outstanding)", rateString(rep.Rate), rep.Concurrency)
 	}
@@ -193,16 +192,16 @@ func (rep *Report) setting() string {
 	if rep.ClientBatch != nil {
 		dist += ", client batching"
 	}
-	return fmt.Sprintf("%d accounts on %s, %s, batch %d, %s", rep.Accounts, plural(rep.Shards, "shard"), loop, rep.Batch, dist)
+	return fmt.Sprintf("%d accounts on %s, %s, batch %d, %s", rep.Accounts, table.Plural(rep.Shards, "shard"), loop, rep.Batch, dist)
 }
 
 // Print writes the report as tables: what `tally bench` shows.
 func (rep *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "%s, %.1fs, seed %d\n", rep.setting(), rep.Seconds, rep.Seed)
-	t := newTable(w)
-	row(t, "KIND", "REQUESTS", "TRANSFERS", "TRANSFERS/S", "P50_MS", "P90_MS", "P99_MS", "P999_MS", "MAX_MS")
+	t := table.New(w)
+	table.Row(t, "KIND", "REQUESTS", "TRANSFERS", "TRANSFERS/S", "P50_MS", "P90_MS", "P99_MS", "P999_MS", "MAX_MS")
 	for _, l := range rep.Latency {
-		row(t, l.Kind, l.Requests, l.Transfers, fmt.Sprintf("%.0f", l.TransfersPerSec),
+		table.Row(t, l.Kind, l.Requests, l.Transfers, fmt.Sprintf("%.0f", l.TransfersPerSec),
 			fmt.Sprintf("%.2f", l.P50), fmt.Sprintf("%.2f", l.P90), fmt.Sprintf("%.2f", l.P99),
 			fmt.Sprintf("%.2f", l.P999), fmt.Sprintf("%.2f", l.Max))
 	}
@@ -224,25 +223,25 @@ func (rep *Report) Print(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	if len(rep.Rejected) > 0 {
-		t = newTable(w)
-		row(t, "REJECTED", "COUNT")
+		t = table.New(w)
+		table.Row(t, "REJECTED", "COUNT")
 		codes := make([]string, 0, len(rep.Rejected))
 		for c := range rep.Rejected {
 			codes = append(codes, c)
 		}
 		sort.Strings(codes)
 		for _, c := range codes {
-			row(t, c, rep.Rejected[c])
+			table.Row(t, c, rep.Rejected[c])
 		}
 		t.Flush()
 	}
 	if len(rep.Errors) == 0 {
 		fmt.Fprintln(w, "errors: none")
 	} else {
-		t = newTable(w)
-		row(t, "ERROR", "REQUESTS", "EXAMPLE")
+		t = table.New(w)
+		table.Row(t, "ERROR", "REQUESTS", "EXAMPLE")
 		for _, e := range rep.Errors {
-			row(t, e.Kind, e.Count, e.Example)
+			table.Row(t, e.Kind, e.Count, e.Example)
 		}
 		t.Flush()
 	}
@@ -350,27 +349,6 @@ func sumBalances(ctx context.Context, c *client.Client, o *Options, ids []string
 		return nil
 	})
 	return sum, negative, err
-}
-
-// plural writes a count and a noun: "1 shard", "4 shards".
-func plural(n int, noun string) string {
-	if n == 1 {
-		return "1 " + noun
-	}
-	return fmt.Sprintf("%d %ss", n, noun)
-}
-
-// newTable returns a writer that aligns tab-separated columns; the caller
-// calls Flush.
-func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0) }
-
-// row writes cols as one line of a table.
-func row(w io.Writer, cols ...any) {
-	cells := make([]string, len(cols))
-	for i, c := range cols {
-		cells[i] = fmt.Sprint(c)
-	}
-	fmt.Fprintln(w, strings.Join(cells, "\t"))
 }
 
 // applied reports whether a transfer's result means it was applied: ok,

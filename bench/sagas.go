@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"tally/client"
+	"tally/internal/table"
 	"tally/ledger"
 )
 
@@ -47,11 +48,11 @@ func waitSagas(ctx context.Context, c *client.Client, prefix string, errw io.Wri
 			}
 			if open == 0 {
 				res.Settled, res.Seconds = true, time.Since(start).Seconds()
-				res.Detail = fmt.Sprintf("%s in flight when the load stopped, none after %.2fs", plural(res.Open, "saga"), res.Seconds)
+				res.Detail = fmt.Sprintf("%s in flight when the load stopped, none after %.2fs", table.Plural(res.Open, "saga"), res.Seconds)
 				return res
 			}
 			if !told {
-				fmt.Fprintf(errw, "bench: waiting for %s in flight to finish\n", plural(open, "saga"))
+				fmt.Fprintf(errw, "bench: waiting for %s in flight to finish\n", table.Plural(open, "saga"))
 				told = true
 			}
 		}
@@ -60,7 +61,7 @@ func waitSagas(ctx context.Context, c *client.Client, prefix string, errw io.Wri
 			if lastErr != nil {
 				res.Detail = fmt.Sprintf("could not list sagas for %.0fs: %v", res.Seconds, lastErr)
 			} else {
-				res.Detail = fmt.Sprintf("%s still in flight after %.0fs ('tally sagas list' shows them)", plural(open, "saga"), res.Seconds)
+				res.Detail = fmt.Sprintf("%s still in flight after %.0fs ('tally sagas list' shows them)", table.Plural(open, "saga"), res.Seconds)
 			}
 			return res
 		}
@@ -133,7 +134,7 @@ func auditAfter(ctx context.Context, c *client.Client) *AuditCheck {
 	}
 	a.Detail = fmt.Sprintf("%s; %s", cut, strings.Join(parts, "; "))
 	if !rep.OK {
-		a.Detail = fmt.Sprintf("%s: %s", plural(len(rep.Violations), "violation"), a.Detail)
+		a.Detail = fmt.Sprintf("%s: %s", table.Plural(len(rep.Violations), "violation"), a.Detail)
 	}
 	return a
 }

@@ -187,13 +187,7 @@ func (b *Batcher) Close() error {
 
 // itemError is the answer the API gives to a bad item, as this client
 // reports it.
-func itemError(e *edge.Error) *Error {
-	out := &Error{Status: e.Status, Code: e.Code, Message: e.Message, Result: e.Result, Index: -1}
-	if e.Index != nil {
-		out.Index = *e.Index
-	}
-	return out
-}
+func itemError(e *edge.Error) *Error { return fromEdge(e.Status, e) }
 
 // A call's place, guarded by lane.mu.
 const (

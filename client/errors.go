@@ -114,19 +114,23 @@ const maxErrorBody = 64 << 10
 // decodeError turns a non-2xx answer into an *Error. The answer is read
 // as the edge writes it; a body that is not the API's error JSON still
 // gives a useful message.
+// fromEdge is the client's view of an error answer with status.
+func fromEdge(status int, x *edge.Error) *Error {
+	e := &Error{Status: status, Code: x.Code, Message: x.Message, LeaderHTTP: x.LeaderHTTP, Result: x.Result, Index: -1}
+	if x.Index != nil {
+		e.Index = *x.Index
+	}
+	return e
+}
+
 func decodeError(status int, body []byte) *Error {
 	var env struct {
 		Error *edge.Error `json:"error"`
 	}
-	e := &Error{Status: status, Index: -1}
 	if json.Unmarshal(body, &env) == nil && env.Error != nil && env.Error.Code != "" {
-		x := env.Error
-		e.Code, e.Message, e.LeaderHTTP, e.Result = x.Code, x.Message, x.LeaderHTTP, x.Result
-		if x.Index != nil {
-			e.Index = *x.Index
-		}
-		return e
+		return fromEdge(status, env.Error)
 	}
+	e := &Error{Status: status, Index: -1}
 	e.Code = codeOfStatus(status)
 	e.Message = strings.TrimSpace(string(body))
 	if len(e.Message) > 200 {

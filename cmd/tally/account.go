@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"tally/internal/table"
 	"tally/ledger"
 )
 
@@ -83,17 +84,17 @@ func runAccountCreate(cmd *cobra.Command, a *app, o *accountCreateOptions, ids [
 
 // printResults shows per-item results as a table.
 func printResults(w io.Writer, results []ledger.Result, status bool) {
-	t := newTable(w)
+	t := table.New(w)
 	if status {
-		row(t, "ID", "RESULT", "STATUS", "SHARD", "SEQ")
+		table.Row(t, "ID", "RESULT", "STATUS", "SHARD", "SEQ")
 	} else {
-		row(t, "ID", "RESULT", "SHARD", "SEQ")
+		table.Row(t, "ID", "RESULT", "SHARD", "SEQ")
 	}
 	for _, r := range results {
 		if status {
-			row(t, r.ID, fmtResult(r), orDash(string(r.Status)), r.Shard, r.Seq)
+			table.Row(t, r.ID, fmtResult(r), orDash(string(r.Status)), r.Shard, r.Seq)
 		} else {
-			row(t, r.ID, fmtResult(r), r.Shard, r.Seq)
+			table.Row(t, r.ID, fmtResult(r), r.Shard, r.Seq)
 		}
 	}
 	t.Flush()

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"tally/client"
+	"tally/internal/table"
 	"tally/ledger"
 )
 
@@ -103,29 +104,29 @@ func readAccount(cmd *cobra.Command, a *app, id string, o *readOptions) (*client
 }
 
 func printBalance(w io.Writer, v *client.AccountView) {
-	t := newTable(w)
-	row(t, "ACCOUNT", "CURRENCY", "BALANCE", "AVAILABLE", "DEBITS_PENDING", "CREDITS_PENDING", "SHARD", "SEQ")
-	row(t, v.ID, v.Currency, v.Balance, v.Available, v.DebitsPending, v.CreditsPending, v.Shard, v.Seq)
+	t := table.New(w)
+	table.Row(t, "ACCOUNT", "CURRENCY", "BALANCE", "AVAILABLE", "DEBITS_PENDING", "CREDITS_PENDING", "SHARD", "SEQ")
+	table.Row(t, v.ID, v.Currency, v.Balance, v.Available, v.DebitsPending, v.CreditsPending, v.Shard, v.Seq)
 	t.Flush()
 }
 
 // printAccount shows every field of an account, one per line.
 func printAccount(w io.Writer, v *client.AccountView) {
-	t := newTable(w)
-	row(t, "id", v.ID)
-	row(t, "currency", v.Currency)
-	row(t, "balance", v.Balance)
-	row(t, "available", v.Available)
-	row(t, "debits_posted", v.DebitsPosted)
-	row(t, "credits_posted", v.CreditsPosted)
-	row(t, "debits_pending", v.DebitsPending)
-	row(t, "credits_pending", v.CreditsPending)
-	row(t, "allow_negative", v.AllowNegative)
-	row(t, "closed", v.Closed)
-	row(t, "metadata", fmtMeta(v.Metadata))
-	row(t, "shard", v.Shard)
-	row(t, "seq", v.Seq)
-	row(t, "created_seq", v.CreatedSeq)
-	row(t, "created_at", fmtTime(v.CreatedAt))
+	t := table.New(w)
+	table.Row(t, "id", v.ID)
+	table.Row(t, "currency", v.Currency)
+	table.Row(t, "balance", v.Balance)
+	table.Row(t, "available", v.Available)
+	table.Row(t, "debits_posted", v.DebitsPosted)
+	table.Row(t, "credits_posted", v.CreditsPosted)
+	table.Row(t, "debits_pending", v.DebitsPending)
+	table.Row(t, "credits_pending", v.CreditsPending)
+	table.Row(t, "allow_negative", v.AllowNegative)
+	table.Row(t, "closed", v.Closed)
+	table.Row(t, "metadata", fmtMeta(v.Metadata))
+	table.Row(t, "shard", v.Shard)
+	table.Row(t, "seq", v.Seq)
+	table.Row(t, "created_seq", v.CreatedSeq)
+	table.Row(t, "created_at", fmtTime(v.CreatedAt))
 	t.Flush()
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"tally/client"
+	"tally/internal/table"
 )
 
 func newClusterCmd(a *app) *cobra.Command {
@@ -46,21 +47,21 @@ func newClusterStatusCmd(a *app) *cobra.Command {
 }
 
 func printCluster(w io.Writer, st *client.ClusterStatus) {
-	t := newTable(w)
-	row(t, "SHARD", "LEADER", "LEADER_HTTP", "APPLIED_SEQ", "REPLICAS")
+	t := table.New(w)
+	table.Row(t, "SHARD", "LEADER", "LEADER_HTTP", "APPLIED_SEQ", "REPLICAS")
 	for _, s := range st.Shards {
 		reps := make([]string, len(s.Replicas))
 		for i, r := range s.Replicas {
 			reps[i] = fmt.Sprintf("%s=%s@%d", r.Node, orDash(r.State), r.AppliedSeq)
 		}
-		row(t, s.Shard, orDash(s.Leader), orDash(s.LeaderHTTP), s.AppliedSeq, orDash(strings.Join(reps, " ")))
+		table.Row(t, s.Shard, orDash(s.Leader), orDash(s.LeaderHTTP), s.AppliedSeq, orDash(strings.Join(reps, " ")))
 	}
 	t.Flush()
 	fmt.Fprintln(w)
-	t = newTable(w)
-	row(t, "NODE", "HTTP", "RAFT")
+	t = table.New(w)
+	table.Row(t, "NODE", "HTTP", "RAFT")
 	for _, n := range st.Nodes {
-		row(t, n.ID, orDash(n.HTTP), orDash(n.Raft))
+		table.Row(t, n.ID, orDash(n.HTTP), orDash(n.Raft))
 	}
 	t.Flush()
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"tally/client"
+	"tally/internal/table"
 )
 
 func newConsumersCmd(a *app) *cobra.Command {
@@ -44,8 +45,8 @@ func newConsumersListCmd(a *app) *cobra.Command {
 			if a.json {
 				return writeJSON(cmd.OutOrStdout(), map[string]any{"consumers": cs})
 			}
-			t := newTable(cmd.OutOrStdout())
-			row(t, "NAME", "LAG", "SHARDS_BEHIND")
+			t := table.New(cmd.OutOrStdout())
+			table.Row(t, "NAME", "LAG", "SHARDS_BEHIND")
 			for _, c := range cs {
 				behind := 0
 				for _, s := range c.Shards {
@@ -53,10 +54,10 @@ func newConsumersListCmd(a *app) *cobra.Command {
 						behind++
 					}
 				}
-				row(t, c.Name, c.Lag, behind)
+				table.Row(t, c.Name, c.Lag, behind)
 			}
 			t.Flush()
-			fmt.Fprintln(cmd.ErrOrStderr(), plural(len(cs), "consumer"))
+			fmt.Fprintln(cmd.ErrOrStderr(), table.Plural(len(cs), "consumer"))
 			return nil
 		},
 	}
@@ -84,10 +85,10 @@ func newConsumersShowCmd(a *app) *cobra.Command {
 
 // positionTable prints a consumer's shards and its total lag.
 func positionTable(w io.Writer, c *client.Consumer) error {
-	t := newTable(w)
-	row(t, "SHARD", "OFFSET", "APPLIED_SEQ", "LAG")
+	t := table.New(w)
+	table.Row(t, "SHARD", "OFFSET", "APPLIED_SEQ", "LAG")
 	for _, s := range c.Shards {
-		row(t, s.Shard, s.Seq, s.AppliedSeq, s.Lag)
+		table.Row(t, s.Shard, s.Seq, s.AppliedSeq, s.Lag)
 	}
 	if err := t.Flush(); err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"tally/client"
+	"tally/internal/table"
 	"tally/ledger"
 	"tally/stream"
 )
@@ -74,7 +75,7 @@ func runEvents(cmd *cobra.Command, a *app, o *eventsOptions) error {
 	if a.json {
 		return writeJSON(cmd.OutOrStdout(), p)
 	}
-	t := newTable(cmd.OutOrStdout())
+	t := table.New(cmd.OutOrStdout())
 	eventHeader(t)
 	for _, e := range p.Events {
 		eventRow(t, &e)
@@ -82,11 +83,11 @@ func runEvents(cmd *cobra.Command, a *app, o *eventsOptions) error {
 	return t.Flush()
 }
 
-func eventHeader(t io.Writer) { row(t, "SHARD", "SEQ", "TIME", "TYPE", "ID", "DETAIL") }
+func eventHeader(t io.Writer) { table.Row(t, "SHARD", "SEQ", "TIME", "TYPE", "ID", "DETAIL") }
 
 func eventRow(t io.Writer, e *ledger.Event) {
 	id, detail := describeEvent(e)
-	row(t, e.Shard, e.Seq, fmtTime(e.Time), e.Type, orDash(id), orDash(detail))
+	table.Row(t, e.Shard, e.Seq, fmtTime(e.Time), e.Type, orDash(id), orDash(detail))
 }
 
 // eventLine prints one event of a stream. Lines are not aligned as a
@@ -232,7 +233,7 @@ func runTail(cmd *cobra.Command, a *app, o *tailOptions) error {
 	w := cmd.OutOrStdout()
 	var t *tabwriter.Writer
 	if !a.json && !o.follow {
-		t = newTable(w)
+		t = table.New(w)
 		eventHeader(t)
 	}
 	// Once --limit events are printed, ctx ends the subscription; events

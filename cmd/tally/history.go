@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"tally/client"
+	"tally/internal/table"
 	"tally/ledger"
 )
 
@@ -68,8 +69,8 @@ printed on stderr.`,
 }
 
 func printHistory(w io.Writer, account string, events []ledger.Event) {
-	t := newTable(w)
-	row(t, "SHARD", "SEQ", "TIME", "TYPE", "ID", "DETAIL", "BALANCE")
+	t := table.New(w)
+	table.Row(t, "SHARD", "SEQ", "TIME", "TYPE", "ID", "DETAIL", "BALANCE")
 	for _, e := range events {
 		id, detail := describeEvent(&e)
 		bal := "-"
@@ -78,7 +79,7 @@ func printHistory(w io.Writer, account string, events []ledger.Event) {
 				bal = fmt.Sprint(b.Balance)
 			}
 		}
-		row(t, e.Shard, e.Seq, fmtTime(e.Time), e.Type, orDash(id), orDash(detail), bal)
+		table.Row(t, e.Shard, e.Seq, fmtTime(e.Time), e.Type, orDash(id), orDash(detail), bal)
 	}
 	t.Flush()
 }

@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"tally/ledger"
@@ -20,23 +19,6 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-// newTable returns a writer that aligns tab-separated columns; the caller
-// calls Flush.
-func newTable(w io.Writer) *tabwriter.Writer {
-	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-}
-
-// row writes one tab-separated line.
-func row(w io.Writer, cols ...any) {
-	for i, c := range cols {
-		if i > 0 {
-			io.WriteString(w, "\t")
-		}
-		fmt.Fprint(w, c)
-	}
-	io.WriteString(w, "\n")
 }
 
 // parseAmount parses a positive integer amount in minor units. A decimal
@@ -126,12 +108,4 @@ func fmtResult(r ledger.Result) string {
 // writeCompactJSON prints v as one line of JSON (NDJSON).
 func writeCompactJSON(w io.Writer, v any) error {
 	return json.NewEncoder(w).Encode(v)
-}
-
-// plural writes a count and a noun: "1 shard", "4 shards".
-func plural(n int, noun string) string {
-	if n == 1 {
-		return "1 " + noun
-	}
-	return fmt.Sprintf("%d %ss", n, noun)
 }

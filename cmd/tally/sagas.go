@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"tally/client"
+	"tally/internal/table"
 )
 
 func newSagasCmd(a *app) *cobra.Command {
@@ -44,13 +45,13 @@ func newSagasListCmd(a *app) *cobra.Command {
 			if a.json {
 				return writeJSON(cmd.OutOrStdout(), map[string]any{"sagas": ss})
 			}
-			t := newTable(cmd.OutOrStdout())
-			row(t, "ID", "FROM", "TO", "DEBIT", "CREDIT", "AMOUNT", "STEP", "AGE", "ATTEMPTS", "LAST_ERROR")
+			t := table.New(cmd.OutOrStdout())
+			table.Row(t, "ID", "FROM", "TO", "DEBIT", "CREDIT", "AMOUNT", "STEP", "AGE", "ATTEMPTS", "LAST_ERROR")
 			for _, s := range ss {
-				row(t, s.ID, s.Shard, s.PeerShard, s.Debit, s.Credit, s.Amount, stepOf(s), fmt.Sprintf("%.1fs", s.AgeSeconds), s.Attempts, orDash(s.LastError))
+				table.Row(t, s.ID, s.Shard, s.PeerShard, s.Debit, s.Credit, s.Amount, stepOf(s), fmt.Sprintf("%.1fs", s.AgeSeconds), s.Attempts, orDash(s.LastError))
 			}
 			t.Flush()
-			fmt.Fprintf(cmd.ErrOrStderr(), "%s %s\n", plural(len(ss), "saga"), state)
+			fmt.Fprintf(cmd.ErrOrStderr(), "%s %s\n", table.Plural(len(ss), "saga"), state)
 			return nil
 		},
 	}
@@ -83,9 +84,9 @@ func newSagasShowCmd(a *app) *cobra.Command {
 			if v.Saga == nil {
 				return errors.New("transfer " + args[0] + " is not a cross-shard transfer")
 			}
-			t := newTable(cmd.OutOrStdout())
-			row(t, "ID", "STATUS", "RESULT", "STEP", "FROM", "TO", "DEBIT", "CREDIT", "AMOUNT", "ATTEMPTS", "LAST_ERROR", "NOTE")
-			row(t, v.ID, v.Status, v.Result, v.Saga.Step, v.Shard, v.Saga.Peer, v.Debit, v.Credit, v.Amount,
+			t := table.New(cmd.OutOrStdout())
+			table.Row(t, "ID", "STATUS", "RESULT", "STEP", "FROM", "TO", "DEBIT", "CREDIT", "AMOUNT", "ATTEMPTS", "LAST_ERROR", "NOTE")
+			table.Row(t, v.ID, v.Status, v.Result, v.Saga.Step, v.Shard, v.Saga.Peer, v.Debit, v.Credit, v.Amount,
 				v.Saga.Attempts, orDash(v.Saga.LastError), orDash(v.Saga.Note))
 			return t.Flush()
 		},
@@ -143,17 +144,17 @@ status 1 on any violation.`,
 					return err
 				}
 			} else {
-				t := newTable(cmd.OutOrStdout())
-				row(t, "SHARD", "SEQ_ROUND1", "SEQ_ROUND2")
+				t := table.New(cmd.OutOrStdout())
+				table.Row(t, "SHARD", "SEQ_ROUND1", "SEQ_ROUND2")
 				for i, s := range rep.Seqs {
-					row(t, i, s[0], s[1])
+					table.Row(t, i, s[0], s[1])
 				}
 				t.Flush()
 				fmt.Fprintln(cmd.OutOrStdout())
-				t = newTable(cmd.OutOrStdout())
-				row(t, "CURRENCY", "CLEARING_NET", "IN_FLIGHT")
+				t = table.New(cmd.OutOrStdout())
+				table.Row(t, "CURRENCY", "CLEARING_NET", "IN_FLIGHT")
 				for _, c := range rep.Currencies {
-					row(t, c.Currency, c.Net, c.InFlight)
+					table.Row(t, c.Currency, c.Net, c.InFlight)
 				}
 				t.Flush()
 				for _, v := range rep.Violations {
@@ -166,7 +167,7 @@ status 1 on any violation.`,
 				fmt.Fprintf(cmd.OutOrStdout(), "audit: %s (%s)\n", map[bool]string{true: "ok", false: "FAILED"}[rep.OK], cut)
 			}
 			if !rep.OK {
-				return fmt.Errorf("audit found %s", plural(len(rep.Violations), "violation"))
+				return fmt.Errorf("audit found %s", table.Plural(len(rep.Violations), "violation"))
 			}
 			return nil
 		},

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"tally/client"
+	"tally/internal/table"
 	"tally/ledger"
 )
 
@@ -284,38 +285,38 @@ rejected, in_flight) and result, and how a pending transfer was resolved.`,
 }
 
 func printTransfer(w io.Writer, v *client.TransferView) {
-	t := newTable(w)
-	row(t, "id", v.ID)
-	row(t, "debit", v.Debit)
-	row(t, "credit", v.Credit)
-	row(t, "amount", v.Amount)
-	row(t, "status", v.Status)
-	row(t, "result", v.Result)
-	row(t, "cross_shard", v.CrossShard)
-	row(t, "shard", v.Shard)
-	row(t, "seq", v.Seq)
-	row(t, "time", fmtTime(v.Time))
+	t := table.New(w)
+	table.Row(t, "id", v.ID)
+	table.Row(t, "debit", v.Debit)
+	table.Row(t, "credit", v.Credit)
+	table.Row(t, "amount", v.Amount)
+	table.Row(t, "status", v.Status)
+	table.Row(t, "result", v.Result)
+	table.Row(t, "cross_shard", v.CrossShard)
+	table.Row(t, "shard", v.Shard)
+	table.Row(t, "seq", v.Seq)
+	table.Row(t, "time", fmtTime(v.Time))
 	if x := v.Transfer; x != nil {
 		if x.Pending {
-			row(t, "pending", true)
+			table.Row(t, "pending", true)
 			if x.TimeoutSeconds > 0 {
-				row(t, "timeout", (time.Duration(x.TimeoutSeconds) * time.Second).String())
+				table.Row(t, "timeout", (time.Duration(x.TimeoutSeconds) * time.Second).String())
 			}
 		}
 		if pid := x.Resolves(); pid != "" {
-			row(t, "resolves", pid)
+			table.Row(t, "resolves", pid)
 		}
 		if x.Reference != "" {
-			row(t, "reference", x.Reference)
+			table.Row(t, "reference", x.Reference)
 		}
 		if len(x.Metadata) > 0 {
-			row(t, "metadata", fmtMeta(x.Metadata))
+			table.Row(t, "metadata", fmtMeta(x.Metadata))
 		}
 	}
 	if v.ResolvedBy != "" {
-		row(t, "resolved_by", v.ResolvedBy)
-		row(t, "resolved_seq", v.ResolvedSeq)
-		row(t, "resolved_amount", v.ResolvedAmount)
+		table.Row(t, "resolved_by", v.ResolvedBy)
+		table.Row(t, "resolved_seq", v.ResolvedSeq)
+		table.Row(t, "resolved_amount", v.ResolvedAmount)
 	}
 	t.Flush()
 }

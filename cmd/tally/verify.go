@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"tally/client"
+	"tally/internal/table"
 )
 
 // verifyReplica is what one replica of a shard answered.
@@ -219,8 +220,8 @@ func short(h string) string {
 }
 
 func printVerify(w io.Writer, out verifyOutput) {
-	t := newTable(w)
-	row(t, "SHARD", "NODE", "EVENTS", "SEQ", "HEAD", "HASH@MIN_SEQ", "OK")
+	t := table.New(w)
+	table.Row(t, "SHARD", "NODE", "EVENTS", "SEQ", "HEAD", "HASH@MIN_SEQ", "OK")
 	for _, vs := range out.Shards {
 		for _, r := range vs.Replicas {
 			events, seq, head := "-", "-", "-"
@@ -235,7 +236,7 @@ func printVerify(w io.Writer, out verifyOutput) {
 			if r.Hash != "" {
 				hash = fmt.Sprintf("%s@%d", short(r.Hash), vs.MinSeq)
 			}
-			row(t, vs.Shard, r.Node, events, seq, head, hash, ok)
+			table.Row(t, vs.Shard, r.Node, events, seq, head, hash, ok)
 		}
 	}
 	t.Flush()

@@ -176,6 +176,31 @@ func withNodeDown(ctx context.Context, t *testing.T, c *cluster, n *node, s appl
 	c.waitHTTP(n.http, "/readyz")
 }
 
+// stoppedSink is a sink process a test can count and stop.
+type stoppedSink interface {
+	appliedSink
+	Stop(d time.Duration) bool
+	Exit() string
+}
+
+// drainAndStop halts the load, waits until s holds every event of the
+// cluster's final logs, stops s with SIGTERM (it must exit cleanly), and
+// returns the logs' lengths and head hashes.
+func drainAndStop(ctx context.Context, t *testing.T, c *cluster, load *natsLoad, s stoppedSink) ([]uint64, []string) {
+	t.Helper()
+	load.halt()
+	seqs, heads := c.finalLogs(ctx)
+	waitFor(t, 30*time.Second, "the sink to catch up", func() bool {
+		return s.applied(ctx) == int64(sumOf(seqs))
+	})
+	if s.Stop(10 * time.Second) {
+		t.Errorf("the sink did not stop on SIGTERM within 10s")
+	} else if ex := s.Exit(); ex != "exited" {
+		t.Errorf("the sink ended with %q after SIGTERM, want a clean exit", ex)
+	}
+	return seqs, heads
+}
+
 // moveOn waits until s has applied natsStep more events than now.
 func moveOn(ctx context.Context, t *testing.T, s appliedSink, what string) {
 	t.Helper()
@@ -225,16 +250,7 @@ func TestSinkNATS(t *testing.T) {
 	srv.Restart()
 	s.moveOn(ctx, t, "after nats-server restarted")
 
-	load.halt()
-	seqs, heads := c.finalLogs(ctx)
-	waitFor(t, 30*time.Second, "the sink to catch up", func() bool {
-		return s.applied(ctx) == int64(sumOf(seqs))
-	})
-	if s.Stop(10 * time.Second) {
-		t.Errorf("the sink did not stop on SIGTERM within 10s")
-	} else if ex := s.Exit(); ex != "exited" {
-		t.Errorf("the sink ended with %q after SIGTERM, want a clean exit", ex)
-	}
+	seqs, heads := drainAndStop(ctx, t, c, load, s)
 	if out := logSince(t, s.LogPath, mark); !strings.Contains(out, "nats server "+srv.URL+" unreachable") {
 		t.Errorf("the sink's retry did not name the server")
 	}

@@ -126,16 +126,7 @@ func TestSinkPostgres(t *testing.T) {
 	}
 	s.moveOn(ctx, t, "after postgres restarted")
 
-	load.halt()
-	seqs, heads := c.finalLogs(ctx)
-	waitFor(t, 30*time.Second, "the sink to catch up", func() bool {
-		return s.applied(ctx) == int64(sumOf(seqs))
-	})
-	if s.Stop(10 * time.Second) {
-		t.Errorf("the sink did not stop on SIGTERM within 10s")
-	} else if ex := s.Exit(); ex != "exited" {
-		t.Errorf("the sink ended with %q after SIGTERM, want a clean exit", ex)
-	}
+	seqs, heads := drainAndStop(ctx, t, c, load, s)
 	checkPGView(ctx, t, c, s.db, seqs, heads)
 	t.Logf("%d transfers sent; the view holds %d events (%v per shard)", load.sent.Load(), sumOf(seqs), seqs)
 

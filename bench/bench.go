@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"tally/client"
@@ -103,7 +104,7 @@ func Run(ctx context.Context, c *client.Client, o Options, progress io.Writer) (
 		return nil, err
 	}
 	fmt.Fprintf(progress, "bench: creating and funding %d accounts (%s*) on %s\n", o.Accounts, o.Prefix, table.Plural(shards, "shard"))
-	if err := setup(ctx, c, &o, w.ids); err != nil {
+	if err := setup(ctx, c, &o, w.ids, progress); err != nil {
 		return nil, err
 	}
 	if o.ClientBatch {
@@ -305,8 +306,16 @@ func (z *zipfDraw) IntN(n int) int {
 }
 
 // setup creates the accounts and funds each with o.Initial from
-// @world. Ids are fixed, so a retried setup is idempotent.
-func setup(ctx context.Context, c *client.Client, o *Options, ids []string) error {
+// @world, setupBatch per request. Ids are fixed, so a retried setup is
+// idempotent. Large pools take a while, so progress is printed once a
+// second, and the total time at the end.
+func setup(ctx context.Context, c *client.Client, o *Options, ids []string, progress io.Writer) error {
+	start := time.Now()
+	var created, funded atomic.Int64
+	stop := everySecond(func() {
+		fmt.Fprintf(progress, "bench: %d of %d accounts created, %d funded\n", created.Load(), len(ids), funded.Load())
+	})
+	defer stop()
 	err := inBatches(ctx, len(ids), setupBatch, setupWorkers, func(ctx context.Context, lo, hi int) error {
 		accs := make([]ledger.Account, 0, hi-lo)
 		for _, id := range ids[lo:hi] {
@@ -321,12 +330,13 @@ func setup(ctx context.Context, c *client.Client, o *Options, ids []string) erro
 				return fmt.Errorf("create account %s: %s", r.ID, r.Result)
 			}
 		}
+		created.Add(int64(hi - lo))
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	return inBatches(ctx, len(ids), setupBatch, setupWorkers, func(ctx context.Context, lo, hi int) error {
+	err = inBatches(ctx, len(ids), setupBatch, setupWorkers, func(ctx context.Context, lo, hi int) error {
 		ts := make([]ledger.Transfer, 0, hi-lo)
 		for _, id := range ids[lo:hi] {
 			ts = append(ts, ledger.Transfer{ID: id + "-fund", Debit: ledger.World, Credit: id, Amount: o.Initial})
@@ -340,8 +350,40 @@ func setup(ctx context.Context, c *client.Client, o *Options, ids []string) erro
 				return fmt.Errorf("fund accounts: transfer %s: %s", r.ID, r.Result)
 			}
 		}
+		funded.Add(int64(hi - lo))
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	stop()
+	fmt.Fprintf(progress, "bench: %d accounts created and funded in %.1fs\n", len(ids), time.Since(start).Seconds())
+	return nil
+}
+
+// everySecond calls f once a second in a goroutine of its own until the
+// returned stop is called; stop waits for a call under way and may be
+// called more than once.
+func everySecond(f func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				f()
+			}
+		}
+	})
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(done) })
+		wg.Wait()
+	}
 }
 
 // inBatches runs f over [0, n) in ranges of size, workers at a time, and

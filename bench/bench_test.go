@@ -109,6 +109,55 @@ func TestWorkloadReachesEveryCredit(t *testing.T) {
 	}
 }
 
+// TestZipfRandomPairs is the published contention test (--zipf 2 over
+// 100,000 accounts): both accounts from one Zipf law over the whole pool,
+// never the same. With s=2 the first account weighs 1/zeta(2), about
+// 0.61: it is the debit of about 61% of the transfers and takes part in
+// about 85% (0.61 + 0.39 x 0.61).
+func TestZipfRandomPairs(t *testing.T) {
+	o := &Options{Accounts: 100_000, Prefix: "z-", RandomPairs: true, Dist: DistZipf, ZipfS: 2}
+	w, err := newWorkload(o, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newZipfDraw(rand.New(rand.NewPCG(5, 6)), o.ZipfS)
+	const n = 20_000
+	debit0, with0, cross := 0, 0, 0
+	distinct := map[string]bool{}
+	for range n {
+		dr, cr, x := w.anyPair(d)
+		if dr == cr {
+			t.Fatalf("%s pays itself", dr)
+		}
+		if x != (ledger.ShardOf(dr, 4) != ledger.ShardOf(cr, 4)) {
+			t.Fatalf("%s, %s: cross %v is wrong", dr, cr, x)
+		}
+		if dr == "z-0" {
+			debit0++
+		}
+		if dr == "z-0" || cr == "z-0" {
+			with0++
+		}
+		if x {
+			cross++
+		}
+		distinct[dr], distinct[cr] = true, true
+	}
+	if f := float64(debit0) / n; math.Abs(f-0.61) > 0.03 {
+		t.Errorf("z-0 is the debit of %.2f of the transfers, want about 0.61", f)
+	}
+	if f := float64(with0) / n; math.Abs(f-0.85) > 0.03 {
+		t.Errorf("z-0 is in %.2f of the transfers, want about 0.85", f)
+	}
+	// The tail is long: with P(k) about 1/k^2, n draws reach about
+	// sqrt(n) accounts, not only the first few.
+	if len(distinct) < 100 {
+		t.Errorf("only %d distinct accounts in %d transfers", len(distinct), n)
+	}
+	t.Logf("z-0 debit %.3f, in %.3f of transfers; cross-shard %.3f; %d distinct accounts",
+		float64(debit0)/n, float64(with0)/n, float64(cross)/n, len(distinct))
+}
+
 func TestNthOutside(t *testing.T) {
 	g := []int{0, 3, 4, 9}
 	var want []int

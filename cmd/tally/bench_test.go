@@ -366,6 +366,42 @@ func TestBenchZipfTable(t *testing.T) {
 	}
 }
 
+// TestBenchZipfRandomPairs runs --zipf over four shards: both accounts
+// come from the whole pool with a Zipf law, so the first account is in
+// most transfers and most cross shards; setup reports its progress.
+func TestBenchZipfRandomPairs(t *testing.T) {
+	f := newFakeCluster(t, 4)
+	rep, stderr := benchJSON(t, f.addr(), "--accounts", "3000", "--count", "300", "--concurrency", "4",
+		"--zipf", "2", "--prefix", "zp-", "--seed", "9")
+	if !rep.RandomPairs || rep.Dist != bench.DistZipf || rep.ZipfS != 2 || rep.Accounts != 3000 {
+		t.Errorf("random pairs %v, dist %q, zipf_s %v, accounts %d", rep.RandomPairs, rep.Dist, rep.ZipfS, rep.Accounts)
+	}
+	if !rep.Conservation.OK || rep.Audit == nil || !rep.Audit.OK {
+		t.Errorf("conservation %+v, audit %+v", rep.Conservation, rep.Audit)
+	}
+	with0, all := 0, 0
+	for _, e := range f.events() {
+		if e.Type == ledger.SagaCompleted || e.Type == ledger.SagaAborted {
+			continue
+		}
+		if tr := e.Data.Transfer; tr != nil && tr.Debit != ledger.World && strings.Contains(tr.ID, "zp-t") {
+			if tr.Debit == tr.Credit {
+				t.Errorf("%s pays itself", tr.Debit)
+			}
+			all++
+			if tr.Debit == "zp-0" || tr.Credit == "zp-0" {
+				with0++
+			}
+		}
+	}
+	if all == 0 || with0 < all*2/3 {
+		t.Errorf("zp-0 in %d of %d transfer events, want most", with0, all)
+	}
+	if !strings.Contains(stderr, "bench: 3000 accounts created and funded in ") {
+		t.Errorf("no setup line on stderr:\n%s", stderr)
+	}
+}
+
 func TestBenchClosedLoopHeader(t *testing.T) {
 	f := newFakeLedger(t)
 	out := mustRun(t, f.addr(), "bench", "--accounts", "10", "--count", "30", "--concurrency", "3")
@@ -413,6 +449,10 @@ func TestBenchFlagErrors(t *testing.T) {
 		{[]string{"--dist", "zipf", "--zipf-s", "1"}, "--zipf-s must be a number above 1, not 1"},
 		{[]string{"--dist", "zipf", "--zipf-s", "0.5"}, "--zipf-s must be a number above 1"},
 		{[]string{"--zipf-s", "2"}, "--zipf-s applies to --dist zipf only"},
+		{[]string{"--zipf", "1"}, "--zipf must be a number above 1, not 1"},
+		{[]string{"--zipf", "2", "--dist", "zipf"}, "--zipf sets --dist and --zipf-s"},
+		{[]string{"--zipf", "2", "--zipf-s", "3"}, "--zipf sets --dist and --zipf-s"},
+		{[]string{"--zipf", "2", "--cross-shard", "0.5"}, "--zipf draws pairs from all accounts (--random-pairs): it excludes --cross-shard"},
 		{[]string{"--plot", "/no/such/dir/b.svg"}, "--plot /no/such/dir/b.svg: no such directory"},
 		{[]string{"--client-batch", "--batch", "2"}, "--client-batch sends one transfer per call: --batch must be 1"},
 		{[]string{"--client-batch", "--client-inflight", "0"}, "--client-inflight must be at least 1"},

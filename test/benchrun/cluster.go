@@ -41,7 +41,7 @@ type cluster struct {
 	nodes  []*proc.Node
 	proxy  string
 	pproc  *proc.Proc
-	cpuTop *cpuTop // the leader's CPU profile of the uniform run, if taken
+	cpuTop *cpuTop // the leader's CPU profile of the same-shard run, if taken
 }
 
 // startCluster starts three nodes and the proxy and waits until every

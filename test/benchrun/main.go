@@ -1,9 +1,10 @@
 // Command benchrun is `make bench`: it starts a fresh local Tally cluster
 // (three nodes and the proxy on loopback), runs the standard benchmark
 // profile (docs/performance.md) against it with `tally bench`, then runs the
-// same one-transfer-per-request workload against etcd and PostgreSQL with
-// the peer scripts (../shared/peers), and prints one table of the figures
-// and their ratios. Machines here are shared and noisy, so only ratios
+// same one-transfer-per-request workload against the peers with their own
+// scripts (../shared/peers): PostgreSQL on one node, PostgreSQL with two
+// synchronous standbys and etcd with three members; and prints one table of
+// the figures and their ratios. Machines here are shared and noisy, so only ratios
 // measured in the same run mean much.
 //
 //	go run ./test/benchrun -bin ./tally [-duration 20s] [-no-peers] [-json FILE]
@@ -133,13 +134,13 @@ func run(ctx context.Context, cfg *config) error {
 		return fmt.Errorf("results directory: %w", err)
 	}
 	logf("results in %s", cfg.out)
-	sum := &summary{Started: time.Now().UTC(), Duration: cfg.duration.String(), ResultsDir: cfg.out,
-		Durability: durabilityLine(cfg.root)}
+	sum := &summary{Started: time.Now().UTC(), Duration: cfg.duration.String(), ResultsDir: cfg.out}
 
 	if err := runTally(ctx, cfg, sum); err != nil {
 		sum.Failures = append(sum.Failures, "tally cluster: "+err.Error())
 	}
 	sum.Peers = runPeers(ctx, cfg)
+	sum.Durability = durability(cfg.root, sum.Peers)
 
 	sum.Rows = buildRows(sum)
 	fmt.Println()

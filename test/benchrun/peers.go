@@ -16,19 +16,24 @@ import (
 )
 
 // peerAccounts is the account count of the workload the peers run, the
-// same as the Tally profiles' uniform run.
+// same as the Tally profiles' random-pairs and same-shard runs. The
+// peers' load generator draws uniform pairs only: it has no Zipf mode, so
+// the Zipf row has no peer figure.
 const peerAccounts = 1000
 
 // peerGrace bounds a peer script beyond its measured run: installing the
-// package on first use, building loadgen, waiting for a quiet machine.
+// package on first use, building loadgen, waiting for a quiet machine,
+// starting and copying standbys.
 const peerGrace = 20 * time.Minute
 
 // peer is one peer system and what came of running it.
 type peer struct {
-	Name     string      `json:"name"`     // etcd, postgres
+	Name     string      `json:"name"`     // etcd, postgres, postgres-sync; also the first word of its RESULT labels
 	Label    string      `json:"label"`    // the table's row name
+	Short    string      `json:"short"`    // its name in ratios
 	Script   string      `json:"script"`   // relative to the peers folder
 	Backends []string    `json:"backends"` // RESULT backend= values that count, preferred first
+	Durable  string      `json:"durability"`
 	Result   *peerResult `json:"result,omitempty"`
 	Check    string      `json:"check,omitempty"` // PASS or FAIL, from the CHECK line
 	NotRun   string      `json:"not_run,omitempty"`
@@ -38,12 +43,19 @@ type peer struct {
 	Reused bool `json:"reused,omitempty"`
 }
 
+// newPeers lists the peers in the table's order. Durable says what each
+// script configures (read from the scripts; nothing there is relaxed).
 func newPeers() []*peer {
 	return []*peer{
-		{Name: "etcd", Label: "etcd (3 members)", Script: "etcd/run.sh", Backends: []string{"etcd"}},
 		// loadgen's pg client first: it is the same Go client as etcd's;
 		// pgbench (PGBENCH=1) is used only when it is all there is.
-		{Name: "postgres", Label: "postgres (1 node)", Script: "postgres/run.sh", Backends: []string{"pg", "pgbench"}},
+		{Name: "postgres", Label: "postgres (1 node)", Short: "pg", Script: "postgres/run.sh", Backends: []string{"pg", "pgbench"},
+			Durable: "fsync=on, synchronous_commit=on: a commit returns once its WAL is flushed on the one server; one copy"},
+		{Name: "postgres-sync", Label: "postgres (primary + 2 sync standbys)", Short: "pg-sync", Script: "postgres-sync/run.sh", Backends: []string{"pg"},
+			Durable: "fsync=on on all three, synchronous_commit=on, synchronous_standby_names='ANY 1 (s1, s2)': " +
+				"a commit returns once the primary and 1 of the 2 standbys have flushed its WAL"},
+		{Name: "etcd", Label: "etcd (3 members)", Short: "etcd", Script: "etcd/run.sh", Backends: []string{"etcd"},
+			Durable: "fsync on (etcd's default): a write returns once a Raft quorum, 2 of 3 members, has fsynced it to the WAL"},
 	}
 }
 
@@ -83,8 +95,8 @@ func runPeers(ctx context.Context, cfg *config) []*peer {
 	return peers
 }
 
-// run runs the peer's script with the workload of the uniform profile and
-// reads its RESULT line from the captured output.
+// run runs the peer's script with the workload of the random-pairs and
+// same-shard profiles and reads its RESULT line from the captured output.
 func (p *peer) run(ctx context.Context, cfg *config) {
 	script := filepath.Join(cfg.peers, p.Script)
 	if _, err := os.Stat(script); err != nil {
@@ -175,9 +187,9 @@ func (p *peer) fromFiles(files []string) {
 		}
 		lines = append(lines, strings.Split(string(b), "\n")...)
 	}
-	res, check := pickResult(lines, p.Backends, peerAccounts)
+	res, check := pickResult(lines, p.Name, p.Backends, peerAccounts)
 	if res == nil {
-		p.NotRun = fmt.Sprintf("no RESULT line for %s with accounts=%d", strings.Join(p.Backends, "/"), peerAccounts)
+		p.NotRun = fmt.Sprintf("no RESULT line for %s (%s) with accounts=%d", p.Name, strings.Join(p.Backends, "/"), peerAccounts)
 		return
 	}
 	p.Result, p.Check = res, check
@@ -194,15 +206,17 @@ type peerResult struct {
 	Runs     int     `json:"runs"`
 }
 
-// pickResult finds the RESULT lines of the first backend in backends that
-// has any for the given account count and averages them. check is FAIL
-// if any CHECK line of that backend failed, PASS if one passed, else "".
-func pickResult(lines []string, backends []string, accounts int) (*peerResult, string) {
+// pickResult finds the RESULT lines of peer name (the first word of the
+// label: both PostgreSQL scripts print backend=pg) for the first backend
+// in backends that has any for the given account count, and averages
+// them. check is FAIL if any CHECK line of that backend failed, PASS if
+// one passed, else "".
+func pickResult(lines []string, name string, backends []string, accounts int) (*peerResult, string) {
 	for _, b := range backends {
 		var res *peerResult
 		for _, l := range lines {
 			f, err := parseResultLine(l)
-			if err != nil || f["backend"] != b || f["accounts"] != strconv.Itoa(accounts) {
+			if err != nil || f["backend"] != b || f["accounts"] != strconv.Itoa(accounts) || firstWord(f["label"]) != name {
 				continue
 			}
 			if res == nil {
@@ -216,22 +230,28 @@ func pickResult(lines []string, backends []string, accounts int) (*peerResult, s
 		if res != nil {
 			n := float64(res.Runs)
 			res.TPS, res.P50, res.P99 = res.TPS/n, res.P50/n, res.P99/n
-			return res, checkOf(lines, b)
+			return res, checkOf(lines, name, b)
 		}
 	}
 	return nil, ""
 }
 
-// checkOf reads loadgen's "CHECK PASS|FAIL backend=... ..." lines.
-func checkOf(lines []string, backend string) string {
+// checkOf reads loadgen's "CHECK PASS|FAIL backend=... ..." lines of
+// peer name: those after one of its RESULT lines (a CHECK line has no
+// label; each follows its run's RESULT line).
+func checkOf(lines []string, name, backend string) string {
 	// pgbench's runs are checked by loadgen with backend=pg.
 	if backend == "pgbench" {
 		backend = "pg"
 	}
-	check := ""
+	check, current := "", ""
 	for _, l := range lines {
+		if f, err := parseResultLine(l); err == nil {
+			current = firstWord(f["label"])
+			continue
+		}
 		fs := strings.Fields(l)
-		if len(fs) < 3 || fs[0] != "CHECK" || fs[2] != "backend="+backend {
+		if len(fs) < 3 || fs[0] != "CHECK" || fs[2] != "backend="+backend || current != name {
 			continue
 		}
 		if fs[1] != "PASS" {

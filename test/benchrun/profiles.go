@@ -40,39 +40,54 @@ type profile struct {
 	Failed  string        `json:"failed,omitempty"`
 }
 
-// runProfiles runs the standard profile in order; later profiles run even
-// when an earlier one failed, so that one bad run still shows the rest.
+// The Zipf profile: the contention test of published ledger comparisons,
+// both accounts of each transfer drawn from Zipf(2) over 100,000 accounts.
+const (
+	zipfS        = 2
+	zipfAccounts = 100_000
+)
+
+// runProfiles runs the standard profile in the table's order; later
+// profiles run even when an earlier one failed, so that one bad run still
+// shows the rest. Every run goes through the proxy.
 func runProfiles(ctx context.Context, cfg *config, c *cluster) []*profile {
 	// The first row is the workload users run: any two accounts, so most
 	// transfers cross shards.
 	runs := []*profile{c.runBench(ctx, newProfile("random-pairs", "p", false,
 		"--accounts", "1000", "--concurrency", "64", "--batch", "1", "--random-pairs"), false)}
-	uniform := c.runBench(ctx, newProfile("uniform", "u", false,
+	if ctx.Err() != nil {
+		return runs
+	}
+	// Same-shard pairs are the reference of the cross-shard, hot and
+	// half-peak rows, and the run the CPU profile is taken in.
+	same := c.runBench(ctx, newProfile("same-shard", "s", false,
 		"--accounts", "1000", "--concurrency", "64", "--batch", "1"), cfg.profile)
-	runs = append(runs, uniform)
+	runs = append(runs, same)
 	for _, p := range []*profile{
-		newProfile("hot10", "h", false, "--accounts", "1000", "--hot", "10", "--concurrency", "64", "--batch", "1"),
+		newProfile("cross-shard", "x", false, "--accounts", "1000", "--concurrency", "64", "--batch", "1", "--cross-shard", "1"),
 		// The placement tag in braces puts every account on one shard.
 		newProfile("batched-1shard", "b", true, "--accounts", "1000", "--concurrency", "8", "--batch", "1000"),
-		newProfile("cross-shard", "x", false, "--accounts", "1000", "--concurrency", "64", "--batch", "1", "--cross-shard", "1"),
+		newProfile("hot10", "h", false, "--accounts", "1000", "--hot", "10", "--concurrency", "64", "--batch", "1"),
+		newProfile("zipf", "z", false, "--accounts", strconv.Itoa(zipfAccounts), "--concurrency", "64", "--batch", "1",
+			"--zipf", strconv.Itoa(zipfS)),
 	} {
 		if ctx.Err() != nil {
-			break
+			return runs
 		}
 		runs = append(runs, c.runBench(ctx, p, false))
 	}
 	if ctx.Err() != nil {
 		return runs
 	}
-	return append(runs, c.halfPeak(ctx, uniform))
+	return append(runs, c.halfPeak(ctx, same))
 }
 
-// halfPeak runs open loop at half the uniform run's rate.
-func (c *cluster) halfPeak(ctx context.Context, uniform *profile) *profile {
+// halfPeak runs open loop at half the same-shard run's rate.
+func (c *cluster) halfPeak(ctx context.Context, same *profile) *profile {
 	p := newProfile("half-peak", "r", false, "--accounts", "1000", "--concurrency", "256", "--batch", "1")
-	switch u := uniform.Report.Row("total"); {
+	switch u := same.Report.Row("total"); {
 	case u == nil || u.TransfersPerSec < 2:
-		p.Skipped = "no uniform rate to halve"
+		p.Skipped = "no same-shard rate to halve"
 	default:
 		p.Rate = int(u.TransfersPerSec / 2)
 		p.Args = append(p.Args, "--rate", strconv.Itoa(p.Rate))
@@ -230,12 +245,12 @@ func (c *cluster) profileNodes(ctx context.Context) {
 	if err != nil {
 		logf("cpu profile: who leads: %v", err)
 	}
-	logf("uniform: CPU profile of every node for %ds", secs)
+	logf("same-shard: CPU profile of every node for %ds", secs)
 	var wg sync.WaitGroup
 	files := make([]string, len(c.nodes))
 	for i, n := range c.nodes {
 		wg.Go(func() {
-			files[i] = filepath.Join(c.cfg.out, "cpu-uniform-"+n.ID+".pprof")
+			files[i] = filepath.Join(c.cfg.out, "cpu-same-shard-"+n.ID+".pprof")
 			if err := fetchProfile(ctx, n.HTTP, secs, files[i]); err != nil {
 				logf("cpu profile of %s: %v", n.ID, err)
 				files[i] = ""

@@ -93,6 +93,9 @@ type Config struct {
 	Transport raft.Transport
 	Store     Store
 	Snapshots raft.SnapshotStore
+	// WrapSnapshots, if set, wraps the snapshot store: the FSM's snapshots
+	// are markers that its wrapper opens as full streams (fsm.SnapshotStore).
+	WrapSnapshots func(raft.SnapshotStore) raft.SnapshotStore
 }
 
 // Store is a log and stable store; raft-boltdb/v2 by default, kept behind
@@ -231,6 +234,9 @@ func (g *Group) openStores(hl hclog.Logger) error {
 			return fmt.Errorf("snapshot store: %w", err)
 		}
 		cfg.Snapshots = fs
+	}
+	if cfg.WrapSnapshots != nil {
+		cfg.Snapshots = cfg.WrapSnapshots(cfg.Snapshots)
 	}
 	g.trans = cfg.Transport
 	if g.trans == nil {

@@ -176,7 +176,8 @@ type writer struct {
 	size, n  int64
 	maxSize  int64
 	maxCount int64
-	pending  bool // txn holds writes not yet committed
+	pending  bool     // txn holds writes not yet committed
+	undo     [][]byte // pre-image keys of an oversize entry (undo.go)
 	last     meta
 }
 
@@ -213,8 +214,10 @@ func (w *writer) entry(index uint64, kvs []kv) {
 }
 
 // large writes one oversized entry across several transactions between a
-// dirty marker and the commit that clears it with the new applied index.
+// dirty marker and the commit that clears it with the new applied index,
+// after the pre-images that let Open roll it back (undo.go).
 func (w *writer) large(index uint64, kvs []kv) {
+	w.saveUndo(kvs)
 	mark := binary.BigEndian.AppendUint64(nil, index)
 	w.set(kv{k: keyDirty, v: mark})
 	w.flush()
@@ -254,6 +257,9 @@ func (w *writer) flush() {
 		// after a restart the boot rule replays from the last good index.
 		panic(fmt.Sprintf("fsm: shard %d: commit: %v", w.f.shard, err))
 	}
+	if w.f.afterCommit != nil {
+		w.f.afterCommit()
+	}
 	w.txn = w.f.db.NewTransaction(true)
 	w.f.txn = w.txn
 	w.size, w.n = 0, 0
@@ -270,4 +276,7 @@ func (w *writer) commit() {
 	}
 	w.flush()
 	w.pending = false
+	if w.undo != nil {
+		w.dropUndo()
+	}
 }

@@ -1,7 +1,6 @@
 package fsm
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -240,11 +239,9 @@ func TestRestart(t *testing.T) {
 	verify(t, f)
 }
 
-// TestOversizeEntry applies one entry whose effects cannot fit one Badger
-// transaction, between ordinary entries of the same batch.
-func TestOversizeEntry(t *testing.T) {
-	dir := t.TempDir()
-	f := open(t, dir)
+// oversizeLogs returns a setup entry, one entry whose effects cannot fit
+// one Badger transaction, and an ordinary entry after it.
+func oversizeLogs() []*raft.Log {
 	setup := ledger.Entry{Time: t0, Commands: []ledger.Command{
 		{Kind: ledger.CmdOpenAccounts, Accounts: []ledger.Account{{ID: "big-a", Currency: "USD"}, {ID: "big-b", Currency: "USD"}}},
 		{Kind: ledger.CmdTransfers, Transfers: []ledger.Transfer{{ID: "fund", Debit: ledger.World, Credit: "big-a", Amount: 1 << 40}}},
@@ -258,7 +255,15 @@ func TestOversizeEntry(t *testing.T) {
 	after := ledger.Entry{Time: t0 + 2, Commands: []ledger.Command{
 		{Kind: ledger.CmdTransfers, Transfers: []ledger.Transfer{{ID: "after", Debit: "big-b", Credit: "big-a", Amount: 5}, {ID: "big-7", Debit: "big-a", Credit: "big-b", Amount: 1, Metadata: map[string]string{"m": pad}}}},
 	}}
-	logs := []*raft.Log{entryLog(1, setup), entryLog(2, big), entryLog(3, after)}
+	return []*raft.Log{entryLog(1, setup), entryLog(2, big), entryLog(3, after)}
+}
+
+// TestOversizeEntry applies one entry whose effects cannot fit one Badger
+// transaction, between ordinary entries of the same batch.
+func TestOversizeEntry(t *testing.T) {
+	dir := t.TempDir()
+	f := open(t, dir)
+	logs := oversizeLogs()
 	resps := f.ApplyBatch(logs)
 
 	for i, r := range results(t, resps[1])[0] {
@@ -309,43 +314,73 @@ func TestOversizeEntry(t *testing.T) {
 	}
 }
 
-// TestDirtyMarkerResets opens a state that holds a partly written entry
-// (the dirty marker): it starts from nothing, so that the boot rule
-// restores a snapshot and the log is replayed, and replay rebuilds it.
-func TestDirtyMarkerResets(t *testing.T) {
-	logs := logsOf(1, newGen(6).data(60))
-	dir := t.TempDir()
-	f := open(t, dir)
-	applyIn(f, logs, 8)
-	want := status(t, f)
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
+// TestDirtyMarkerRollsBack stops a replica after each commit of an entry
+// too large for one transaction: reopened, the state is the one before the
+// entry (the pre-images roll the partial writes back), none is left, and
+// applying the entry again gives the state of a replica that never
+// stopped. A reset to an empty state would fall behind a snapshot marker.
+func TestDirtyMarkerRollsBack(t *testing.T) {
+	logs := oversizeLogs()
+	ref := open(t, t.TempDir())
+	ref.ApplyBatch(logs)
+	want := status(t, ref)
+	done := open(t, t.TempDir())
+	done.ApplyBatch(logs[:1])
+	total := 0
+	done.afterCommit = func() { total++ }
+	done.ApplyBatch(logs[1:2])
+	after := status(t, done)
+	if total < 4 {
+		t.Fatalf("the oversize entry took %d commits", total)
 	}
-	withBadger(t, dir, func(txn *badger.Txn) error {
-		return txn.Set(keyDirty, binary.BigEndian.AppendUint64(nil, 61))
-	})
-
-	f = open(t, dir)
-	if s := status(t, f); s != (Status{StateHash: ledger.NewState(0, 1, nil).StateHash()}) {
-		t.Fatalf("status after opening a dirty state: %+v, want empty", s)
+	// The first (pre-images only), one with the dirty marker and part of
+	// the writes, and the last (the new applied index).
+	for _, crashAt := range []int{1, total / 2, total} {
+		dir := t.TempDir()
+		f := open(t, dir)
+		f.ApplyBatch(logs[:1])
+		before := status(t, f)
+		commits := 0
+		f.afterCommit = func() {
+			if commits++; commits == crashAt {
+				panic("stop")
+			}
+		}
+		stopped := func() (stopped bool) {
+			defer func() { stopped = recover() != nil }()
+			f.ApplyBatch(logs[1:2])
+			return false
+		}()
+		if !stopped {
+			t.Fatalf("no stop after commit %d of %d", crashAt, total)
+		}
+		f.txn.Discard()
+		f.closed.Store(true)
+		if err := f.db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		f = open(t, dir)
+		// The last commit holds the new applied index: from there on the
+		// entry is whole.
+		if s := status(t, f); s != before && s != after {
+			t.Fatalf("stopped after commit %d, reopened: %+v, want the state before the entry %+v or after it", crashAt, s, before)
+		}
+		verify(t, f)
+		err := f.db.View(func(txn *badger.Txn) error {
+			if _, err := txn.Get(keyDirty); !errors.Is(err, badger.ErrKeyNotFound) {
+				return fmt.Errorf("dirty marker after the rollback: %v", err)
+			}
+			return eachValue(txn, preUndo, func(k, _ []byte) error { return fmt.Errorf("pre-image %q left", k) })
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.ApplyBatch(logs[1:])
+		if s := status(t, f); s != want {
+			t.Fatalf("stopped after commit %d, applied again: %+v, want %+v", crashAt, s, want)
+		}
+		verify(t, f)
 	}
-	if idx, seq := f.Applied(); idx != 0 || seq != 0 {
-		t.Fatalf("applied %d seq %d after opening a dirty state, want 0 0", idx, seq)
-	}
-	if evs, err := f.Events(0, 10); err != nil || len(evs) != 0 {
-		t.Fatalf("events after reset: %d, %v", len(evs), err)
-	}
-	if _, _, err := f.Account(firstAccount(t, logs)); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("account after reset: %v, want ErrNotFound", err)
-	}
-	if n := len(f.Nodes()); n != 0 {
-		t.Fatalf("%d nodes after reset", n)
-	}
-	applyIn(f, logs, 8)
-	if s := status(t, f); s != want {
-		t.Fatalf("replayed after reset: %+v, want %+v", s, want)
-	}
-	verify(t, f)
 }
 
 func firstAccount(t *testing.T, logs []*raft.Log) string {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,27 +19,39 @@ import (
 	"tally/cluster"
 )
 
-// TestBootRule runs a one-node Raft group over the FSM, takes a snapshot,
-// and restarts it with an FSM state that is behind the snapshot (it lost
-// its last writes, or all of them), or ahead of it (the normal case). The
-// boot rule in cluster.Open must restore the snapshot only when the state
-// is behind it; either way the group ends with the state of a reference
-// FSM that applied the whole log.
+// TestBootRule runs a one-node Raft group over the FSM, takes a snapshot
+// (a marker), and restarts it with an FSM state that is ahead of the
+// snapshot (the normal case: no restore), behind a full snapshot received
+// from a leader (restored), or behind the marker or lost (the marker
+// cannot stand for a state the replica no longer has: start fails with a
+// clear error instead of running from a state that misses entries). When
+// it starts, the group ends with the state of a reference FSM that
+// applied the whole log.
 func TestBootRule(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
+		full    bool // the newest snapshot is a full stream, as a follower receives
 		crash   func(t *testing.T, fsmDir, aside string)
 		restore bool
+		refused bool
 	}{
-		{"state behind snapshot", func(t *testing.T, fsmDir, aside string) {
+		{"state ahead of marker", false, func(*testing.T, string, string) {}, false, false},
+		{"state behind full snapshot", true, func(t *testing.T, fsmDir, aside string) {
 			replaceDir(t, aside, fsmDir)
-		}, true},
-		{"state lost", func(t *testing.T, fsmDir, _ string) {
+		}, true, false},
+		{"state lost, full snapshot", true, func(t *testing.T, fsmDir, _ string) {
 			if err := os.RemoveAll(fsmDir); err != nil {
 				t.Fatal(err)
 			}
-		}, true},
-		{"state ahead of snapshot", func(*testing.T, string, string) {}, false},
+		}, true, false},
+		{"state behind marker", false, func(t *testing.T, fsmDir, aside string) {
+			replaceDir(t, aside, fsmDir)
+		}, false, true},
+		{"state lost, marker", false, func(t *testing.T, fsmDir, _ string) {
+			if err := os.RemoveAll(fsmDir); err != nil {
+				t.Fatal(err)
+			}
+		}, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := newNode(t)
@@ -59,7 +72,13 @@ func TestBootRule(t *testing.T) {
 			if err != nil || len(snaps) != 1 {
 				t.Fatalf("snapshots: %v, %v", snaps, err)
 			}
+			if snaps[0].Size > 256 {
+				t.Fatalf("the snapshot is %d bytes: a marker is a few dozen", snaps[0].Size)
+			}
 			snapIndex := snaps[0].Index
+			if tc.full {
+				n.storeFull(snaps[0])
+			}
 			if asideIndex >= snapIndex {
 				t.Fatalf("the copy set aside is at index %d, not behind the snapshot at %d", asideIndex, snapIndex)
 			}
@@ -69,6 +88,16 @@ func TestBootRule(t *testing.T) {
 			n.stop()
 
 			tc.crash(t, n.fsmDir, aside)
+			if tc.refused {
+				err := n.tryStart()
+				if err == nil {
+					t.Fatal("the group started from a state behind its snapshot marker")
+				}
+				if !strings.Contains(n.buf.String(), "behind its snapshot marker") {
+					t.Fatalf("start failed with %v, and the log does not say why", err)
+				}
+				return
+			}
 			n.start()
 			// One more entry: once it is applied, so is everything before.
 			n.apply(g.data(1))
@@ -128,6 +157,28 @@ func TestBootRule(t *testing.T) {
 	}
 }
 
+// storeFull adds a full stream of the state at the marker's index to the
+// snapshot store, newer than the marker, as a follower stores what a
+// leader sent. Nothing may have been applied since the marker.
+func (n *node) storeFull(m *raft.SnapshotMeta) {
+	t := n.t
+	t.Helper()
+	if idx, _ := n.f.Applied(); idx != m.Index {
+		t.Fatalf("applied %d, the marker is at %d", idx, m.Index)
+	}
+	_, trans := raft.NewInmemTransport("n1")
+	sink, err := n.snaps.Create(m.Version, m.Index, m.Term, m.Configuration, m.ConfigurationIndex, trans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sink.Write(snapshotOf(t, n.f.FSM)); err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // node is one replica's durable pieces (the FSM directory, the Raft log
 // store and the snapshot store, which outlive a restart) and, while it
 // runs, its FSM and group.
@@ -138,6 +189,7 @@ type node struct {
 	store     *raft.InmemStore
 	snaps     raft.SnapshotStore
 	logger    *slog.Logger
+	buf       *syncBuffer
 	f         *recFSM
 	g         *cluster.Group
 	lastIndex uint64
@@ -145,39 +197,29 @@ type node struct {
 
 func newNode(t *testing.T) *node {
 	t.Helper()
-	var buf syncBuffer
+	buf := &syncBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("node log:\n%s", buf.String())
 		}
 	})
-	snaps, err := raft.NewFileSnapshotStore(t.TempDir(), 3, &buf)
+	snaps, err := raft.NewFileSnapshotStore(t.TempDir(), 3, buf)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &node{t: t, fsmDir: filepath.Join(t.TempDir(), "fsm"), raftDir: t.TempDir(),
 		store: raft.NewInmemStore(), snaps: snaps,
-		logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+		buf:    buf,
+		logger: slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 }
 
 func (n *node) start() {
 	t := n.t
 	t.Helper()
-	f, err := Open(Options{Dir: n.fsmDir, Shard: 0, Shards: 1, Logger: n.logger})
-	if err != nil {
+	if err := n.tryStart(); err != nil {
 		t.Fatal(err)
 	}
-	n.f = &recFSM{FSM: f, seen: map[uint64]interface{}{}}
-	_, trans := raft.NewInmemTransport("n1")
-	g, err := cluster.Open(cluster.Config{NodeID: "n1", Addr: "n1", Dir: n.raftDir,
-		FSM: n.f, Applied: func() uint64 { idx, _ := f.Applied(); return idx },
-		Logger: n.logger, Bootstrap: true, Transport: trans, Store: n.store, Snapshots: n.snaps,
-		Timing: cluster.Timing{Heartbeat: 50 * time.Millisecond, Election: 50 * time.Millisecond, LeaderLease: 50 * time.Millisecond}})
-	if err != nil {
-		f.Close()
-		t.Fatal(err)
-	}
-	n.g = g
+	g := n.g
 	t.Cleanup(n.stop)
 	deadline := time.After(10 * time.Second)
 	for {
@@ -190,6 +232,29 @@ func (n *node) start() {
 			t.Fatal("no leader after 10s")
 		}
 	}
+}
+
+// tryStart opens the FSM and the group, the FSM's snapshot store wrapped
+// as a node does.
+func (n *node) tryStart() error {
+	f, err := Open(Options{Dir: n.fsmDir, Shard: 0, Shards: 1, Logger: n.logger})
+	if err != nil {
+		return err
+	}
+	n.f = &recFSM{FSM: f, seen: map[uint64]interface{}{}}
+	_, trans := raft.NewInmemTransport("n1")
+	g, err := cluster.Open(cluster.Config{NodeID: "n1", Addr: "n1", Dir: n.raftDir,
+		FSM: n.f, Applied: func() uint64 { idx, _ := f.Applied(); return idx },
+		Logger: n.logger, Bootstrap: true, Transport: trans, Store: n.store, Snapshots: n.snaps,
+		WrapSnapshots: f.SnapshotStore,
+		Timing:        cluster.Timing{Heartbeat: 50 * time.Millisecond, Election: 50 * time.Millisecond, LeaderLease: 50 * time.Millisecond}})
+	if err != nil {
+		f.Close()
+		n.f = nil
+		return err
+	}
+	n.g = g
+	return nil
 }
 
 // apply proposes each entry through the group and waits for its result.

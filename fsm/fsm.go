@@ -64,6 +64,8 @@ type FSM struct {
 	tail      tail     // the newest applied events, for streams (tail.go)
 	tailDelta [][]byte // the batch's events; FSM goroutine only
 
+	afterCommit func() // tests: crash between the commits of an oversize entry
+
 	snaps     sync.WaitGroup // open snapshot read transactions
 	snapStats SnapshotStats  // snapshots written (snapshot.go)
 	closed    atomic.Bool
@@ -96,7 +98,7 @@ func Open(opts Options) (*FSM, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := resetIfDirty(db, f.log); err != nil {
+	if err := rollbackIfDirty(db, f.log); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -154,28 +156,6 @@ func openDB(dir string) (*badger.DB, error) {
 		return nil, fmt.Errorf("fsm: open badger %s: %w", dir, err)
 	}
 	return db, nil
-}
-
-// resetIfDirty empties a database that holds part of an entry too large
-// for one transaction (written across several, marked by keyDirty): its
-// state is not that of any applied index, so it starts from nothing and the
-// boot rule restores the newest snapshot and replays the log.
-func resetIfDirty(db *badger.DB, log *slog.Logger) error {
-	err := db.View(func(txn *badger.Txn) error {
-		_, err := txn.Get(keyDirty)
-		return err
-	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("fsm: read dirty marker: %w", err)
-	}
-	log.Warn("state holds a partly written entry; starting from an empty state")
-	if err := db.DropAll(); err != nil {
-		return fmt.Errorf("fsm: reset dirty state: %w", err)
-	}
-	return nil
 }
 
 // load reads every entry kind's state from db and makes db the live

@@ -316,8 +316,24 @@ func (s *memSink) Write(p []byte) (int, error) {
 func (s *memSink) Close() error  { s.closed = true; return nil }
 func (s *memSink) Cancel() error { s.cancelled = true; return nil }
 
-// snapshotOf takes and persists a snapshot of f.
+// snapshotOf returns the full snapshot stream of f's state now: what a
+// follower receives.
 func snapshotOf(t testing.TB, f *FSM) []byte {
+	t.Helper()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	defer snap.Release()
+	var b bytes.Buffer
+	if err := snap.(*snapshot).write(&b); err != nil {
+		t.Fatalf("write snapshot: %v", err)
+	}
+	return b.Bytes()
+}
+
+// markerOf takes and persists a snapshot of f: a marker.
+func markerOf(t testing.TB, f *FSM) []byte {
 	t.Helper()
 	snap, err := f.Snapshot()
 	if err != nil {

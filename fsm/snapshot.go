@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -19,27 +20,35 @@ import (
 	"tally/internal/failpoint"
 )
 
-// snapMagic starts every snapshot stream: one part per entry kind.
+// snapMagic starts every full snapshot stream: one part per entry kind.
 // snapMagicV1 started the streams written before there were parts (every
-// key, in key order); Restore still reads them.
+// key, in key order); Restore still reads them. markMagic starts a
+// snapshot marker: what Persist writes (see Snapshot).
 const (
 	snapMagic   = "TALLYSNAP2\n"
 	snapMagicV1 = "TALLYSNAP1\n"
+	markMagic   = "TALLYMARK1\n"
 )
 
 // maxSnapItem bounds one key or value read from a snapshot stream.
 const maxSnapItem = 64 << 20
 
-// Snapshot opens a read-only Badger transaction: a point-in-time view of
-// everything applied so far, which Persist streams while apply goes on.
+// Snapshot opens a read-only Badger transaction at the applied index.
+// Persist syncs Badger and writes only a marker naming that position: the
+// state in Badger is the snapshot, so a snapshot for log compaction costs
+// the same whatever the shard's history. A full stream is built from
+// Badger only when Raft opens the snapshot to send it to a follower
+// (SnapshotStore).
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	f.snaps.Add(1)
-	return &snapshot{txn: f.db.NewTransaction(false), done: f.snaps.Done, stats: &f.snapStats}, nil
+	return &snapshot{f: f, db: f.db, txn: f.db.NewTransaction(false), done: f.snaps.Done, stats: &f.snapStats}, nil
 }
 
 type snapshot struct {
+	f     *FSM
+	db    *badger.DB
 	txn   *badger.Txn
 	done  func()
 	stats *SnapshotStats
@@ -47,11 +56,14 @@ type snapshot struct {
 
 // SnapshotStats counts the snapshots a replica has written: how many, and
 // the time and bytes they took in all, for operators who watch whether
-// snapshots grow with history. Safe for concurrent use.
+// snapshots grow with history. Sent counts the full streams built for
+// followers. Safe for concurrent use.
 type SnapshotStats struct {
-	Count atomic.Int64
-	Nanos atomic.Int64 // total time spent writing them
-	Bytes atomic.Int64 // total bytes written
+	Count     atomic.Int64
+	Nanos     atomic.Int64 // total time spent writing them
+	Bytes     atomic.Int64 // total bytes written
+	Sent      atomic.Int64 // full streams built for followers
+	SentBytes atomic.Int64
 }
 
 // countingWriter counts what passes through it.
@@ -66,29 +78,57 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// Persist writes each registered kind's part after a magic line: the
-// kind's code, then every key under its prefixes as length-prefixed
-// records, ended by a zero key length. A zero code ends the stream.
+// mark is the content of a snapshot marker: the applied position the
+// snapshot stands for. Its state is the replica's own Badger, synced
+// before the marker is written.
+type mark struct {
+	meta
+}
+
+func (m mark) encode() []byte { return append([]byte(markMagic), m.meta.encode()...) }
+
+func decodeMark(b []byte) (mark, error) {
+	if !bytes.HasPrefix(b, []byte(markMagic)) {
+		return mark{}, errors.New("not a snapshot marker")
+	}
+	m, err := decodeMeta(b[len(markMagic):])
+	return mark{m}, err
+}
+
+// Persist makes the state durable up to the snapshot's position and
+// writes a marker naming it. Badger commits are not synced (fsm/DESIGN.md),
+// so the sync is what lets Raft drop the log entries the marker covers:
+// after it, the state on disk is never behind the newest snapshot.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	if failpoint.Enabled {
 		failpoint.Crash("crash-snapshot")
 	}
 	start := time.Now()
-	cw := &countingWriter{w: sink}
-	if err := s.write(cw); err != nil {
+	m, err := readMeta(s.txn)
+	if err == nil {
+		err = s.db.Sync()
+	}
+	var n int
+	if err == nil {
+		n, err = sink.Write(mark{m}.encode())
+	}
+	if err != nil {
 		sink.Cancel()
 		return fmt.Errorf("fsm: persist snapshot: %w", err)
 	}
 	if err := sink.Close(); err != nil {
 		return err
 	}
-	d := time.Since(start)
 	s.stats.Count.Add(1)
-	s.stats.Nanos.Add(int64(d))
-	s.stats.Bytes.Add(cw.n)
+	s.stats.Nanos.Add(int64(time.Since(start)))
+	s.stats.Bytes.Add(int64(n))
 	return nil
 }
 
+// write writes the full stream of the snapshot's view: each registered
+// kind's part after a magic line, the kind's code, then every key under
+// its prefixes as length-prefixed records, ended by a zero key length. A
+// zero code ends the stream.
 func (s *snapshot) write(out io.Writer) error {
 	w := bufio.NewWriterSize(out, 1<<20)
 	if _, err := w.WriteString(snapMagic); err != nil {
@@ -147,6 +187,20 @@ func (s *snapshot) Release() {
 // it is complete, so a failed restore leaves the old state untouched.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	br := bufio.NewReaderSize(rc, 1<<20)
+	if head, _ := br.Peek(len(markMagic)); string(head) == markMagic {
+		// A marker stands for this replica's own state: there is nothing
+		// to load, only to check that the state covers it.
+		b, err := io.ReadAll(io.LimitReader(br, 1<<10))
+		if err != nil {
+			return fmt.Errorf("fsm: restore shard %d: %w", f.shard, err)
+		}
+		m, err := decodeMark(b)
+		if err != nil {
+			return fmt.Errorf("fsm: restore shard %d: %w", f.shard, err)
+		}
+		return f.covers(m)
+	}
 	cur, err := f.current()
 	if err != nil {
 		return err
@@ -161,7 +215,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return err
 	}
-	if err := readSnapshot(rc, db); err != nil {
+	if err := readSnapshot(br, db); err != nil {
 		db.Close()
 		os.RemoveAll(path)
 		return fmt.Errorf("fsm: restore shard %d: %w", f.shard, err)

@@ -10,12 +10,14 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/raft"
 )
 
-// TestSnapshotRestore takes a snapshot, goes on applying while it is
-// persisted, restores it elsewhere, and checks that the restored state is
-// the one at snapshot time and converges with the original on the same
-// later entries.
+// TestSnapshotRestore takes a snapshot, goes on applying while its full
+// stream is written, restores it elsewhere, and checks that the restored
+// state is the one at snapshot time and converges with the original on
+// the same later entries.
 func TestSnapshotRestore(t *testing.T) {
 	logs := logsOf(1, newGen(4).data(240))
 	orig := open(t, t.TempDir())
@@ -31,17 +33,14 @@ func TestSnapshotRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Raft persists while apply goes on: the stream must still be the
+	// The stream is written while apply goes on: it must still be the
 	// state at snapshot time.
 	applyIn(orig, logs[150:200], 10)
 	var sink memSink
-	if err := snap.Persist(&sink); err != nil {
+	if err := snap.(*snapshot).write(&sink); err != nil {
 		t.Fatal(err)
 	}
 	snap.Release()
-	if !sink.closed || sink.cancelled {
-		t.Fatalf("sink closed %v cancelled %v", sink.closed, sink.cancelled)
-	}
 	applyIn(orig, logs[200:], 10)
 	final := status(t, orig)
 
@@ -224,5 +223,89 @@ func TestPersistFailure(t *testing.T) {
 	}
 	if !sink.cancelled || sink.closed {
 		t.Fatalf("failing sink: cancelled %v closed %v, want cancelled only", sink.cancelled, sink.closed)
+	}
+}
+
+// TestMarker: Persist writes a marker of the same size whatever the
+// history; the wrapped store opens it as a full stream of the state, of
+// the size its meta says, at or after the marker, which restores
+// elsewhere and converges with the original.
+func TestMarker(t *testing.T) {
+	logs := logsOf(1, newGen(6).data(300))
+	f := open(t, t.TempDir())
+	applyIn(f, logs[:20], 10)
+	small := markerOf(t, f)
+	applyIn(f, logs[20:150], 10)
+	mk := markerOf(t, f)
+	if len(mk) != len(small) || len(mk) > 128 {
+		t.Fatalf("markers of %d and %d bytes: a marker's size must not grow with history", len(small), len(mk))
+	}
+	at := status(t, f)
+
+	inner := raft.NewInmemSnapshotStore()
+	store := f.SnapshotStore(inner)
+	_, trans := raft.NewInmemTransport("n1")
+	sink, err := store.Create(raft.SnapshotVersionMax, at.AppliedIndex, 1, raft.Configuration{}, 1, trans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sink.Write(mk); err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Apply goes on before the follower asks: the stream is the state when
+	// it is opened, which covers the marker.
+	applyIn(f, logs[150:200], 10)
+	opened := status(t, f)
+	meta, rc, err := store.Open(sink.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	applyIn(f, logs[200:250], 10)
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(b)) != meta.Size || meta.Index != at.AppliedIndex {
+		t.Fatalf("stream of %d bytes, meta says %d at index %d (marker at %d)", len(b), meta.Size, meta.Index, at.AppliedIndex)
+	}
+	if got := f.Snapshots().Sent.Load(); got != 1 {
+		t.Fatalf("%d full streams counted, want 1", got)
+	}
+
+	r := open(t, t.TempDir())
+	if err := r.Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
+		t.Fatal(err)
+	}
+	if s := status(t, r); s != opened {
+		t.Fatalf("restored %+v, the state when opened %+v", s, opened)
+	}
+	// Raft replays from the marker's index: the restored state skips what
+	// it already holds.
+	applyIn(r, logs[at.AppliedIndex:], 10)
+	applyIn(f, logs[250:], 10)
+	if s, o := status(t, r), status(t, f); s != o {
+		t.Fatalf("restored then replayed %+v, original %+v", s, o)
+	}
+	verify(t, r)
+
+	// A marker given to Restore stands for the replica's own state: fine
+	// when the state covers it, refused when it does not.
+	if err := f.Restore(io.NopCloser(bytes.NewReader(mk))); err != nil {
+		t.Fatalf("restore of its own marker: %v", err)
+	}
+	empty := open(t, t.TempDir())
+	if err := empty.Restore(io.NopCloser(bytes.NewReader(mk))); err == nil || !strings.Contains(err.Error(), "behind its snapshot marker") {
+		t.Fatalf("an empty state took a marker: %v", err)
+	}
+	other := open(t, t.TempDir())
+	applyIn(other, logsOf(1, newGen(60).data(200)), 10)
+	if err := other.Restore(io.NopCloser(bytes.NewReader(mk))); err == nil || !strings.Contains(err.Error(), "head") {
+		t.Fatalf("another history took the marker: %v", err)
 	}
 }

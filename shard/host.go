@@ -162,7 +162,8 @@ func (h *Host) openReplica(i int) (*Replica, error) {
 	}
 	gc := cluster.Config{NodeID: h.cfg.NodeID, Addr: h.cfg.RaftAddr, Dir: filepath.Join(dir, "raft"),
 		FSM: f, Applied: func() uint64 { idx, _ := f.Applied(); return idx },
-		Logger: log, Timing: h.cfg.Timing, Bootstrap: h.cfg.Bootstrap, Fence: fence}
+		Logger: log, Timing: h.cfg.Timing, Bootstrap: h.cfg.Bootstrap, Fence: fence,
+		WrapSnapshots: f.SnapshotStore}
 	if h.cfg.Transports != nil {
 		gc.Transport = h.cfg.Transports(i)
 	} else {

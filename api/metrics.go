@@ -137,15 +137,21 @@ func (m *metrics) handler() http.Handler {
 type snapshotCollector struct {
 	h            replicas
 	secs, nbytes *prometheus.Desc
+	sent         *prometheus.Desc
 }
 
 func newSnapshotCollector(h replicas) *snapshotCollector {
 	return &snapshotCollector{h: h,
 		secs:   prometheus.NewDesc("tally_snapshot_seconds", "Time this replica spent writing Raft snapshots.", []string{"shard"}, nil),
-		nbytes: prometheus.NewDesc("tally_snapshot_bytes", "Bytes of the Raft snapshots this replica wrote.", []string{"shard"}, nil)}
+		nbytes: prometheus.NewDesc("tally_snapshot_bytes", "Bytes of the Raft snapshots this replica wrote (markers: the state itself is in Badger).", []string{"shard"}, nil),
+		sent:   prometheus.NewDesc("tally_snapshot_sent_bytes", "Full state streams this replica built for followers too far behind for the log, and their bytes.", []string{"shard"}, nil)}
 }
 
-func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.secs; ch <- c.nbytes }
+func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.secs
+	ch <- c.nbytes
+	ch <- c.sent
+}
 
 func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	for i := 0; i < c.h.Shards(); i++ {
@@ -156,5 +162,6 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		n, sh := uint64(st.Count.Load()), fmt.Sprint(i)
 		ch <- prometheus.MustNewConstSummary(c.secs, n, time.Duration(st.Nanos.Load()).Seconds(), nil, sh)
 		ch <- prometheus.MustNewConstSummary(c.nbytes, n, float64(st.Bytes.Load()), nil, sh)
+		ch <- prometheus.MustNewConstSummary(c.sent, uint64(st.Sent.Load()), float64(st.SentBytes.Load()), nil, sh)
 	}
 }

@@ -28,9 +28,11 @@ const (
 	setupBatch   = 1000
 	setupWorkers = 8
 	// readBatch is the number of balances one reader fetches in turn
-	// during the conservation check; readWorkers read at once.
+	// during the conservation check; readWorkers read at once. Each read
+	// is a linearizable round trip, so many at once: 100,000 balances
+	// took 20 s with 32 readers and 14 s with 128 on a 2-core machine.
 	readBatch   = 50
-	readWorkers = 32
+	readWorkers = 128
 	// conservationTries bounds how often the final balance check is
 	// repeated while cross-shard sagas or unknown outcomes may still be
 	// settling; one second apart.
@@ -155,7 +157,7 @@ func Run(ctx context.Context, c *client.Client, o Options, progress io.Writer) (
 	if rep.settling() {
 		rep.Sagas = waitSagas(bg, c, o.Prefix, progress)
 	}
-	rep.Conservation = checkConservation(bg, c, &o, w.ids, rep.unsettled())
+	rep.Conservation = checkConservation(bg, c, &o, w.ids, rep.unsettled(), progress)
 	if rep.CrossSample != "" {
 		var err error
 		if rep.CrossChecked, err = confirmCross(bg, c, rep.CrossSample); err != nil {

@@ -7,6 +7,7 @@ import (
 	"math/big"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
@@ -288,12 +289,20 @@ func okOr(ok bool, bad string) string {
 // checkConservation sums the bench accounts' balances, which must equal
 // accounts x initial: transfers between them move money but never create
 // or destroy it. While money may still be settling the check is repeated.
-func checkConservation(ctx context.Context, c *client.Client, o *Options, ids []string, settling bool) Conservation {
+// Reading 100,000 balances one by one takes a while: progress goes to
+// progress once a second.
+func checkConservation(ctx context.Context, c *client.Client, o *Options, ids []string, settling bool, progress io.Writer) Conservation {
 	want := new(big.Int).Mul(big.NewInt(int64(len(ids))), big.NewInt(o.Initial))
 	tries := 1
 	if settling {
 		tries = conservationTries
 	}
+	start := time.Now()
+	var read atomic.Int64
+	stop := everySecond(func() {
+		fmt.Fprintf(progress, "bench: conservation check: %d of %d balances read\n", read.Load(), len(ids))
+	})
+	defer stop()
 	var res Conservation
 	for try := range tries {
 		if try > 0 {
@@ -303,7 +312,12 @@ func checkConservation(ctx context.Context, c *client.Client, o *Options, ids []
 			case <-time.After(time.Second):
 			}
 		}
-		sum, negative, err := sumBalances(ctx, c, o, ids)
+		read.Store(0)
+		sum, negative, err := sumBalances(ctx, c, ids, &read)
+		if try == 0 {
+			stop()
+			fmt.Fprintf(progress, "bench: conservation check: %d balances read in %.1fs\n", len(ids), time.Since(start).Seconds())
+		}
 		res = Conservation{Accounts: len(ids), Want: want.String()}
 		switch {
 		case err != nil:
@@ -323,10 +337,11 @@ func checkConservation(ctx context.Context, c *client.Client, o *Options, ids []
 	return res
 }
 
-// sumBalances reads every account linearizably and adds up the balances;
-// it also names an account with a negative balance, which the bench
-// accounts (created without allow_negative) must never have.
-func sumBalances(ctx context.Context, c *client.Client, o *Options, ids []string) (*big.Int, string, error) {
+// sumBalances reads every account linearizably and adds up the balances,
+// counting the accounts read in read; it also names an account with a
+// negative balance, which the bench accounts (created without
+// allow_negative) must never have.
+func sumBalances(ctx context.Context, c *client.Client, ids []string, read *atomic.Int64) (*big.Int, string, error) {
 	var mu sync.Mutex
 	sum, negative := new(big.Int), ""
 	err := inBatches(ctx, len(ids), readBatch, readWorkers, func(ctx context.Context, lo, hi int) error {
@@ -346,6 +361,7 @@ func sumBalances(ctx context.Context, c *client.Client, o *Options, ids []string
 		mu.Lock()
 		sum.Add(sum, part)
 		mu.Unlock()
+		read.Add(int64(hi - lo))
 		return nil
 	})
 	return sum, negative, err

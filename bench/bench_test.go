@@ -122,7 +122,7 @@ func TestZipfRandomPairs(t *testing.T) {
 	}
 	d := newZipfDraw(rand.New(rand.NewPCG(5, 6)), o.ZipfS)
 	const n = 20_000
-	debit0, with0, cross := 0, 0, 0
+	debit0, with0, top2, cross := 0, 0, 0, 0
 	distinct := map[string]bool{}
 	for range n {
 		dr, cr, x := w.anyPair(d)
@@ -138,6 +138,9 @@ func TestZipfRandomPairs(t *testing.T) {
 		if dr == "z-0" || cr == "z-0" {
 			with0++
 		}
+		if dr+cr == "z-0z-1" || dr+cr == "z-1z-0" {
+			top2++
+		}
 		if x {
 			cross++
 		}
@@ -148,6 +151,12 @@ func TestZipfRandomPairs(t *testing.T) {
 	}
 	if f := float64(with0) / n; math.Abs(f-0.85) > 0.03 {
 		t.Errorf("z-0 is in %.2f of the transfers, want about 0.85", f)
+	}
+	// The two first accounts are the pair of about 46% of the transfers
+	// (0.61 x 0.61 + 0.15 x 0.61): where they live decides much of
+	// a run's rate.
+	if f := float64(top2) / n; math.Abs(f-0.46) > 0.03 {
+		t.Errorf("z-0 and z-1 are the pair of %.2f of the transfers, want about 0.46", f)
 	}
 	// The tail is long: with P(k) about 1/k^2, n draws reach about
 	// sqrt(n) accounts, not only the first few.

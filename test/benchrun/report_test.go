@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"tally/bench"
+	"tally/ledger"
 )
 
 // etcdLog is etcd.log of a `make bench` run (etcd/run.sh with
@@ -292,5 +293,22 @@ func TestHalfPeakRow(t *testing.T) {
 	}
 	if _, failed := judgeBench([]byte(strings.Replace(out, `"ok": true`, `"ok": false`, 1)), nil, ""); !strings.HasPrefix(failed, "conservation check failed") {
 		t.Errorf("conservation not ok: failed = %q", failed)
+	}
+}
+
+// TestZipfPrefix: the Zipf run's two most frequent accounts always live on
+// two shards, whatever prefix comes up.
+func TestZipfPrefix(t *testing.T) {
+	for range 50 {
+		p := newZipfProfile(4)
+		if ledger.ShardOf(p.Prefix+"0", 4) == ledger.ShardOf(p.Prefix+"1", 4) {
+			t.Fatalf("prefix %s puts %s0 and %s1 on one shard", p.Prefix, p.Prefix, p.Prefix)
+		}
+		if !slices.Contains(p.Args, "--zipf") {
+			t.Fatalf("args %q", p.Args)
+		}
+	}
+	if p := newZipfProfile(1); p.Name != "zipf" {
+		t.Errorf("one shard: %+v", p)
 	}
 }

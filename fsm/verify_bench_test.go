@@ -1,0 +1,96 @@
+package fsm
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"os"
+	"strconv"
+	"testing"
+
+	"github.com/hashicorp/raft"
+
+	"tally/ledger"
+)
+
+// verifyBenchEvents is how many events BenchmarkVerify builds its shard
+// with; TALLY_VERIFY_EVENTS overrides it (1000000 for the documented
+// figure).
+func verifyBenchEvents() int {
+	if s := os.Getenv("TALLY_VERIFY_EVENTS"); s != "" {
+		if n, err := strconv.Atoi(s); err == nil && n > 0 {
+			return n
+		}
+	}
+	return 200_000
+}
+
+// buildVerifyShard applies entries of 1,000 transfers among 1,000 funded
+// accounts until the shard holds about n events: every tenth transfer
+// carries a reference, every twentieth metadata, and a few are holds
+// that later entries post.
+func buildVerifyShard(b *testing.B, f *FSM, n int) {
+	const accounts, perEntry = 1000, 1000
+	setup := ledger.Entry{Time: t0, Commands: []ledger.Command{{Kind: ledger.CmdOpenAccounts}, {Kind: ledger.CmdTransfers}}}
+	for i := range accounts {
+		id := fmt.Sprintf("acct-%d", i)
+		setup.Commands[0].Accounts = append(setup.Commands[0].Accounts, ledger.Account{ID: id, Currency: "USD"})
+		setup.Commands[1].Transfers = append(setup.Commands[1].Transfers, xfer("fund-"+id, ledger.World, id, 1<<40))
+	}
+	f.ApplyBatch([]*raft.Log{entryLog(1, setup)})
+	r := rand.New(rand.NewSource(1))
+	index, k := uint64(1), 0
+	var holds []string
+	for _, seq := f.Applied(); seq < uint64(n); _, seq = f.Applied() {
+		c := ledger.Command{Kind: ledger.CmdTransfers, Transfers: make([]ledger.Transfer, perEntry)}
+		for j := range c.Transfers {
+			k++
+			d, o := r.Intn(accounts), 1+r.Intn(accounts-1)
+			t := xfer(fmt.Sprintf("t-%d", k), fmt.Sprintf("acct-%d", d), fmt.Sprintf("acct-%d", (d+o)%accounts), 1+r.Int63n(100))
+			switch {
+			case len(holds) > 0 && k%7 == 0:
+				t.PostPendingID, t.Amount = holds[0], 0
+				holds = holds[1:]
+			case k%11 == 0:
+				t.Pending = true
+				holds = append(holds, t.ID)
+			}
+			if k%10 == 0 {
+				t.Reference = "invoice " + t.ID
+			}
+			if k%20 == 0 {
+				t.Metadata = map[string]string{"order": t.ID, "channel": "web"}
+			}
+			c.Transfers[j] = t
+		}
+		index++
+		f.ApplyBatch([]*raft.Log{entryLog(index, ledger.Entry{Time: t0 + ledger.Time(index), Commands: []ledger.Command{c}})})
+	}
+}
+
+// BenchmarkVerify replays a shard of verifyBenchEvents() events from seq
+// 1, as `tally verify` does on each replica, and reports events/s. With
+// TALLY_VERIFY_DIR the shard is kept there and built only when the
+// directory holds none, so that a profile covers the replay alone and a
+// shard built by one build can be verified by another.
+func BenchmarkVerify(b *testing.B) {
+	dir := os.Getenv("TALLY_VERIFY_DIR")
+	if dir == "" {
+		dir = b.TempDir()
+	}
+	f := open(b, dir)
+	if _, seq := f.Applied(); seq == 0 {
+		buildVerifyShard(b, f, verifyBenchEvents())
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	var events uint64
+	for range b.N {
+		rep, err := f.Verify(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		events += rep.Events
+	}
+	b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
+}

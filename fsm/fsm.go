@@ -150,6 +150,10 @@ func openDB(dir string) (*badger.DB, error) {
 		WithBlockCacheSize(32 << 20).
 		WithIndexCacheSize(16 << 20).
 		WithNumCompactors(2).
+		// Every value stays in the LSM tree (no value log): the largest is
+		// an event or record of a few KiB, and a full snapshot stream's
+		// size is then known from the keys alone (snapstore.go).
+		WithValueThreshold(1 << 20).
 		WithLogger(nil)
 	db, err := badger.Open(opts)
 	if err != nil {

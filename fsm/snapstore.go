@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
 )
 
@@ -54,9 +55,11 @@ type readCloser struct {
 }
 
 // openFull streams the whole state as of now, which must be at or after
-// the marker m. The stream is written twice from one read transaction:
-// once to count its bytes, once to the reader, so nothing is copied to
-// disk and both passes see the same view.
+// the marker m. Raft sends the size ahead of the stream, so the size is
+// taken first from the keys and value sizes alone (every value is stored
+// inline in the LSM, see openDB), then the stream is piped from the same
+// read transaction: nothing is copied to disk, and a leader that retries a
+// follower that is down reads no values.
 func (f *FSM) openFull(meta *raft.SnapshotMeta, m mark) (*raft.SnapshotMeta, io.ReadCloser, error) {
 	if err := f.covers(m); err != nil {
 		return nil, nil, err
@@ -66,22 +69,52 @@ func (f *FSM) openFull(meta *raft.SnapshotMeta, m mark) (*raft.SnapshotMeta, io.
 		return nil, nil, err
 	}
 	s := snap.(*snapshot)
-	count := &countingWriter{w: io.Discard}
-	if err := s.write(count); err != nil {
-		s.Release()
-		return nil, nil, fmt.Errorf("fsm: shard %d: build snapshot stream: %w", f.shard, err)
-	}
+	size := s.size()
 	pr, pw := io.Pipe()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		pw.CloseWithError(s.write(pw))
+		cw := &countingWriter{w: pw}
+		err := s.write(cw)
+		if err == nil && cw.n != size {
+			err = fmt.Errorf("fsm: shard %d: snapshot stream of %d bytes, %d announced", f.shard, cw.n, size)
+		}
+		if err == nil {
+			f.snapStats.Sent.Add(1)
+			f.snapStats.SentBytes.Add(size)
+		}
+		pw.CloseWithError(err)
 	}()
-	f.snapStats.Sent.Add(1)
-	f.snapStats.SentBytes.Add(count.n)
 	out := *meta
-	out.Size = count.n
+	out.Size = size
 	return &out, &fullStream{PipeReader: pr, done: done, release: s.Release}, nil
+}
+
+// size returns the length of the full stream write would produce.
+func (s *snapshot) size() int64 {
+	n := int64(len(snapMagic)) + 1 // the magic line and the end
+	for _, k := range kinds.list {
+		n += 2 // the code and the part's end
+		for _, p := range k.prefixes {
+			it := s.txn.NewIterator(badger.IteratorOptions{Prefix: p})
+			for it.Rewind(); it.Valid(); it.Next() {
+				item := it.Item()
+				kl, vl := uint64(len(item.Key())), uint64(item.ValueSize())
+				n += int64(uvarintLen(kl) + uvarintLen(vl) + kl + vl)
+			}
+			it.Close()
+		}
+	}
+	return n
+}
+
+func uvarintLen(x uint64) uint64 {
+	n := uint64(1)
+	for x >= 0x80 {
+		x >>= 7
+		n++
+	}
+	return n
 }
 
 // covers checks that the state holds everything the marker stands for,

@@ -60,8 +60,26 @@ func TestSnapshotCatchUp(t *testing.T) {
 	h := c.Host(victim)
 	for s := 0; s < c.Shards(); s++ {
 		r, _ := h.Replica(s)
-		if st := r.Group.Raft().Stats(); st["last_snapshot_index"] == "0" {
+		// Raft notes the installed snapshot just after the FSM restored it.
+		deadline := time.Now().Add(5 * time.Second)
+		st := r.Group.Raft().Stats()
+		for st["last_snapshot_index"] == "0" && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+			st = r.Group.Raft().Stats()
+		}
+		if st["last_snapshot_index"] == "0" {
 			t.Errorf("shard %d: n%d caught up without a snapshot: %v", s, victim, st)
+		}
+		// The state was copied once: one full stream, built by the
+		// leader from its state when the follower needed it.
+		var sent int64
+		for _, o := range c.Live() {
+			if st, err := o.Snapshots(s); err == nil {
+				sent += st.Sent.Load()
+			}
+		}
+		if sent != 1 {
+			t.Errorf("shard %d: %d full streams sent to catch up one follower, want 1", s, sent)
 		}
 	}
 	// The restored replica keeps up with new writes and replays cleanly.

@@ -2,7 +2,7 @@
 // (three nodes and the proxy on loopback), runs the standard benchmark
 // profile (docs/performance.md) against it with `tally bench`, then runs the
 // same one-transfer-per-request workload against the peers with their own
-// scripts (../shared/peers): PostgreSQL on one node, PostgreSQL with two
+// baseline scripts (-peers): PostgreSQL on one node, PostgreSQL with two
 // synchronous standbys and etcd with three members; and prints one table of
 // the figures and their ratios. Machines here are shared and noisy, so only ratios
 // measured in the same run mean much.

@@ -1,5 +1,6 @@
 // Package cluster runs one Raft group: hashicorp/raft with raft-boltdb/v2
-// for the log and stable store, file snapshots, a transport on a shared
+// for the log and stable store (the log in one store shared by the node's
+// groups, SharedLog), file snapshots, a transport on a shared
 // port, bootstrap and membership, leadership observation and the barrier
 // behind linearizable reads. It knows nothing of the ledger: any raft.FSM
 // will do.
@@ -21,7 +22,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"go.etcd.io/bbolt"
 
 	"tally/internal/failpoint"
 )
@@ -92,6 +92,10 @@ type Config struct {
 	// for in-process tests.
 	Transport raft.Transport
 	Store     Store
+	// Logs, if set, keeps the group's log in the node's shared log store
+	// (SharedLog) and raft.db only for the term and the vote; a log an
+	// older build left in raft.db is moved over at open.
+	Logs      *ShardLog
 	Snapshots raft.SnapshotStore
 	// WrapSnapshots, if set, wraps the snapshot store: the FSM's snapshots
 	// are markers that its wrapper opens as full streams (fsm.SnapshotStore).
@@ -205,25 +209,11 @@ func raftConfig(cfg Config, hl hclog.Logger) *raft.Config {
 func (g *Group) openStores(hl hclog.Logger) error {
 	cfg := &g.cfg
 	if cfg.Store == nil {
-		bs, err := raftboltdb.New(raftboltdb.Options{
-			Path: filepath.Join(cfg.Dir, "raft.db"),
-			// Sync stays on: the same file holds the term and the vote.
-			// The map freelist without freelist sync makes commits cheaper.
-			BoltOptions: &bbolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType},
-		})
+		st, closer, err := openLogStores(cfg.Dir, cfg.Logs, g.log)
 		if err != nil {
-			return fmt.Errorf("open raft log: %w", err)
+			return err
 		}
-		cache, err := raft.NewLogCache(512, bs)
-		if err != nil {
-			bs.Close()
-			return fmt.Errorf("log cache: %w", err)
-		}
-		g.store = struct {
-			raft.LogStore
-			raft.StableStore
-		}{cache, bs}
-		g.closer = bs
+		g.store, g.closer = st, closer
 	} else {
 		g.store = cfg.Store
 	}
@@ -244,6 +234,48 @@ func (g *Group) openStores(hl hclog.Logger) error {
 			Stream: cfg.Layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl})}
 	}
 	return nil
+}
+
+// openLogStores opens dir/raft.db. Without a shared log it holds the log,
+// the term and the vote; with one, only the term and the vote, and the log
+// goes to logs, with raft's LogCache above it either way.
+func openLogStores(dir string, logs *ShardLog, log *slog.Logger) (Store, io.Closer, error) {
+	path := filepath.Join(dir, "raft.db")
+	var old spans
+	if logs != nil {
+		var err error
+		if old, err = legacyLogs(path); err != nil {
+			return nil, nil, fmt.Errorf("read old raft log: %w", err)
+		}
+	}
+	// Sync stays on: the same file holds the term and the vote.
+	bs, err := raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: boltOptions()})
+	if err != nil {
+		return nil, nil, fmt.Errorf("open raft log: %w", err)
+	}
+	var ls raft.LogStore = bs
+	if logs != nil {
+		if len(old) > 0 {
+			n, err := logs.migrate(bs, old)
+			if err != nil {
+				bs.Close()
+				return nil, nil, fmt.Errorf("move raft log to the shared store: %w", err)
+			}
+			if log != nil {
+				log.Info("raft log moved to the shared store", "entries", n, "first", old[0].lo, "last", old[len(old)-1].hi)
+			}
+		}
+		ls = logs
+	}
+	cache, err := raft.NewLogCache(512, ls)
+	if err != nil {
+		bs.Close()
+		return nil, nil, fmt.Errorf("log cache: %w", err)
+	}
+	return struct {
+		raft.LogStore
+		raft.StableStore
+	}{cache, bs}, bs, nil
 }
 
 // serialTransport is hashicorp/raft's NetworkTransport without its

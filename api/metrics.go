@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"tally/cluster"
 	"tally/shard"
 )
 
@@ -47,6 +48,24 @@ func newMetrics(h replicas) *metrics {
 		Help: "When this node last ran an audit."})
 	m.reg.MustRegister(m.requests, m.latency, m.auditOK, m.auditTime, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.reg.MustRegister(newSagaCollector(h), newLagCollector(h), newSnapshotCollector(h))
+	if ls, ok := h.(interface{ LogStats() cluster.LogStats }); ok {
+		// Rates give commits (each two fdatasyncs) per second and, divided,
+		// entries and appends per commit of the shared Raft log store.
+		for _, c := range []struct {
+			name, help string
+			v          func(cluster.LogStats) uint64
+		}{
+			{"tally_raft_log_commits_total", "Write transactions of the node's shared Raft log store; each fdatasyncs twice.",
+				func(s cluster.LogStats) uint64 { return s.Commits }},
+			{"tally_raft_log_appends_total", "Shard appends (StoreLogs calls) written by those transactions.",
+				func(s cluster.LogStats) uint64 { return s.Appends }},
+			{"tally_raft_log_entries_total", "Raft entries written to the shared Raft log store.",
+				func(s cluster.LogStats) uint64 { return s.Entries }},
+		} {
+			m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help},
+				func() float64 { return float64(c.v(ls.LogStats())) }))
+		}
+	}
 	for i := 0; i < h.Shards(); i++ {
 		labels := prometheus.Labels{"shard": fmt.Sprint(i)}
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_shard_applied_seq",

@@ -65,6 +65,7 @@ type Host struct {
 	cfg      Config
 	log      *slog.Logger
 	mux      *cluster.Mux
+	logs     *cluster.SharedLog // every shard's Raft log, one store
 	replicas []*Replica
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -108,6 +109,10 @@ func Open(cfg Config) (*Host, error) {
 		if h.mux, err = cluster.Listen(cfg.RaftAddr, h.log); err != nil {
 			return nil, err
 		}
+	}
+	if h.logs, err = cluster.OpenSharedLog(filepath.Join(cfg.Dir, "raft-log.db"), n); err != nil {
+		h.Close()
+		return nil, err
 	}
 	for i := 0; i < n; i++ {
 		r, err := h.openReplica(i)
@@ -163,7 +168,7 @@ func (h *Host) openReplica(i int) (*Replica, error) {
 	gc := cluster.Config{NodeID: h.cfg.NodeID, Addr: h.cfg.RaftAddr, Dir: filepath.Join(dir, "raft"),
 		FSM: f, Applied: func() uint64 { idx, _ := f.Applied(); return idx },
 		Logger: log, Timing: h.cfg.Timing, Bootstrap: h.cfg.Bootstrap, Fence: fence,
-		WrapSnapshots: f.SnapshotStore}
+		WrapSnapshots: f.SnapshotStore, Logs: h.logs.Shard(i)}
 	if h.cfg.Transports != nil {
 		gc.Transport = h.cfg.Transports(i)
 	} else {
@@ -199,6 +204,9 @@ func (h *Host) Replica(i int) (*Replica, error) {
 	return h.replicas[i], nil
 }
 
+// LogStats returns the counters of the node's shared Raft log store.
+func (h *Host) LogStats() cluster.LogStats { return h.logs.Stats() }
+
 // ErrNoShard is returned for a shard number out of range.
 var ErrNoShard = errors.New("no such shard")
 
@@ -219,6 +227,12 @@ func (h *Host) Close() error {
 			}
 		}
 		h.wg.Wait()
+		// After the groups: Raft writes its log until it shuts down.
+		if h.logs != nil {
+			if err := h.logs.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		if h.mux != nil {
 			h.mux.Close()
 		}

@@ -49,20 +49,21 @@ type LogStats struct {
 }
 
 // SharedLog is one raft-boltdb store (sync on) that holds the Raft logs
-// of every shard of a node. Shard returns a shard's raft.LogStore. One
-// goroutine writes: it takes every StoreLogs call queued while its
-// previous commit ran and writes them in one bolt transaction.
+// of every shard of a node. Shard returns a shard's raft.LogStore. Writes
+// are a group commit: a caller that finds no commit running writes what
+// is queued, its own call included, in one bolt transaction; calls that
+// arrive meanwhile queue, and the first of them writes them all next.
 type SharedLog struct {
 	inner *raftboltdb.BoltStore
 	views []*ShardLog
 
-	mu     sync.Mutex
-	cond   *sync.Cond
-	queue  []*logReq
-	closed bool
-	done   chan struct{}
+	mu      sync.Mutex
+	queue   []*logReq
+	writing bool       // a caller is writing the queue
+	idle    *sync.Cond // writing became false
+	closed  bool
 
-	// failed is set, by the writer only, when a deletion whose intent is
+	// failed is set, by the writing caller, when a deletion whose intent is
 	// durable did not complete: memory and disk may differ until the
 	// node restarts and the open completes it, so writes are refused.
 	failed error
@@ -105,8 +106,8 @@ func OpenSharedLog(path string, shards int) (*SharedLog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open shared raft log: %w", err)
 	}
-	s := &SharedLog{inner: bs, done: make(chan struct{})}
-	s.cond = sync.NewCond(&s.mu)
+	s := &SharedLog{inner: bs}
+	s.idle = sync.NewCond(&s.mu)
 	for i := 0; i < shards; i++ {
 		v := &ShardLog{s: s, shard: uint64(i)}
 		if err := v.recover(); err != nil {
@@ -115,7 +116,6 @@ func OpenSharedLog(path string, shards int) (*SharedLog, error) {
 		}
 		s.views = append(s.views, v)
 	}
-	go s.run()
 	return s, nil
 }
 
@@ -143,12 +143,19 @@ func (s *SharedLog) Close() error {
 		return nil
 	}
 	s.closed = true
-	s.cond.Broadcast()
+	for s.writing {
+		s.idle.Wait()
+	}
 	s.mu.Unlock()
-	<-s.done
 	return s.inner.Close()
 }
 
+// errLead tells a queued caller that it writes the queue now.
+var errLead = errors.New("write the queue")
+
+// submit queues r and returns its outcome. With no commit running, the
+// caller writes at once: no hand-over to another goroutine when the
+// shards are not busy together.
 func (s *SharedLog) submit(r *logReq) error {
 	s.mu.Lock()
 	if s.closed {
@@ -156,45 +163,57 @@ func (s *SharedLog) submit(r *logReq) error {
 		return ErrLogClosed
 	}
 	s.queue = append(s.queue, r)
-	s.cond.Signal()
+	lead := !s.writing
+	s.writing = true
 	s.mu.Unlock()
+	if !lead {
+		if err := <-r.done; err != errLead {
+			return err
+		}
+	}
+	s.writeQueue()
 	return <-r.done
 }
 
-// run is the writer: no timer, it takes what queued while it wrote.
-func (s *SharedLog) run() {
-	defer close(s.done)
-	for {
-		s.mu.Lock()
-		for len(s.queue) == 0 && !s.closed {
-			s.cond.Wait()
-		}
-		batch := s.queue
-		s.queue = nil
-		s.mu.Unlock()
-		if len(batch) == 0 {
-			return
-		}
-		// A commit ends at a deletion: an append queued after it may
-		// write into its range, and the deletion runs after the commit.
-		for len(batch) > 0 {
-			n := len(batch)
-			for i, r := range batch {
-				if r.logs == nil {
-					n = i + 1
-					break
-				}
+// writeQueue writes every queued call, then hands the writing to the
+// first call queued meanwhile, rather than writing it too: its own
+// caller (a shard's Raft loop) should not wait for other shards' commits.
+// There is no timer: a commit takes what queued while the one before it
+// ran.
+func (s *SharedLog) writeQueue() {
+	s.mu.Lock()
+	batch := s.queue
+	s.queue = nil
+	s.mu.Unlock()
+	// A commit ends at a deletion: an append queued after it may write
+	// into its range, and the deletion runs after the commit.
+	for len(batch) > 0 {
+		n := len(batch)
+		for i, r := range batch {
+			if r.logs == nil {
+				n = i + 1
+				break
 			}
-			err := s.failed
-			if err == nil {
-				err = s.write(batch[:n])
-			}
-			for _, r := range batch[:n] {
-				r.done <- err
-			}
-			batch = batch[n:]
 		}
+		err := s.failed
+		if err == nil {
+			err = s.write(batch[:n])
+		}
+		for _, r := range batch[:n] {
+			r.done <- err
+		}
+		batch = batch[n:]
 	}
+	s.mu.Lock()
+	if len(s.queue) > 0 {
+		next := s.queue[0]
+		s.mu.Unlock()
+		next.done <- errLead
+		return
+	}
+	s.writing = false
+	s.idle.Broadcast()
+	s.mu.Unlock()
 }
 
 // write stores the appends of reqs and every touched shard's marker in

@@ -134,21 +134,24 @@ func openDB(dir string) (*badger.DB, error) {
 		// before anything is acknowledged, and the state is derived from
 		// it. Badger recovers a prefix of its commits after a power loss;
 		// entries after the persisted applied index are replayed (and
-		// those at or below it skipped), and if the state fell behind the
-		// newest snapshot the boot rule restores that snapshot. A synced
-		// commit per batch cost a third of the one-transfer-per-request
+		// those at or below it skipped); a snapshot syncs Badger before
+		// its marker, so the state is never behind it. A synced commit
+		// per batch cost a third of the one-transfer-per-request
 		// throughput (fsm/DESIGN.md).
 		WithSyncWrites(false).
 		// One writer (the FSM goroutine): conflict detection is wasted work.
 		WithDetectConflicts(false).
-		// 32 MiB memtables allow about 4.8 MiB per transaction, several
-		// times a full entry's effects. The arenas live on the Go heap, up
-		// to three per shard: with 64 MiB, a node of 4 shards peaked at
-		// 2-2.5 GiB under the benchmark, at no gain in throughput.
-		WithMemTableSize(32 << 20).
-		WithNumMemtables(3).
-		WithBlockCacheSize(32 << 20).
-		WithIndexCacheSize(16 << 20).
+		// Memory, per shard: up to two 16 MiB memtables (their arenas are
+		// on the Go heap) and small caches, so that a node of 4 shards
+		// stays within its 512 MiB budget under the benchmark. A 16 MiB
+		// memtable allows about 2.4 MiB per transaction; a larger entry
+		// is written across several (see writer.large).
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(4).
+		WithNumLevelZeroTablesStall(8).
+		WithBlockCacheSize(8 << 20).
+		WithIndexCacheSize(8 << 20).
 		WithNumCompactors(2).
 		// Every value stays in the LSM tree (no value log): the largest is
 		// an event or record of a few KiB, and a full snapshot stream's

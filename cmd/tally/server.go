@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -29,6 +30,7 @@ type serverOpts struct {
 	shards    int
 	logLevel  string
 	fast      bool
+	memLimit  int64
 }
 
 func newServerCmd(a *app) *cobra.Command {
@@ -57,6 +59,8 @@ that restarts with its data directory needs neither: it rejoins its groups.`,
 	f.IntVar(&o.shards, "shards", shard.DefaultShards, "number of shards of a new cluster (fixed at bootstrap)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&o.fast, "fast-failover", false, "500ms Raft heartbeat and election timeouts instead of 1s")
+	f.Int64Var(&o.memLimit, "memory-limit", defaultMemLimit>>20,
+		"soft limit of the Go heap in MiB (the garbage collector works harder near it; 0: none); the GOMEMLIMIT variable overrides it")
 	cmd.MarkFlagRequired("id")
 	return cmd
 }
@@ -73,6 +77,7 @@ func runServer(ctx context.Context, a *app, o *serverOpts) error {
 		return err
 	}
 	log = log.With("node", o.id)
+	setMemoryLimit(o.memLimit, log)
 	if o.join != "" && !hasState(o) {
 		n, err := clusterShards(ctx, a, o.join)
 		if err != nil {
@@ -115,6 +120,21 @@ func runServer(ctx context.Context, a *app, o *serverOpts) error {
 		log.Warn("http shutdown", "err", err)
 	}
 	return host.Close()
+}
+
+// defaultMemLimit keeps a node of 4 shards near its 512 MiB budget: the
+// heap is mostly Badger's memtables and caches (fsm.openDB), and without
+// a limit the collector lets it grow to twice what is live.
+const defaultMemLimit = 384 << 20
+
+// setMemoryLimit applies --memory-limit unless GOMEMLIMIT is set, which
+// the runtime has applied already.
+func setMemoryLimit(mib int64, log *slog.Logger) {
+	if os.Getenv("GOMEMLIMIT") != "" || mib <= 0 {
+		return
+	}
+	debug.SetMemoryLimit(mib << 20)
+	log.Debug("memory limit", "mib", mib)
 }
 
 func hasState(o *serverOpts) bool {

@@ -86,12 +86,15 @@ func (f *FSM) applyLedger(index uint64, payload []byte) (any, []kv, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	f.st.Begin(index, e.Time)
+	// The entry's own version says how its events are hashed and how
+	// its effects are stored, so every replica agrees whatever it would
+	// propose itself.
+	f.st.BeginEntry(index, e.Time, e.Version)
 	res := make([][]ledger.Result, len(e.Commands))
 	for j := range e.Commands {
 		res[j] = f.st.Execute(&e.Commands[j])
 	}
-	return &Response{Results: res}, f.changes(f.st.Flush()), nil
+	return &Response{Results: res}, f.changes(f.st.Flush(), ledger.EncodingOf(e.Version)), nil
 }
 
 // loadLedger loads the balances, the open pending transfers, the applied
@@ -120,15 +123,18 @@ type kv struct {
 }
 
 // changes turns a batch's changes into Badger writes: events, history
-// index, accounts, records and the open-pending index.
-func (f *FSM) changes(c ledger.Changes) []kv {
+// index, accounts, records and the open-pending index. Events are stored
+// as Seal made them; accounts and records in enc, the form of the
+// entry's events: JSON for a version-1 entry, as the builds before the
+// binary encoding wrote them, binary otherwise.
+func (f *FSM) changes(c ledger.Changes, enc uint8) []kv {
 	out := make([]kv, 0, len(c.Events)*3+len(c.Accounts)+len(c.Records))
 	var hist histGroups
 	for i := range c.Events {
 		e := &c.Events[i]
 		v := e.Raw
 		if v == nil {
-			v = mustJSON(e)
+			v = storedForm(e)
 		}
 		out = append(out, kv{k: eventKey(e.Seq), v: v})
 		f.tailDelta = append(f.tailDelta, v)
@@ -141,10 +147,18 @@ func (f *FSM) changes(c ledger.Changes) []kv {
 		out = append(out, kv{k: histKey(a, seqs[len(seqs)-1]), v: encodeSeqs(seqs)})
 	}
 	for _, a := range c.Accounts {
-		out = append(out, kv{k: key(preAcct, a.Key()), v: mustJSON(a)})
+		v := a.AppendBinary(nil)
+		if enc == ledger.EncJSON {
+			v = mustJSON(a)
+		}
+		out = append(out, kv{k: key(preAcct, a.Key()), v: v})
 	}
 	for _, r := range c.Records {
-		out = append(out, kv{k: key(preRec, r.Transfer.ID), v: mustJSON(r)})
+		v := r.AppendBinary(nil)
+		if enc == ledger.EncJSON {
+			v = mustJSON(r)
+		}
+		out = append(out, kv{k: key(preRec, r.Transfer.ID), v: v})
 		f.ids.add(r.Transfer.ID) // before the commit: the filter never misses a stored id
 		if r.Tracked() {
 			out = append(out, kv{k: key(preOpen, r.Transfer.ID), del: !r.Open()})
@@ -157,6 +171,14 @@ func (f *FSM) changes(c ledger.Changes) []kv {
 		}
 	}
 	return out
+}
+
+// storedForm is the stored form of an event that Seal left without one.
+func storedForm(e *ledger.Event) []byte {
+	if e.Enc == ledger.EncJSON {
+		return mustJSON(e)
+	}
+	return e.AppendBinary(nil)
 }
 
 func mustJSON(v any) []byte {

@@ -417,7 +417,7 @@ func TestUndecodableEntryPanics(t *testing.T) {
 		{"kind 0", []byte{envelopeV1, 0, 1}, "entry envelope: unknown kind 0"},
 		{"unregistered kind", AppendHeader(nil, 4), "entry envelope: unknown kind 4"},
 		{"unknown kind", AppendHeader([]byte(nil), 200), "entry envelope: unknown kind 200"},
-		{"trailing", append((&ledger.Entry{Time: t0}).Encode(nil), 0), "ledger: decode entry"},
+		{"trailing", append(bareV1(ledger.Entry{Time: t0}), 0), "ledger: decode entry"},
 		{"enveloped ledger version", AppendHeader(nil, KindLedger), "ledger: decode entry"},
 		{"enveloped trailing", append(enveloped(&ledger.Entry{Time: t0}), 0), "ledger: decode entry"},
 		{"bare ledger version 2", []byte{2, 0, 0}, "entry envelope: unknown header 0x02"},

@@ -65,7 +65,7 @@ func BenchmarkDecodeEnvelope(b *testing.B) {
 		name string
 		data []byte
 	}{
-		{"bare-ledger", e.Encode(nil)},
+		{"bare-ledger", bareV1(e)},
 		{"ledger", enveloped(&e)},
 		{"node", EncodeNode("n1", "10.0.0.1:8080")},
 	} {

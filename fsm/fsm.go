@@ -7,7 +7,6 @@ package fsm
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -203,7 +202,7 @@ func loadState(db *badger.DB, shard, shards int) (*ledger.State, meta, error) {
 		}
 		if err := eachValue(txn, preAcct, func(_, v []byte) error {
 			var a ledger.Account
-			if err := json.Unmarshal(v, &a); err != nil {
+			if err := ledger.DecodeAccount(v, &a); err != nil {
 				return err
 			}
 			st.Accounts[a.Key()] = &a
@@ -252,7 +251,7 @@ func getRecord(txn *badger.Txn, id string) (*ledger.Record, bool, error) {
 		return nil, false, err
 	}
 	var r ledger.Record
-	err = item.Value(func(v []byte) error { return json.Unmarshal(v, &r) })
+	err = item.Value(func(v []byte) error { return ledger.DecodeRecord(v, &r) })
 	if err != nil {
 		return nil, false, err
 	}

@@ -58,9 +58,11 @@ func FuzzApplyEntry(f *testing.F) {
 	f.Add(EncodeOffset(OffsetChange{Op: OffsetSet, Name: "sink", Seq: 1}))
 	f.Add(EncodeOffset(OffsetChange{Op: OffsetResetEnd, Name: "sink"}))
 	f.Add(enveloped(&ledger.Entry{Time: t0}))
-	f.Add((&ledger.Entry{Time: 1 << 62, Commands: []ledger.Command{transfers(
+	big := ledger.Entry{Time: 1 << 62, Commands: []ledger.Command{transfers(
 		ledger.Transfer{ID: "p", Debit: ledger.World, Credit: "acct-1", Amount: 1 << 62, Pending: true, TimeoutSeconds: ledger.MaxTimeoutSeconds},
-		ledger.Transfer{ID: "q", Debit: "acct-1", Credit: ledger.World, Amount: -1, Reference: "\xff"})}}).Encode(nil))
+		ledger.Transfer{ID: "q", Debit: "acct-1", Credit: ledger.World, Amount: -1, Reference: "\xff"})}}
+	f.Add(bareV1(big))
+	f.Add(enveloped(&big))
 
 	fsm := open(f, f.TempDir())
 	var applied int

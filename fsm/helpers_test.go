@@ -85,14 +85,22 @@ func (g *gen) next() []byte {
 	}
 	g.bare[0] = !g.bare[0]
 	if g.bare[0] {
-		return e.Encode(nil)
+		return bareV1(e)
 	}
 	return enveloped(&e)
 }
 
-// enveloped is a ledger entry in the envelope; e.Encode(nil) is the bare
-// form that the leader has proposed since before the envelope.
+// enveloped is a ledger entry in the envelope, of the version e says (0:
+// the current one).
 func enveloped(e *ledger.Entry) []byte { return e.Encode(AppendHeader(nil, KindLedger)) }
+
+// bareV1 is a ledger entry as leaders proposed it before the envelope and
+// the binary event encoding: bare, of codec version 1, its events hashed
+// and stored as JSON.
+func bareV1(e ledger.Entry) []byte {
+	e.Version = 1
+	return e.Encode(nil)
+}
 
 // bareNodeEntry is a node directory entry as EncodeNode wrote it before the
 // envelope: a 0xD1 byte, then the payload.
@@ -224,7 +232,7 @@ func logsOf(first uint64, data [][]byte) []*raft.Log {
 
 // entryLog is one Raft command entry carrying e.
 func entryLog(index uint64, e ledger.Entry) *raft.Log {
-	return &raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: e.Encode(nil)}
+	return &raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: enveloped(&e)}
 }
 
 func open(t testing.TB, dir string) *FSM {

@@ -7,8 +7,6 @@ import (
 	"slices"
 
 	"github.com/dgraph-io/badger/v4"
-
-	"tally/ledger"
 )
 
 // Kind names what a Raft log entry carries. Its code is written in the
@@ -29,11 +27,15 @@ const (
 const envelopeV1 byte = 0xE1
 
 // Entries written before the envelope have no header, and Raft logs still
-// hold them: a ledger entry starts with ledger.EntryVersion, the ledger
-// codec's own version byte (part of the payload), and a node directory
-// entry with bareNode (not part of the payload). Neither byte is
-// envelopeV1, and no new kind gets a bare form.
-const bareNode byte = 0xD1
+// hold them: a ledger entry starts with bareLedger, the version byte of
+// the ledger codec at the time (part of the payload), and a node
+// directory entry with bareNode (not part of the payload). Neither byte is
+// envelopeV1, and no new kind gets a bare form: later ledger versions come
+// only in the envelope.
+const (
+	bareLedger byte = 1
+	bareNode   byte = 0xD1
+)
 
 // errEnvelope wraps every failure to read an entry's envelope.
 var errEnvelope = errors.New("entry envelope")
@@ -58,7 +60,7 @@ func decodeEnvelope(data []byte) (*kind, []byte, error) {
 			return nil, nil, fmt.Errorf("%w: unknown kind %d", errEnvelope, data[1])
 		}
 		return k, data[2:], nil
-	case ledger.EntryVersion:
+	case bareLedger:
 		return kinds.byCode[KindLedger], data, nil
 	case bareNode:
 		return kinds.byCode[KindNode], data[1:], nil

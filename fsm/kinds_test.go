@@ -112,13 +112,14 @@ func TestMustTableRefuses(t *testing.T) {
 }
 
 // TestEnvelope decodes every form an entry has had on the Raft log. The
-// bare forms are fixed bytes: they are what logs written before the
-// envelope hold, and what the leader still proposes for ledger entries.
+// bare forms are what logs written before the envelope hold; a bare
+// ledger entry is always of codec version 1.
 func TestEnvelope(t *testing.T) {
 	node := mustHex(t, "d1 02 6e31 0d 31302e302e302e313a38303830") // n1 at 10.0.0.1:8080, before the envelope
 	open := ledger.Entry{Time: t0, Commands: []ledger.Command{{Kind: ledger.CmdOpenAccounts,
 		Accounts: []ledger.Account{{ID: "a", Currency: "USD"}}}}}
-	bareLedger := open.Encode(nil)
+	bareLedger := bareV1(open)
+	v2 := open.Encode(nil)
 	for _, tc := range []struct {
 		name    string
 		data    []byte
@@ -127,10 +128,11 @@ func TestEnvelope(t *testing.T) {
 	}{
 		{"bare ledger", bareLedger, KindLedger, bareLedger},
 		{"enveloped ledger", append([]byte{0xE1, 0x01}, bareLedger...), KindLedger, bareLedger},
+		{"enveloped ledger, version 2", append([]byte{0xE1, 0x01}, v2...), KindLedger, v2},
 		{"bare node", node, KindNode, node[1:]},
 		{"enveloped node", append([]byte{0xE1, 0x02}, node[1:]...), KindNode, node[1:]},
 		{"EncodeNode", EncodeNode("n1", "10.0.0.1:8080"), KindNode, node[1:]},
-		{"AppendHeader", enveloped(&open), KindLedger, bareLedger},
+		{"AppendHeader", enveloped(&open), KindLedger, v2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			k, p, err := decodeEnvelope(tc.data)
@@ -151,8 +153,8 @@ func mustHex(t *testing.T, s string) []byte {
 }
 
 // TestOldEntriesApply applies a log in the forms written before the
-// envelope and the same log in the envelope: both give the same
-// responses, state and node directory.
+// envelope (ledger entries of version 1) and the same log in the
+// envelope: both give the same responses, state and node directory.
 func TestOldEntriesApply(t *testing.T) {
 	var bare, env [][]byte
 	for i, d := range newGen(21).data(300) {
@@ -162,6 +164,11 @@ func TestOldEntriesApply(t *testing.T) {
 		}
 		switch k.code {
 		case KindLedger:
+			e, err := ledger.DecodeEntry(p)
+			if err != nil {
+				t.Fatalf("entry %d: %v", i, err)
+			}
+			p = bareV1(e)
 			bare = append(bare, p)
 			env = append(env, AppendHeader(nil, KindLedger))
 			env[len(env)-1] = append(env[len(env)-1], p...)
@@ -194,9 +201,9 @@ var kindCases = map[Kind]struct {
 				{Kind: ledger.CmdOpenAccounts, Accounts: []ledger.Account{{ID: "a", Currency: "USD"}, {ID: "b", Currency: "USD"}}},
 				transfers(xfer("fund", ledger.World, "a", 100)),
 			}}),
-			(&ledger.Entry{Time: t0 + 1, Commands: []ledger.Command{
+			bareV1(ledger.Entry{Time: t0 + 1, Commands: []ledger.Command{
 				transfers(xfer("pay", "a", "b", 30), ledger.Transfer{ID: "hold", Debit: "a", Credit: "b", Amount: 5, Pending: true}),
-			}}).Encode(nil),
+			}}),
 		},
 		check: func(t *testing.T, f *FSM) {
 			t.Helper()

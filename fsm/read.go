@@ -1,7 +1,6 @@
 package fsm
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -66,7 +65,7 @@ func (f *FSM) Account(k string) (ledger.Account, uint64, error) {
 		if err != nil {
 			return err
 		}
-		return item.Value(func(v []byte) error { return json.Unmarshal(v, &a) })
+		return item.Value(func(v []byte) error { return ledger.DecodeAccount(v, &a) })
 	})
 	if err != nil {
 		return ledger.Account{}, 0, fmt.Errorf("account %s: %w", k, err)
@@ -96,19 +95,32 @@ func (f *FSM) Transfer(id string) (ledger.Record, uint64, error) {
 }
 
 // Events returns up to limit events with seq > after, in order: the
-// stored events of EventsRaw, decoded.
+// events of EventsRaw, decoded.
 func (f *FSM) Events(after uint64, limit int) ([]ledger.Event, error) {
-	raw, err := f.EventsRaw(after, limit)
+	evs, err := f.storedEvents(after, limit)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]ledger.Event, len(raw))
-	for i, v := range raw {
-		if err := json.Unmarshal(v, &out[i]); err != nil {
-			return nil, fmt.Errorf("event %d: %w", after+uint64(i)+1, err)
+	out := make([]ledger.Event, len(evs))
+	for i, s := range evs {
+		if out[i], err = s.decode(); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
+}
+
+// getEvent reads and decodes event seq.
+func getEvent(txn *badger.Txn, seq uint64) (ledger.Event, error) {
+	var e ledger.Event
+	item, err := txn.Get(eventKey(seq))
+	if err == nil {
+		err = item.Value(func(v []byte) error { return ledger.DecodeEvent(v, &e) })
+	}
+	if err != nil {
+		return e, fmt.Errorf("event %d: %w", seq, err)
+	}
+	return e, nil
 }
 
 // History returns up to limit events that touched account key k: with
@@ -123,12 +135,8 @@ func (f *FSM) History(k string, after uint64, limit int, desc bool) ([]ledger.Ev
 	var out []ledger.Event
 	_, err := f.view(func(txn *badger.Txn) error {
 		add := func(seq uint64) (bool, error) {
-			item, err := txn.Get(eventKey(seq))
+			e, err := getEvent(txn, seq)
 			if err != nil {
-				return false, fmt.Errorf("event %d: %w", seq, err)
-			}
-			var e ledger.Event
-			if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &e) }); err != nil {
 				return false, err
 			}
 			out = append(out, e)
@@ -170,12 +178,12 @@ func (f *FSM) HashAt(seq uint64) (ledger.Hash, error) {
 		if err != nil {
 			return err
 		}
-		var e ledger.Event
-		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &e) }); err != nil {
+		return item.Value(func(v []byte) error {
+			var e ledger.Event
+			err := ledger.DecodeEvent(v, &e)
+			h = e.Hash
 			return err
-		}
-		h = e.Hash
-		return nil
+		})
 	})
 	if err != nil {
 		return h, fmt.Errorf("hash at %d: %w", seq, err)
@@ -223,7 +231,7 @@ func (f *FSM) AccountAt(k string, seq uint64) (ledger.Account, error) {
 		if err != nil {
 			return err
 		}
-		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &a) }); err != nil {
+		if err := item.Value(func(v []byte) error { return ledger.DecodeAccount(v, &a) }); err != nil {
 			return err
 		}
 		var at uint64
@@ -233,12 +241,8 @@ func (f *FSM) AccountAt(k string, seq uint64) (ledger.Account, error) {
 		if at == 0 {
 			return ErrNotFound
 		}
-		item, err = txn.Get(eventKey(at))
+		e, err := getEvent(txn, at)
 		if err != nil {
-			return fmt.Errorf("event %d: %w", at, err)
-		}
-		var e ledger.Event
-		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &e) }); err != nil {
 			return err
 		}
 		for _, b := range e.Balances {
@@ -264,12 +268,8 @@ func (f *FSM) AccountAt(k string, seq uint64) (ledger.Account, error) {
 func closedBy(txn *badger.Txn, k string, seq uint64) (bool, error) {
 	closed, found := false, false
 	err := histDesc(txn, k, math.MaxUint64, func(at uint64) (bool, error) {
-		item, err := txn.Get(eventKey(at))
+		e, err := getEvent(txn, at)
 		if err != nil {
-			return false, fmt.Errorf("event %d: %w", at, err)
-		}
-		var e ledger.Event
-		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &e) }); err != nil {
 			return false, err
 		}
 		if e.Type == ledger.AccountClosedEv {
@@ -327,19 +327,10 @@ func searchTime(n uint64, t ledger.Time, timeOf func(seq uint64) (ledger.Time, e
 	return lo, nil
 }
 
-// eventTime reads the log time of event seq, decoding only that field.
+// eventTime reads the log time of event seq.
 func eventTime(txn *badger.Txn, seq uint64) (ledger.Time, error) {
-	item, err := txn.Get(eventKey(seq))
-	if err != nil {
-		return 0, fmt.Errorf("event %d: %w", seq, err)
-	}
-	var e struct {
-		Time ledger.Time `json:"time"`
-	}
-	if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &e) }); err != nil {
-		return 0, fmt.Errorf("event %d: %w", seq, err)
-	}
-	return e.Time, nil
+	e, err := getEvent(txn, seq)
+	return e.Time, err
 }
 
 // AccountAtTime returns account key k as it was right after the last event
@@ -404,7 +395,7 @@ func (f *FSM) Audit() (ledger.ShardBooks, error) {
 	seq, err := f.view(func(txn *badger.Txn) error {
 		return eachValue(txn, preAcct, func(_, v []byte) error {
 			var acc ledger.Account
-			if err := json.Unmarshal(v, &acc); err != nil {
+			if err := ledger.DecodeAccount(v, &acc); err != nil {
 				return err
 			}
 			s := sums[acc.Currency]
@@ -429,11 +420,28 @@ func (f *FSM) Audit() (ledger.ShardBooks, error) {
 	return a, nil
 }
 
-// EventsRaw returns the stored JSON of up to limit events with seq > after,
-// in order: the bytes that Events would decode, for a reader that passes
-// them on as they are (a stream). The newest events come from memory
-// (tail.go), older ones from storage. The values must not be changed.
+// EventsRaw returns the JSON of up to limit events with seq > after, in
+// order, as the API serves them (the events of Events, encoded), for a
+// reader that passes them on as they are (a stream). The newest events
+// come from memory (tail.go), where each event's JSON is made once for
+// every stream, older ones from storage. The values must not be changed.
 func (f *FSM) EventsRaw(after uint64, limit int) ([][]byte, error) {
+	evs, err := f.storedEvents(after, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(evs))
+	for i, s := range evs {
+		if out[i], err = s.json(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// storedEvents returns up to limit events with seq > after, in order, in
+// their stored form: from the tail when it holds them, else from storage.
+func (f *FSM) storedEvents(after uint64, limit int) ([]*storedEvent, error) {
 	if after == math.MaxUint64 {
 		return nil, nil
 	}
@@ -441,7 +449,7 @@ func (f *FSM) EventsRaw(after uint64, limit int) ([][]byte, error) {
 	if out, ok := f.tail.read(after, limit); ok {
 		return out, nil
 	}
-	var out [][]byte
+	var out []*storedEvent
 	_, err := f.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: preEvent, PrefetchValues: true, PrefetchSize: min(limit, 100)})
 		defer it.Close()
@@ -450,7 +458,7 @@ func (f *FSM) EventsRaw(after uint64, limit int) ([][]byte, error) {
 			if err != nil {
 				return err
 			}
-			out = append(out, v)
+			out = append(out, &storedEvent{seq: after + uint64(len(out)) + 1, stored: v})
 		}
 		return nil
 	})

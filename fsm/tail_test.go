@@ -36,23 +36,23 @@ func TestTail(t *testing.T) {
 	}
 	for _, tt := range tests {
 		out, ok := tl.read(tt.after, tt.limit)
-		if ok != tt.ok || len(out) != tt.n || (tt.n > 0 && string(out[0]) != tt.first) {
+		if ok != tt.ok || len(out) != tt.n || (tt.n > 0 && string(out[0].stored) != tt.first) {
 			t.Errorf("read(%d, %d): %d events (first %q), ok %v; want %d (first %q), ok %v",
 				tt.after, tt.limit, len(out), firstOf(out), ok, tt.n, tt.first, tt.ok)
 		}
 		for j := 1; j < len(out); j++ {
-			if fmt.Sprint(tt.after+uint64(j)+1) != string(out[j]) {
-				t.Fatalf("read(%d): event %d is %s", tt.after, j, out[j])
+			if seq := tt.after + uint64(j) + 1; fmt.Sprint(seq) != string(out[j].stored) || out[j].seq != seq {
+				t.Fatalf("read(%d): event %d is %s (seq %d)", tt.after, j, out[j].stored, out[j].seq)
 			}
 		}
 	}
 }
 
-func firstOf(out [][]byte) string {
+func firstOf(out []*storedEvent) string {
 	if len(out) == 0 {
 		return ""
 	}
-	return string(out[0])
+	return string(out[0].stored)
 }
 
 // TestEventsRawFromTailAndStorage: the events a stream reads are the

@@ -13,10 +13,23 @@ import (
 type Entry struct {
 	Time     Time
 	Commands []Command
+	// Version is the codec version the entry was decoded from, or the one
+	// Encode writes (0: EntryVersion). Version 2 has the layout of version
+	// 1; it says that the entry's events are hashed and stored in the
+	// binary encoding (EncodingOf), where those of a version-1 entry are
+	// JSON. Every replica must apply an entry with the version it was
+	// proposed with, so the version travels in the entry.
+	Version byte
 }
 
-// EntryVersion is the first byte of every encoded entry.
-const EntryVersion byte = 1
+// EntryVersion is the first byte of the entries this build proposes.
+// Version 1 entries decode for ever: Raft logs and their replays hold
+// them, and their events keep the JSON hash they were written with.
+const EntryVersion byte = 2
+
+// entryV1 is the version of the entries written before the binary event
+// encoding.
+const entryV1 byte = 1
 
 // maxStr bounds any string in an entry; the real limits are smaller.
 const maxStr = 4096
@@ -24,9 +37,14 @@ const maxStr = 4096
 // ErrDecode wraps every decoding failure.
 var ErrDecode = errors.New("decode entry")
 
-// Encode appends the encoding of e to b.
+// Encode appends the encoding of e to b, in version e.Version (0:
+// EntryVersion).
 func (e *Entry) Encode(b []byte) []byte {
-	b = append(b, EntryVersion)
+	v := e.Version
+	if v == 0 {
+		v = EntryVersion
+	}
+	b = append(b, v)
 	b = binary.AppendVarint(b, int64(e.Time))
 	b = binary.AppendUvarint(b, uint64(len(e.Commands)))
 	for i := range e.Commands {
@@ -113,8 +131,8 @@ func appendMeta(b []byte, m map[string]string) []byte {
 func DecodeEntry(p []byte) (Entry, error) {
 	d := decoder{p: p}
 	var e Entry
-	if v := d.byte(); v != EntryVersion {
-		return e, fmt.Errorf("%w: version %d", ErrDecode, v)
+	if e.Version = d.byte(); e.Version != entryV1 && e.Version != EntryVersion {
+		return Entry{}, fmt.Errorf("%w: version %d", ErrDecode, e.Version)
 	}
 	e.Time = Time(d.varint())
 	n := d.count(MaxBatch)

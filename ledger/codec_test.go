@@ -48,8 +48,18 @@ func TestEntryRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !reflect.DeepEqual(got, e) {
-			t.Fatalf("round trip:\n got %+v\nwant %+v", got, e)
+		want := e
+		want.Version = EntryVersion
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("round trip:\n got %+v\nwant %+v", got, want)
+		}
+		// A version-1 entry has the same layout and keeps its version.
+		v1 := e
+		v1.Version = 1
+		if b1 := v1.Encode(nil); b1[0] != 1 || !bytes.Equal(b1[1:], b[1:]) {
+			t.Fatalf("version 1 encodes as % x", b1)
+		} else if got, err := DecodeEntry(b1); err != nil || !reflect.DeepEqual(got, v1) {
+			t.Fatalf("version 1 round trip: %+v, %v", got, err)
 		}
 		// Encode appends and is deterministic, whatever the map order.
 		for i := 0; i < 5; i++ {
@@ -74,16 +84,21 @@ func TestEntryEncodingIsStable(t *testing.T) {
 	// close: kind, "a";
 	// transfers: kind, 1 transfer, "t", "a", "b", amount 5 (zigzag 10),
 	// flags pending|linked, timeout 9 (zigzag 18), "p", "v", "r", "x"="y".
-	const want = "01" + "80c0a8ca9a3a" + "03" +
+	// Version 2 differs from version 1 only in its first byte.
+	const body = "80c0a8ca9a3a" + "03" +
 		"01" + "01" + "0161" + "03555344" + "01" + "01016b0176" +
 		"02" + "0161" +
 		"03" + "01" + "0174" + "0161" + "0162" + "0a" + "03" + "12" + "0170" + "0176" + "0172" + "01" + "01780179"
-	if got := hex.EncodeToString(e.Encode(nil)); got != want {
-		t.Fatalf("encoding changed:\n got %s\nwant %s", got, want)
-	}
-	got, err := DecodeEntry(mustHex(t, want))
-	if err != nil || !reflect.DeepEqual(got, e) {
-		t.Fatalf("pinned bytes decode to %+v, %v", got, err)
+	for _, v := range []byte{1, 2} {
+		e.Version = v
+		want := hex.EncodeToString([]byte{v}) + body
+		if got := hex.EncodeToString(e.Encode(nil)); got != want {
+			t.Fatalf("version %d encoding changed:\n got %s\nwant %s", v, got, want)
+		}
+		got, err := DecodeEntry(mustHex(t, want))
+		if err != nil || !reflect.DeepEqual(got, e) {
+			t.Fatalf("pinned bytes of version %d decode to %+v, %v", v, got, err)
+		}
 	}
 }
 
@@ -116,7 +131,7 @@ func TestDecodeEntryRejects(t *testing.T) {
 	}{
 		{"empty", nil},
 		{"version 0", []byte{0, 0, 0}},
-		{"version 2", append([]byte{2}, small[1:]...)},
+		{"version 3", append([]byte{3}, small[1:]...)},
 		{"trailing byte", append(append([]byte(nil), small...), 0)},
 		{"unknown kind", []byte{1, 0, 1, 9}},
 		{"kind 0", []byte{1, 0, 1, 0}},
@@ -147,6 +162,8 @@ func TestDecodeEntryRejects(t *testing.T) {
 // that decode to the same value.
 func FuzzDecodeEntry(f *testing.F) {
 	for _, e := range fuzzSeeds() {
+		f.Add(e.Encode(nil))
+		e.Version = 1
 		f.Add(e.Encode(nil))
 	}
 	f.Add([]byte{})
@@ -226,6 +243,8 @@ func fuzzState(t testing.TB) *harness {
 func FuzzExecute(f *testing.F) {
 	for _, e := range fuzzSeeds() {
 		f.Add(e.Encode(nil))
+		e.Version = 1
+		f.Add(e.Encode(nil))
 	}
 	f.Fuzz(func(t *testing.T, p []byte) {
 		e, err := DecodeEntry(p)
@@ -233,6 +252,7 @@ func FuzzExecute(f *testing.F) {
 			return
 		}
 		h := fuzzState(t)
+		h.version = e.Version // the entry's events are hashed as its version says
 		h.begin(e.Time)
 		for i := range e.Commands {
 			c := &e.Commands[i]

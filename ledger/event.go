@@ -111,16 +111,35 @@ type Event struct {
 	Balances  []Balance `json:"balances"`
 	PrevHash  Hash      `json:"prev_hash"`
 	Hash      Hash      `json:"hash"`
-	// Raw is the event's JSON encoding with both hashes filled in, set by
-	// Seal; it is what the log stores, so the apply path encodes an event
-	// once. It is never part of the encoding itself.
+	// Enc is the encoding the hash covers and the log stores the event
+	// in, fixed by the version of the entry that produced it (EncodingOf):
+	// EncJSON (absent in the JSON, so that the JSON such an event was
+	// hashed over is unchanged) or EncBinary. A reader of the JSON needs
+	// it to recompute the hash.
+	Enc uint8 `json:"enc,omitempty"`
+	// Raw is the event's stored form with both hashes filled in, set by
+	// Seal; the apply path stores it, so an event is encoded once. It is
+	// never part of the encoding itself.
 	Raw []byte `json:"-"`
 }
 
-// Canonical is the encoding the hash covers: the event without its hashes.
-// JSON of a struct is deterministic (fields in declaration order, map keys
-// sorted), so every replica produces the same bytes.
+// Canonical is the encoding the hash covers: the event without its
+// hashes, in its encoding (Enc). For EncJSON it is the JSON of the event
+// with both hashes zero: JSON of a struct is deterministic (fields in
+// declaration order, map keys sorted), so every replica produces the same
+// bytes. For EncBinary it is AppendCanonical. It is nil for an encoding
+// this build does not know.
 func (e *Event) Canonical() []byte {
+	switch e.Enc {
+	case EncJSON:
+		return e.canonicalJSON()
+	case EncBinary:
+		return e.AppendCanonical(make([]byte, 0, e.sizeHint()))
+	}
+	return nil
+}
+
+func (e *Event) canonicalJSON() []byte {
 	c := *e
 	c.PrevHash, c.Hash, c.Raw = Hash{}, Hash{}, nil
 	b, err := json.Marshal(&c)
@@ -131,9 +150,18 @@ func (e *Event) Canonical() []byte {
 	return b
 }
 
-// ComputeHash returns SHA-256(prev_hash || canonical encoding).
+// sizeHint is room enough for most events' binary form.
+func (e *Event) sizeHint() int { return 160 + hashesLen + 48*len(e.Balances) }
+
+// ComputeHash returns SHA-256(prev_hash || canonical encoding), or the
+// zero hash for an encoding this build does not know (which then matches
+// no event's hash).
 func (e *Event) ComputeHash() Hash {
-	return hashOf(e.PrevHash, e.Canonical())
+	c := e.Canonical()
+	if c == nil {
+		return Hash{}
+	}
+	return hashOf(e.PrevHash, c)
 }
 
 func hashOf(prev Hash, canonical []byte) Hash {
@@ -145,20 +173,28 @@ func hashOf(prev Hash, canonical []byte) Hash {
 	return out
 }
 
-// zeroTail is how the canonical encoding ends: the two hashes are the last
-// fields and are zero in it.
+// zeroTail is how the canonical JSON encoding ends: the two hashes are the
+// last fields and are zero in it (enc is omitted for EncJSON).
 var zeroTail = []byte(`"prev_hash":"` + Hash{}.String() + `","hash":"` + Hash{}.String() + `"}`)
 
 // Seal sets e.Hash from e.PrevHash and the canonical encoding, and e.Raw
-// to the full encoding, which differs from the canonical one only in the
-// two hashes at its end: the event is encoded once, not twice. Were the
-// hashes ever not the last fields, Raw stays nil and the store encodes the
-// event itself.
+// to the stored form, which it builds from the same bytes: the event is
+// encoded once, not twice. The binary form is the canonical bytes and the
+// two hashes. The JSON form differs from the canonical JSON only in the
+// two hashes at its end; were they ever not the last fields, Raw stays
+// nil and the store encodes the event itself.
 func (e *Event) Seal() {
+	e.Raw = nil
+	if e.Enc == EncBinary {
+		raw := e.AppendCanonical(make([]byte, 0, e.sizeHint()))
+		e.Hash = hashOf(e.PrevHash, raw)
+		raw = append(raw, e.PrevHash[:]...)
+		e.Raw = append(raw, e.Hash[:]...)
+		return
+	}
 	c := e.Canonical()
 	e.Hash = hashOf(e.PrevHash, c)
-	e.Raw = nil
-	if !bytes.HasSuffix(c, zeroTail) {
+	if e.Enc != EncJSON || !bytes.HasSuffix(c, zeroTail) {
 		return
 	}
 	raw := c[:len(c)-len(zeroTail)]

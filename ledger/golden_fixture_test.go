@@ -20,7 +20,7 @@ func onShard(base string, shard, shards int) string {
 // with begin, and returns its events: every event type and every field
 // of Data (metadata, a reference, an expiry, a peer shard, a note, a
 // rejection's code) appears.
-func goldenEvents(t *testing.T, begin func(st *State, index uint64, at Time)) []Event {
+func goldenEvents(t testing.TB, begin func(st *State, index uint64, at Time)) []Event {
 	t.Helper()
 	st := NewState(0, 2, nil)
 	a, b, c := onShard("a", 0, 2), onShard("b", 0, 2), onShard("c", 0, 2)
@@ -86,8 +86,39 @@ var goldenJSON = []string{
 	"7c74575b45e905ff6d83fdd637b3ef66600c8bfdff598192ac1d6c10c76192f9", // 18 AccountClosed
 }
 
+// goldenBinary is the hash of each event of goldenEvents from entries of
+// version 2, hashed over the binary encoding. A change to that encoding
+// changes these: it needs a new entry version, never an edit here.
+var goldenBinary = []string{
+	"a128bdc1feb7b939b810e0623da1960c7dd243f13dfc5ca251fd7f5c53662689", // 1 AccountOpened
+	"4455bb44fd4627c7c7cc5121a004fd052c52e563ca1151ee05cf764fd2a0f64b", // 2 AccountOpened
+	"9e5590b0eb8ac4a37e2aad5dc51de0d41b5c9e4b69147fb61a8eb2c0b323395f", // 3 AccountOpened
+	"fa6a266ce82dfd6463e58ded53c9ee500900805ec044fc6f42690bebb538c8af", // 4 TransferPosted
+	"02f77ba5138bc57e678b53446b6c6838741f4fa4894713cbf6204ee2e69c6b19", // 5 TransferPending
+	"5725c5da7b65a954324da8e7f84257325eff8621324d562b20c871a6ce9ab506", // 6 TransferPending
+	"d478d47be8e8438ae07a61b23c4f32e3967368343eca3af1abb2c497f9ad2ebf", // 7 TransferPending
+	"cee18485a685405ef86503421967cedc29d340616989889176c7fe4b84171cf4", // 8 TransferRejected
+	"efe39fa60af7bb1463a868f51ff3fb605f63403ff688350e22ee9bd6b8022021", // 9 PendingExpired
+	"3f1480550c9b21596f1c9b42a874a00b591f8ba1649080c01a37dc0acb11c83e", // 10 PendingPosted
+	"4e68a0614a1c2345ad2027a52349f2bbaf9407f1546baf445337328a99ce73de", // 11 PendingVoided
+	"04ccde4d32a5c4b566e0b13111c187709014592f1044d76ce5c8a0787f2b497b", // 12 SagaDebitHeld
+	"fc401a7fcd4f59567d7ff5daef6bbf55a4b5b4d66c6f66458f55c20876786d30", // 13 SagaDebitHeld
+	"83910863736a86d2f2808a6ef3a2d8b96ab66c7737975c86670691181597699b", // 14 SagaCompleted
+	"673199cd36a04aae30493c2f37af5384756d80605320ca83879321d9cf6d5933", // 15 SagaAborted
+	"24ede6c1dd6a363f695aae35b0f03c6974a9b06892710a49a324f3f3bce766ba", // 16 SagaCredited
+	"16cd77501e3417561a010f69a6cbfc95256071b660d7f18fe3f59e0eadb3424d", // 17 SagaCreditRejected
+	"d53ae7867be47a766c16431bd031417aaa498ee2e3f59b959bc5ee84fa00b496", // 18 AccountClosed
+}
+
+func TestGoldenHashesV2(t *testing.T) {
+	evs := goldenEvents(t, func(st *State, index uint64, at Time) { st.BeginEntry(index, at, 2) })
+	checkGolden(t, evs, goldenBinary)
+	// Begin proposes the current version.
+	checkGolden(t, goldenEvents(t, func(st *State, index uint64, at Time) { st.Begin(index, at) }), goldenBinary)
+}
+
 func TestGoldenHashesV1(t *testing.T) {
-	evs := goldenEvents(t, func(st *State, index uint64, at Time) { st.Begin(index, at) })
+	evs := goldenEvents(t, func(st *State, index uint64, at Time) { st.BeginEntry(index, at, 1) })
 	checkGolden(t, evs, goldenJSON)
 }
 

@@ -44,6 +44,9 @@ type harness struct {
 	index  uint64
 	now    Time
 	events []Event // flushed events, in order
+	// version is the codec version of the entries begin starts (0:
+	// EntryVersion).
+	version byte
 }
 
 func newHarness(t testing.TB, shard, shards int) *harness {
@@ -61,7 +64,11 @@ func (h *harness) begin(at Time) []Event {
 	n := len(h.st.events)
 	h.index++
 	h.now = at
-	h.st.Begin(h.index, at)
+	if h.version != 0 {
+		h.st.BeginEntry(h.index, at, h.version)
+	} else {
+		h.st.Begin(h.index, at)
+	}
 	h.checkBooks()
 	return append([]Event(nil), h.st.events[n:]...)
 }

@@ -255,7 +255,7 @@ func (st *State) applySagaEnd(e *Event) ([]*Account, error) {
 	r.Saga, r.ResolvedSeq = &saga, e.Seq
 	delete(st.pending, r.Transfer.ID)
 	st.records[r.Transfer.ID] = r
-	st.dirtyRec[r.Transfer.ID] = true
+	st.dirtyRec = append(st.dirtyRec, r.Transfer.ID)
 	return []*Account{dr, cl}, nil
 }
 

@@ -1,7 +1,6 @@
 package stream
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -56,16 +55,16 @@ func typeNames() string {
 	return b.String()
 }
 
-// Match reports whether the event stored as raw passes f. An event that
-// does not decode is an error: the log is corrupt, and a reader must not
-// silently miss it.
+// Match reports whether the event raw passes f; raw is its JSON, or
+// either of the forms the log stores. An event that does not decode is an
+// error: the log is corrupt, and a reader must not silently miss it.
 func (f *Filter) Match(raw []byte) (bool, error) {
 	if f == nil {
 		return true, nil
 	}
 	var e ledger.Event
-	if err := json.Unmarshal(raw, &e); err != nil {
-		return false, fmt.Errorf("stream: stored event does not decode: %w", err)
+	if err := ledger.DecodeEvent(raw, &e); err != nil {
+		return false, fmt.Errorf("stream: event does not decode: %w", err)
 	}
 	return f.matches(&e), nil
 }

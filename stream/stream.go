@@ -34,8 +34,8 @@ const (
 // Log is one shard's applied log on this node's replica (fsm.FSM). Its
 // methods are safe for concurrent use.
 type Log interface {
-	// EventsRaw returns the stored JSON of up to limit events after seq
-	// after, in seq order; seqs have no gaps.
+	// EventsRaw returns the JSON of up to limit events after seq after,
+	// as the API serves them, in seq order; seqs have no gaps.
 	EventsRaw(after uint64, limit int) ([][]byte, error)
 	// Applied returns the applied Raft index and event seq.
 	Applied() (index, seq uint64)

@@ -266,3 +266,28 @@ func TestSlowReaderIsBounded(t *testing.T) {
 		t.Fatalf("the reader got %d events after it resumed, want %d", n, 100*Page)
 	}
 }
+
+// TestFilterReadsEveryForm: an event matches alike as the API's JSON and
+// in either stored form (JSON for a version-1 entry's event, binary
+// otherwise).
+func TestFilterReadsEveryForm(t *testing.T) {
+	f, err := ParseFilter("TransferPosted", "alice", "USD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, enc := range []uint8{ledger.EncJSON, ledger.EncBinary} {
+		e := ledger.Event{Seq: 1, Type: ledger.TransferPosted, Enc: enc,
+			Data:     ledger.Data{Transfer: &ledger.Transfer{ID: "t", Debit: "bob", Credit: "alice", Amount: 1}, Currency: "USD"},
+			Balances: []ledger.Balance{{Account: "alice", Currency: "USD", CreditsPosted: 1}}}
+		e.Seal()
+		js, _ := json.Marshal(&e)
+		for _, raw := range [][]byte{e.Raw, js} {
+			if ok, err := f.Match(raw); !ok || err != nil {
+				t.Errorf("enc %d, %.20q: match %v, %v", enc, raw, ok, err)
+			}
+		}
+	}
+	if _, err := f.Match([]byte{9, 9}); err == nil {
+		t.Error("an undecodable event matched")
+	}
+}

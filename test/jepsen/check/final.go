@@ -143,11 +143,21 @@ func ParseEvents(page []byte) ([]Event, string, error) {
 var zeroHash = strings.Repeat("0", 64)
 
 // ComputeHash recomputes SHA-256(prev_hash || canonical encoding) from the
-// raw event (docs/spec.md 5). The canonical encoding is the event as served
-// with both hashes zeroed. It returns "" when the raw bytes are missing or
-// do not hold the hashes where the API puts them.
+// raw event (docs/spec.md 5). The event's "enc" says which encoding: absent,
+// the event as served with both hashes zeroed (the events of version-1
+// entries); 2, the binary encoding (canon.go). It returns "" when the raw
+// bytes are missing, name another encoding, or do not hold what the
+// encoding needs.
 func (e *Event) ComputeHash() string {
 	if len(e.Raw) == 0 || len(e.PrevHash) != 64 || len(e.Hash) != 64 {
+		return ""
+	}
+	switch enc, ok := encodingOf(e.Raw); {
+	case !ok:
+		return ""
+	case enc == 2:
+		return binaryHash(e.Raw)
+	case enc != 0:
 		return ""
 	}
 	ph := []byte(`"prev_hash":"` + e.PrevHash + `"`)

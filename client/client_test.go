@@ -504,3 +504,41 @@ func TestStreamIdleIsCutOff(t *testing.T) {
 		t.Errorf("err = %v after %s, want ErrStreamIdle soon", err, time.Since(start))
 	}
 }
+
+// TestStreamChecksHashes: with CheckHashes, an event whose fields do not
+// give its hash ends the stream, in either encoding; without, it passes.
+func TestStreamChecksHashes(t *testing.T) {
+	var lines []string
+	for i, enc := range []uint8{ledger.EncJSON, ledger.EncBinary} {
+		e := ledger.Event{Shard: 0, Seq: uint64(i + 1), Type: ledger.TransferPosted, Enc: enc, Time: 1_700_000_000_123_456_789,
+			Data:     ledger.Data{Transfer: &ledger.Transfer{ID: "t", Debit: "a", Credit: "b", Amount: 5, Metadata: map[string]string{"k": "v"}}, Currency: "USD"},
+			Balances: []ledger.Balance{{Account: "b", Currency: "USD", CreditsPosted: 5, Balance: 5, Available: 5}}}
+		e.Seal()
+		b, _ := json.Marshal(&e)
+		lines = append(lines, string(b))
+	}
+	for _, tc := range []struct {
+		name   string
+		body   string
+		check  bool
+		broken bool
+	}{
+		{"intact", strings.Join(lines, "\n"), true, false},
+		{"changed amount", strings.Replace(strings.Join(lines, "\n"), `"amount":5`, `"amount":6`, 1), true, true},
+		{"changed, not checked", strings.Replace(strings.Join(lines, "\n"), `"amount":5`, `"amount":6`, 1), false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, c := newFake(t, fixed(200, tc.body+"\n"))
+			n := 0
+			err := c.StreamAll(context.Background(), nil, StreamOpts{CheckHashes: tc.check}, func(it StreamItem) error {
+				if it.Event != nil {
+					n++
+				}
+				return nil
+			})
+			if tc.broken != errors.Is(err, ErrChain) || (!tc.broken && (err != nil || n != 2)) {
+				t.Fatalf("err %v after %d events", err, n)
+			}
+		})
+	}
+}

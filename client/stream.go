@@ -60,6 +60,12 @@ type StreamOpts struct {
 	// Idle is how long the stream may stay silent before it ends with
 	// ErrStreamIdle; 0 means DefaultStreamIdle.
 	Idle time.Duration
+	// CheckHashes recomputes each event's hash from its fields
+	// (ledger.Event.ComputeHash, over the encoding its "enc" names) and
+	// ends the stream with an error wrapping ErrChain when it differs:
+	// the event changed after it was hashed. Linking each event to the
+	// one before it (prev_hash) is Subscribe's part.
+	CheckHashes bool
 }
 
 func (o *StreamOpts) filtered() bool {
@@ -189,6 +195,11 @@ func (c *Client) stream(ctx context.Context, path string, q url.Values, sse bool
 		}
 		if !ok {
 			continue
+		}
+		if e := it.Event; e != nil && o.CheckHashes {
+			if h := e.ComputeHash(); h != e.Hash {
+				return fmt.Errorf("%s: %w: shard %d seq %d: hash %s is not that of the event (%s)", op, ErrChain, e.Shard, e.Seq, e.Hash, h)
+			}
 		}
 		watchdog.Stop()
 		if err := fn(it); err != nil {

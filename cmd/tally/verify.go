@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,6 +20,10 @@ type verifyReplica struct {
 	Node   string               `json:"node"`
 	HTTP   string               `json:"http"`
 	Report *client.VerifyReport `json:"report,omitempty"`
+	// Seconds is how long the replica took to answer, replay included,
+	// and EventsPerSecond the events it replayed in that time.
+	Seconds         float64 `json:"seconds,omitempty"`
+	EventsPerSecond float64 `json:"events_per_second,omitempty"`
 	// Hash is the replica's hash-chain value at the shard's MinSeq.
 	Hash  string `json:"hash,omitempty"`
 	Error string `json:"error,omitempty"`
@@ -114,7 +119,14 @@ func verifyCluster(ctx context.Context, a *app, st *client.ClusterStatus) verify
 // comparison of their hash chains at the smallest applied seq.
 func verifyShardReplicas(ctx context.Context, a *app, vs *verifyShard) {
 	forEachReplica(vs, func(r *verifyReplica) {
+		start := time.Now()
 		rep, err := a.clientOf(r.HTTP).Verify(ctx, vs.Shard)
+		if err == nil {
+			r.Seconds = time.Since(start).Seconds()
+			if r.Seconds > 0 {
+				r.EventsPerSecond = float64(rep.Events) / r.Seconds
+			}
+		}
 		switch {
 		case err != nil:
 			r.Error = err.Error()
@@ -221,12 +233,15 @@ func short(h string) string {
 
 func printVerify(w io.Writer, out verifyOutput) {
 	t := table.New(w)
-	table.Row(t, "SHARD", "NODE", "EVENTS", "SEQ", "HEAD", "HASH@MIN_SEQ", "OK")
+	table.Row(t, "SHARD", "NODE", "EVENTS", "EVENTS/S", "SEQ", "HEAD", "HASH@MIN_SEQ", "OK")
 	for _, vs := range out.Shards {
 		for _, r := range vs.Replicas {
-			events, seq, head := "-", "-", "-"
+			events, rate, seq, head := "-", "-", "-", "-"
 			if r.Report != nil {
 				events, seq, head = fmt.Sprint(r.Report.Events), fmt.Sprint(r.Report.AppliedSeq), short(r.Report.HeadHash)
+			}
+			if r.EventsPerSecond > 0 {
+				rate = fmt.Sprintf("%.0f", r.EventsPerSecond)
 			}
 			ok := "ok"
 			if r.Error != "" {
@@ -236,7 +251,7 @@ func printVerify(w io.Writer, out verifyOutput) {
 			if r.Hash != "" {
 				hash = fmt.Sprintf("%s@%d", short(r.Hash), vs.MinSeq)
 			}
-			table.Row(t, vs.Shard, r.Node, events, seq, head, hash, ok)
+			table.Row(t, vs.Shard, r.Node, events, rate, seq, head, hash, ok)
 		}
 	}
 	t.Flush()

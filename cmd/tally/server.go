@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -113,13 +114,38 @@ func runServer(ctx context.Context, a *app, o *serverOpts) error {
 		go joinLoop(ctx, a, o, log)
 	}
 	<-ctx.Done()
-	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	return shutdown(srv, host, log, shutdownBound)
+}
+
+// shutdownBound is how long a node may take to stop after SIGTERM: a
+// process supervisor waits for it, and a node that never exits (a disk
+// that fails while Badger flushes, a Raft goroutine that never returns)
+// is worse than one that exits with an error.
+const shutdownBound = 30 * time.Second
+
+// shutdown stops serving HTTP, then closes the host, within bound. Past
+// the bound it gives up: the caller exits non-zero, and the next start
+// replays what was not flushed from the Raft log.
+func shutdown(srv *http.Server, host io.Closer, log *slog.Logger, bound time.Duration) error {
+	log.Info("shutting down", "bound", bound)
+	deadline := time.Now().Add(bound)
+	sctx, cancel := context.WithTimeout(context.Background(), bound/3)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("http shutdown", "err", err)
 	}
-	return host.Close()
+	done := make(chan error, 1)
+	go func() { done <- host.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("close: %w", err)
+		}
+		log.Info("stopped")
+		return nil
+	case <-time.After(time.Until(deadline)):
+		return fmt.Errorf("shutdown did not finish within %v; exiting without a clean close", bound)
+	}
 }
 
 // defaultMemLimit keeps a node of 4 shards near its 512 MiB budget: the

@@ -191,13 +191,7 @@ func (p *Proxy) Close() error {
 // requests in flight. It returns nil after a clean shutdown. It does not
 // Close the proxy.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{
-		Handler:           p,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
-	}
+	srv := edge.NewServer(p, p.log)
 	srv.RegisterOnShutdown(p.stopStreams)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -17,6 +17,7 @@ import (
 
 	"tally/api"
 	"tally/cluster"
+	"tally/edge"
 	"tally/node"
 	"tally/shard"
 )
@@ -102,7 +103,7 @@ func runServer(ctx context.Context, a *app, o *serverOpts) error {
 		return err
 	}
 	handler := api.New(node.New(host, peer), log)
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	srv := edge.NewServer(handler, log)
 	srv.RegisterOnShutdown(handler.StopStreams)
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

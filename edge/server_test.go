@@ -1,0 +1,48 @@
+package edge
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// TestStalledBodyIsCut: a request whose body stops arriving ends when the
+// read timeout passes (shortened here): the handler's read fails instead
+// of holding the handler.
+func TestStalledBodyIsCut(t *testing.T) {
+	got := make(chan error, 1)
+	srv := NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		got <- err
+	}), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if srv.ReadTimeout != ReadTimeout || ReadTimeout <= 0 {
+		t.Fatalf("read timeout %v", srv.ReadTimeout)
+	}
+	srv.ReadTimeout = 300 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "POST /v1/transfers HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"id\":"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if err == nil {
+			t.Fatal("the handler read a whole body that never came")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler is still waiting for the body")
+	}
+}

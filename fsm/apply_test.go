@@ -421,6 +421,7 @@ func TestUndecodableEntryPanics(t *testing.T) {
 		{"enveloped ledger version", AppendHeader(nil, KindLedger), "ledger: decode entry"},
 		{"enveloped trailing", append(enveloped(&ledger.Entry{Time: t0}), 0), "ledger: decode entry"},
 		{"bare ledger version 2", []byte{2, 0, 0}, "entry envelope: unknown header 0x02"},
+		{"enveloped ledger version 3", append(AppendHeader(nil, KindLedger), 3, 0, 0), "ledger: decode entry: version 3"},
 		{"bad node entry", []byte{bareNode, 5, 'a'}, "node: bad node entry"},
 		{"node without id", EncodeNode("", "x"), "node: bad node entry"},
 		{"bare node without id", bareNodeEntry("", "x"), "node: bad node entry"},

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -266,4 +267,60 @@ func vmHWM(pid int) (int64, error) {
 		return 0, err
 	}
 	return 0, errors.New("no VmHWM line")
+}
+
+// snapFigures is one node's snapshots since it started, from its
+// metrics: markers written, and full streams sent to followers.
+type snapFigures struct {
+	Node      string  `json:"node"`
+	Count     int64   `json:"count"`
+	Seconds   float64 `json:"seconds"`
+	Bytes     float64 `json:"bytes"`
+	Sent      int64   `json:"sent"`
+	SentBytes float64 `json:"sent_bytes"`
+}
+
+// snapshotFigures reads every node's snapshot metrics, summed over its
+// shards.
+func (c *cluster) snapshotFigures() []snapFigures {
+	var out []snapFigures
+	for _, n := range c.nodes {
+		resp, err := http.Get("http://" + n.HTTP + "/metrics")
+		if err != nil {
+			logf("metrics of %s: %v", n.ID, err)
+			continue
+		}
+		f := snapFigures{Node: n.ID}
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			name, rest, ok := strings.Cut(sc.Text(), "{")
+			if !ok {
+				continue
+			}
+			_, val, ok := strings.Cut(rest, "} ")
+			if !ok {
+				continue
+			}
+			v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+			if err != nil {
+				continue
+			}
+			switch name {
+			case "tally_snapshot_seconds_count":
+				f.Count += int64(v)
+			case "tally_snapshot_seconds_sum":
+				f.Seconds += v
+			case "tally_snapshot_bytes_sum":
+				f.Bytes += v
+			case "tally_snapshot_sent_bytes_count":
+				f.Sent += int64(v)
+			case "tally_snapshot_sent_bytes_sum":
+				f.SentBytes += v
+			}
+		}
+		resp.Body.Close()
+		out = append(out, f)
+	}
+	return out
 }

@@ -40,6 +40,7 @@ type config struct {
 	jsonOut     string
 	out         string
 	keep        bool
+	fill        int64  // transfers written before the profiles (-fill)
 	root        string // the repository root (holds go.mod)
 }
 
@@ -79,6 +80,7 @@ func parseFlags() (*config, error) {
 	flag.StringVar(&cfg.jsonOut, "json", "", "also write every figure as JSON to this file")
 	flag.StringVar(&cfg.out, "out", "", "results directory (default test/store/bench-<time>)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the cluster's data directory (test/store/bench-data-*)")
+	flag.Int64Var(&cfg.fill, "fill", 0, "transfers to write (1,000 per request, every shard; one event each) before the profiles, so that memory and snapshot figures are taken with that much history")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", flag.Args())
@@ -177,6 +179,12 @@ func runTally(ctx context.Context, cfg *config, sum *summary) (err error) {
 	if err != nil {
 		return fmt.Errorf("start the cluster: %w", err)
 	}
+	if cfg.fill > 0 {
+		sum.Fill = c.fillHistory(ctx)
+		if sum.Fill.Failed != "" {
+			sum.Failures = append(sum.Failures, "fill: "+sum.Fill.Failed)
+		}
+	}
 	sum.Profiles = runProfiles(ctx, cfg, c)
 	for _, p := range sum.Profiles {
 		if p.Failed != "" {
@@ -184,6 +192,7 @@ func runTally(ctx context.Context, cfg *config, sum *summary) (err error) {
 		}
 	}
 	sum.RSS = c.peakRSS()
+	sum.Snapshots = c.snapshotFigures()
 	sum.CPUTop = c.cpuTop
 	return nil
 }

@@ -39,6 +39,8 @@ type profile struct {
 	Report  *bench.Report `json:"report,omitempty"`
 	Skipped string        `json:"skipped,omitempty"`
 	Failed  string        `json:"failed,omitempty"`
+	// Duration, if set, replaces -duration (the fill runs until its count).
+	Duration time.Duration `json:"duration,omitempty"`
 }
 
 // The Zipf profile: the contention test of published ledger comparisons,
@@ -98,6 +100,18 @@ func newZipfProfile(shards int) *profile {
 	}
 }
 
+// fillHistory writes cfg.fill transfers, 1,000 per request to every
+// shard, before the measured profiles.
+func (c *cluster) fillHistory(ctx context.Context) *profile {
+	p := newProfile("fill", "f", false, "--accounts", "1000", "--concurrency", "8", "--batch", "1000",
+		"--count", strconv.FormatInt(c.cfg.fill, 10))
+	p.Duration = 3 * time.Hour
+	start := time.Now()
+	c.runBench(ctx, p, false)
+	logf("fill: %d transfers in %v", c.cfg.fill, time.Since(start).Round(time.Second))
+	return p
+}
+
 // halfPeak runs open loop at half the same-shard run's rate.
 func (c *cluster) halfPeak(ctx context.Context, same *profile) *profile {
 	p := newProfile("half-peak", "r", false, "--accounts", "1000", "--concurrency", "256", "--batch", "1")
@@ -133,10 +147,14 @@ func randomHex(n int) string {
 // if it did. With cpu set it profiles every node while the load runs.
 func (c *cluster) runBench(ctx context.Context, p *profile, cpu bool) *profile {
 	cfg := c.cfg
-	args := append([]string{"--addr", c.proxy, "--json", "bench", "--duration", cfg.duration.String(),
+	d := cfg.duration
+	if p.Duration > 0 {
+		d = p.Duration
+	}
+	args := append([]string{"--addr", c.proxy, "--json", "bench", "--duration", d.String(),
 		"--prefix", p.Prefix}, p.Args...)
 	logf("%s: tally %s", p.Name, strings.Join(args, " "))
-	ctx, cancel := context.WithTimeout(ctx, cfg.duration+benchGrace)
+	ctx, cancel := context.WithTimeout(ctx, d+benchGrace)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, cfg.bin, args...)
 	// Interrupted, bench still checks conservation; give it time.

@@ -33,16 +33,18 @@ const zipfNoPeer = "no peer figure: the peers' load generator draws uniform pair
 
 // summary is everything one run measured; -json writes it as is.
 type summary struct {
-	Started    time.Time  `json:"started"`
-	Duration   string     `json:"duration"`
-	ResultsDir string     `json:"results_dir"`
-	Profiles   []*profile `json:"profiles"`
-	Peers      []*peer    `json:"peers"`
-	RSS        []rss      `json:"peak_rss"`
-	CPUTop     *cpuTop    `json:"cpu_top,omitempty"`
-	Durability []string   `json:"durability"` // one line per system
-	Rows       [][]string `json:"table"`
-	Failures   []string   `json:"failures,omitempty"`
+	Started    time.Time     `json:"started"`
+	Duration   string        `json:"duration"`
+	ResultsDir string        `json:"results_dir"`
+	Profiles   []*profile    `json:"profiles"`
+	Peers      []*peer       `json:"peers"`
+	RSS        []rss         `json:"peak_rss"`
+	Fill       *profile      `json:"fill,omitempty"`
+	Snapshots  []snapFigures `json:"snapshots,omitempty"`
+	CPUTop     *cpuTop       `json:"cpu_top,omitempty"`
+	Durability []string      `json:"durability"` // one line per system
+	Rows       [][]string    `json:"table"`
+	Failures   []string      `json:"failures,omitempty"`
 }
 
 func (s *summary) profile(name string) *profile {
@@ -329,7 +331,11 @@ func printSummary(w io.Writer, s *summary) {
 	t.Flush()
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "zipf: %s.\n", zipfNoPeer)
+	if s.Fill != nil {
+		fmt.Fprintln(w, "history written before the profiles: "+fillLine(s.Fill))
+	}
 	fmt.Fprintln(w, "peak RSS: "+rssLine(s.RSS))
+	fmt.Fprintln(w, "snapshots: "+snapLine(s.Snapshots))
 	fmt.Fprintln(w, "durability:")
 	for _, d := range s.Durability {
 		fmt.Fprintln(w, "  "+d)
@@ -341,6 +347,33 @@ func printSummary(w io.Writer, s *summary) {
 	for _, f := range s.Failures {
 		fmt.Fprintln(w, "FAILED:", f)
 	}
+}
+
+func fillLine(p *profile) string {
+	switch {
+	case p.Failed != "":
+		return "failed: " + p.Failed
+	case p.Report == nil || p.Report.Row("total") == nil:
+		return "no report"
+	}
+	t := p.Report.Row("total")
+	return fmt.Sprintf("%d transfers at %.0f/s", t.Transfers, t.TransfersPerSec)
+}
+
+func snapLine(fs []snapFigures) string {
+	if len(fs) == 0 {
+		return "not measured"
+	}
+	parts := make([]string, len(fs))
+	for i, f := range fs {
+		if f.Count == 0 {
+			parts[i] = f.Node + " none"
+			continue
+		}
+		parts[i] = fmt.Sprintf("%s %d (mean %.1f ms, %.0f bytes; %d full streams sent, %.0f MiB)", f.Node, f.Count,
+			1000*f.Seconds/float64(f.Count), f.Bytes/float64(f.Count), f.Sent, f.SentBytes/(1<<20))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func rssLine(rs []rss) string {

@@ -312,3 +312,16 @@ func TestZipfPrefix(t *testing.T) {
 		t.Errorf("one shard: %+v", p)
 	}
 }
+
+// TestSnapLine: each node's snapshots as mean time and bytes, and the
+// full streams it sent.
+func TestSnapLine(t *testing.T) {
+	got := snapLine([]snapFigures{{Node: "n1", Count: 4, Seconds: 0.008, Bytes: 268, Sent: 1, SentBytes: 3 << 20}, {Node: "n2"}})
+	want := "n1 4 (mean 2.0 ms, 67 bytes; 1 full streams sent, 3 MiB), n2 none"
+	if got != want {
+		t.Fatalf("snapLine: %q, want %q", got, want)
+	}
+	if got := snapLine(nil); got != "not measured" {
+		t.Fatalf("snapLine(nil): %q", got)
+	}
+}

@@ -82,8 +82,15 @@ type replayBatch struct {
 func replayAll(ctx context.Context, txn *badger.Txn, st *ledger.State, rep *Report) error {
 	free := make(chan *replayBatch, replayPages)
 	full := make(chan *replayBatch, replayPages)
+	// One table of names for the reader: a record replay keeps then holds
+	// its own ids, not a copy of its whole event.
+	names := &ledger.Names{}
 	for range replayPages {
-		free <- &replayBatch{evs: make([]ledger.EventBuf, replayPage)}
+		b := &replayBatch{evs: make([]ledger.EventBuf, replayPage)}
+		for i := range b.evs {
+			b.evs[i].Names = names
+		}
+		free <- b
 	}
 	stop := make(chan struct{})
 	done := make(chan struct{})

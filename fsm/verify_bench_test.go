@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
+	"runtime/metrics"
 	"strconv"
 	"syscall"
 	"testing"
@@ -87,6 +88,9 @@ func BenchmarkVerify(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	var events uint64
+	stop := make(chan struct{})
+	peak := make(chan uint64)
+	go watchHeap(stop, peak)
 	cpu := cpuTime()
 	for range b.N {
 		rep, err := f.Verify(context.Background())
@@ -95,6 +99,8 @@ func BenchmarkVerify(b *testing.B) {
 		}
 		events += rep.Events
 	}
+	close(stop)
+	b.ReportMetric(float64(<-peak)/(1<<20), "peak-heap-MiB")
 	// On a machine shared with other work the wall time says little: the
 	// CPU time the process spent (both goroutines and the collector) says
 	// what the replay costs.
@@ -110,4 +116,23 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// watchHeap sends the largest heap of live and not yet collected objects
+// it saw, sampled every 5 ms until stop closes.
+func watchHeap(stop <-chan struct{}, peak chan<- uint64) {
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	var top uint64
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		metrics.Read(sample)
+		top = max(top, sample[0].Value.Uint64())
+		select {
+		case <-stop:
+			peak <- top
+			return
+		case <-tick.C:
+		}
+	}
 }

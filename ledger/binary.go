@@ -304,45 +304,48 @@ func (r *Record) AppendBinary(b []byte) []byte {
 
 // Decoding.
 
-// vdec reads a binary value. Strings are substrings of s, the whole
-// value as one string, so decoding copies none of them.
+// vdec reads a binary value p. Its strings are substrings of s, one copy
+// of the whole value, when s is set; otherwise names come from a Names
+// and other strings are copied one by one.
 type vdec struct {
-	s   string
-	i   int
-	err error
+	p     []byte
+	s     string
+	names *Names
+	i     int
+	err   error
 }
 
 func (d *vdec) fail(format string, args ...any) {
 	if d.err == nil {
 		d.err = fmt.Errorf("%w: at byte %d: %s", ErrStored, d.i, fmt.Sprintf(format, args...))
 	}
-	d.i = len(d.s)
+	d.i = len(d.p)
 }
 
 func (d *vdec) byte() byte {
-	if d.i >= len(d.s) {
+	if d.i >= len(d.p) {
 		d.fail("short input")
 		return 0
 	}
-	c := d.s[d.i]
+	c := d.p[d.i]
 	d.i++
 	return c
 }
 
 // uvarint reads a uvarint in its shortest form.
 func (d *vdec) uvarint() uint64 {
-	if d.i < len(d.s) && d.s[d.i] < 0x80 {
-		c := d.s[d.i]
+	if d.i < len(d.p) && d.p[d.i] < 0x80 {
+		c := d.p[d.i]
 		d.i++
 		return uint64(c)
 	}
 	var x uint64
 	for k, sh := 0, uint(0); k < binary.MaxVarintLen64; k, sh = k+1, sh+7 {
-		if d.i >= len(d.s) {
+		if d.i >= len(d.p) {
 			d.fail("short input")
 			return 0
 		}
-		c := d.s[d.i]
+		c := d.p[d.i]
 		d.i++
 		if c < 0x80 {
 			if (k == binary.MaxVarintLen64-1 && c > 1) || (c == 0 && k > 0) {
@@ -370,24 +373,48 @@ func (d *vdec) varint() int64 {
 // that the rest of the input can hold.
 func (d *vdec) count(limit, min int) int {
 	v := d.uvarint()
-	if v > uint64(limit) || v*uint64(min) > uint64(len(d.s)-d.i) {
+	if v > uint64(limit) || v*uint64(min) > uint64(len(d.p)-d.i) {
 		d.fail("count %d out of range", v)
 		return 0
 	}
 	return int(v)
 }
 
-func (d *vdec) str() string {
+func (d *vdec) str() string { return d.text(false) }
+
+// name reads a string that repeats from value to value: an account id, a
+// currency, a code.
+func (d *vdec) name() string { return d.text(true) }
+
+func (d *vdec) text(name bool) string {
 	n := d.uvarint()
-	if n > maxStr || n > uint64(len(d.s)-d.i) {
+	if n > maxStr || n > uint64(len(d.p)-d.i) {
 		d.fail("string length %d out of range", n)
 		return ""
 	}
-	s := d.s[d.i : d.i+int(n)]
+	start := d.i
 	d.i += int(n)
-	if !utf8.ValidString(s) {
+	b := d.p[start:d.i]
+	if !utf8.Valid(b) {
 		d.fail("invalid UTF-8")
 		return ""
+	}
+	switch {
+	case d.s != "":
+		return d.s[start:d.i]
+	case n == 0:
+		return ""
+	case name && d.names != nil:
+		return d.names.get(b)
+	}
+	return string(b)
+}
+
+// nonEmptyName reads a name that a set bit says is there.
+func (d *vdec) nonEmptyName() string {
+	s := d.name()
+	if s == "" {
+		d.fail("empty field marked present")
 	}
 	return s
 }
@@ -427,7 +454,7 @@ func (d *vdec) meta() map[string]string {
 }
 
 func (d *vdec) transfer(t *Transfer) {
-	t.ID, t.Debit, t.Credit = d.str(), d.str(), d.str()
+	t.ID, t.Debit, t.Credit = d.str(), d.name(), d.name()
 	t.Amount = d.varint()
 	t.Pending, t.Linked = d.flags()
 	t.TimeoutSeconds = d.varint()
@@ -436,7 +463,7 @@ func (d *vdec) transfer(t *Transfer) {
 }
 
 func (d *vdec) account(a *Account) {
-	a.ID, a.Currency = d.str(), d.str()
+	a.ID, a.Currency = d.name(), d.name()
 	a.AllowNegative, a.Closed = d.flags()
 	a.Metadata = d.meta()
 	a.DebitsPosted, a.CreditsPosted = d.varint(), d.varint()
@@ -473,7 +500,7 @@ func (d *vdec) data(x *Data, r *room) {
 		x.Account = a
 	}
 	if f&dAccountID != 0 {
-		x.AccountID = d.nonEmpty()
+		x.AccountID = d.nonEmptyName()
 	}
 	if f&dTransfer != 0 {
 		var t *Transfer
@@ -486,7 +513,7 @@ func (d *vdec) data(x *Data, r *room) {
 		x.Transfer = t
 	}
 	if f&dResult != 0 {
-		x.Result = Code(d.nonEmpty())
+		x.Result = Code(d.nonEmptyName())
 	}
 	if f&dPendingID != 0 {
 		x.PendingID = d.nonEmpty()
@@ -497,7 +524,7 @@ func (d *vdec) data(x *Data, r *room) {
 		}
 	}
 	if f&dCurrency != 0 {
-		x.Currency = d.nonEmpty()
+		x.Currency = d.nonEmptyName()
 	}
 	if f&dExpiresAt != 0 {
 		if x.ExpiresAt = Time(d.varint()); x.ExpiresAt == 0 {
@@ -519,50 +546,65 @@ func (d *vdec) data(x *Data, r *room) {
 	}
 }
 
-// eventType returns the constant for a known type, so that a decoded
-// event does not hold on to the bytes it came from for its type.
-func eventType(s string) EventType {
-	switch EventType(s) {
-	case AccountOpened:
-		return AccountOpened
-	case AccountClosedEv:
-		return AccountClosedEv
-	case TransferPosted:
-		return TransferPosted
-	case TransferPending:
-		return TransferPending
-	case PendingPosted:
-		return PendingPosted
-	case PendingVoided:
-		return PendingVoided
-	case PendingExpiredEv:
-		return PendingExpiredEv
-	case TransferRejected:
-		return TransferRejected
-	case SagaDebitHeld:
-		return SagaDebitHeld
-	case SagaCredited:
-		return SagaCredited
-	case SagaCreditRejected:
-		return SagaCreditRejected
-	case SagaCompleted:
-		return SagaCompleted
-	case SagaAborted:
-		return SagaAborted
+// knownType returns the constant of a known event type, so that a
+// decoded event holds no copy of its type (the conversion in the switch
+// does not allocate).
+func knownType(b []byte) (EventType, bool) {
+	switch string(b) {
+	case string(AccountOpened):
+		return AccountOpened, true
+	case string(AccountClosedEv):
+		return AccountClosedEv, true
+	case string(TransferPosted):
+		return TransferPosted, true
+	case string(TransferPending):
+		return TransferPending, true
+	case string(PendingPosted):
+		return PendingPosted, true
+	case string(PendingVoided):
+		return PendingVoided, true
+	case string(PendingExpiredEv):
+		return PendingExpiredEv, true
+	case string(TransferRejected):
+		return TransferRejected, true
+	case string(SagaDebitHeld):
+		return SagaDebitHeld, true
+	case string(SagaCredited):
+		return SagaCredited, true
+	case string(SagaCreditRejected):
+		return SagaCreditRejected, true
+	case string(SagaCompleted):
+		return SagaCompleted, true
+	case string(SagaAborted):
+		return SagaAborted, true
 	}
-	return EventType(s)
+	return "", false
+}
+
+// eventType reads an event's type.
+func (d *vdec) eventType() EventType {
+	start := d.i
+	n := d.uvarint()
+	if n <= maxStr && n <= uint64(len(d.p)-d.i) {
+		if t, ok := knownType(d.p[d.i : d.i+int(n)]); ok {
+			d.i += int(n)
+			return t
+		}
+	}
+	d.i = start
+	return EventType(d.str())
 }
 
 // event decodes a stored binary event (canonical encoding and hashes).
 func (d *vdec) event(e *Event, r *room) {
-	if len(d.s) < 1+hashesLen || len(d.s) > maxValue {
-		d.fail("event of %d bytes", len(d.s))
+	if len(d.p) < 1+hashesLen || len(d.p) > maxValue {
+		d.fail("event of %d bytes", len(d.p))
 		return
 	}
-	end := len(d.s) - hashesLen
-	copy(e.PrevHash[:], d.s[end:])
-	copy(e.Hash[:], d.s[end+len(Hash{}):])
-	d.s = d.s[:end]
+	end := len(d.p) - hashesLen
+	copy(e.PrevHash[:], d.p[end:])
+	copy(e.Hash[:], d.p[end+len(Hash{}):])
+	d.p = d.p[:end]
 	if v := d.byte(); v != EncBinary {
 		d.fail("version %d", v)
 		return
@@ -571,7 +613,7 @@ func (d *vdec) event(e *Event, r *room) {
 	e.Shard = d.int()
 	e.Seq, e.RaftIndex = d.uvarint(), d.uvarint()
 	e.Time = Time(d.varint())
-	e.Type = eventType(d.str())
+	e.Type = d.eventType()
 	d.data(&e.Data, r)
 	n := d.count(maxBalances, 8)
 	switch {
@@ -584,7 +626,7 @@ func (d *vdec) event(e *Event, r *room) {
 	}
 	for i := 0; i < n && d.err == nil; i++ {
 		b := &e.Balances[i]
-		b.Account, b.Currency = d.str(), d.str()
+		b.Account, b.Currency = d.name(), d.name()
 		b.DebitsPosted, b.CreditsPosted = d.varint(), d.varint()
 		b.DebitsPending, b.CreditsPending = d.varint(), d.varint()
 		b.Balance, b.Available = d.varint(), d.varint()
@@ -593,15 +635,15 @@ func (d *vdec) event(e *Event, r *room) {
 }
 
 func (d *vdec) end() {
-	if d.err == nil && d.i != len(d.s) {
-		d.fail("%d trailing bytes", len(d.s)-d.i)
+	if d.err == nil && d.i != len(d.p) {
+		d.fail("%d trailing bytes", len(d.p)-d.i)
 	}
 }
 
 // stored returns the decoder of a binary value p. Its strings are
 // substrings of one copy of p: one allocation for all of them, and p may
 // be reused (a Badger value is valid only inside its callback).
-func stored(p []byte) vdec { return vdec{s: string(p)} }
+func stored(p []byte) vdec { return vdec{p: p, s: string(p)} }
 
 // isJSON reports whether a stored value is JSON rather than binary.
 func isJSON(p []byte) bool { return len(p) > 0 && p[0] == '{' }
@@ -693,6 +735,32 @@ func DecodeRecord(p []byte, r *Record) error {
 type EventBuf struct {
 	Event
 	room room
+	// Names, when set, gives the names of a binary event (account ids,
+	// currencies, codes) and its other strings are copied one by one, so
+	// that what a replay keeps (a record's ids) holds no copy of the
+	// whole event. Without it an event's strings share one copy of it.
+	Names *Names
+}
+
+// Names keeps one copy of each string that repeats from event to event:
+// account ids, currencies, codes. It keeps at most maxNames of them; it is
+// not safe for concurrent use. The zero value is ready.
+type Names struct{ m map[string]string }
+
+const maxNames = 1 << 16
+
+func (n *Names) get(b []byte) string {
+	if s, ok := n.m[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if n.m == nil {
+		n.m = map[string]string{}
+	}
+	if len(n.m) < maxNames {
+		n.m[s] = s
+	}
+	return s
 }
 
 // Decode decodes the stored event p in either form.
@@ -708,7 +776,10 @@ func (b *EventBuf) Decode(p []byte) error {
 		b.Enc = EncJSON
 		return nil
 	}
-	d := stored(p)
+	d := vdec{p: p, names: b.Names}
+	if b.Names == nil {
+		d = stored(p)
+	}
 	d.event(&b.Event, &b.room)
 	return d.err
 }

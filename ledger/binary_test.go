@@ -133,6 +133,7 @@ func normalEvent(e Event) Event {
 
 func TestEventBinaryRoundTrip(t *testing.T) {
 	r := rand.New(rand.NewSource(1))
+	names := &Names{}
 	for i := 0; i < 3000; i++ {
 		e := randomEvent(r, EncBinary)
 		if !bytes.Equal(e.Raw, e.AppendBinary(nil)) {
@@ -151,10 +152,11 @@ func TestEventBinaryRoundTrip(t *testing.T) {
 		if !StoredHashOK(e.Raw, &got) || got.ComputeHash() != e.Hash {
 			t.Fatalf("event %d: hash does not check", i)
 		}
-		var buf EventBuf
-		for k := 0; k < 2; k++ { // the second decode reuses the room
-			if err := buf.Decode(e.Raw); err != nil || !reflect.DeepEqual(buf.Event, got) {
-				t.Fatalf("event %d: EventBuf decodes %+v, %v", i, buf.Event, err)
+		for _, buf := range []*EventBuf{{}, {Names: names}} {
+			for k := 0; k < 2; k++ { // the second decode reuses the room
+				if err := buf.Decode(e.Raw); err != nil || !reflect.DeepEqual(buf.Event, got) {
+					t.Fatalf("event %d: EventBuf decodes %+v, %v", i, buf.Event, err)
+				}
 			}
 		}
 	}
@@ -399,6 +401,10 @@ func FuzzDecodeEvent(f *testing.F) {
 		if berr := buf.Decode(p); (berr == nil) != (err == nil) {
 			t.Fatalf("DecodeEvent %v, EventBuf %v", err, berr)
 		}
+		named := EventBuf{Names: &Names{}}
+		if nerr := named.Decode(p); (nerr == nil) != (err == nil) || (err == nil && !reflect.DeepEqual(named.Event, e)) {
+			t.Fatalf("DecodeEvent %v, EventBuf with names %v", err, nerr)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrStored) {
 				t.Fatalf("error does not wrap ErrStored: %v", err)
@@ -528,10 +534,13 @@ func BenchmarkDecodeEvent(b *testing.B) {
 	for _, tc := range []struct {
 		name string
 		raw  []byte
-	}{{"json", evs[3].Raw}, {"binary", bin[3].Raw}} {
+	}{{"json", evs[3].Raw}, {"binary", bin[3].Raw}, {"binary-names", bin[3].Raw}} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			var buf EventBuf
+			if tc.name == "binary-names" {
+				buf.Names = &Names{}
+			}
 			for range b.N {
 				if err := buf.Decode(tc.raw); err != nil {
 					b.Fatal(err)
@@ -556,8 +565,11 @@ func BenchmarkSeal(b *testing.B) {
 // TestEventTypesInterned: every known type decodes to its constant.
 func TestEventTypesInterned(t *testing.T) {
 	for _, et := range EventTypes {
-		if eventType(string(et)) != et {
+		if k, ok := knownType([]byte(et)); !ok || k != et {
 			t.Errorf("%s", et)
 		}
+	}
+	if _, ok := knownType([]byte("Other")); ok {
+		t.Error("an unknown type is known")
 	}
 }

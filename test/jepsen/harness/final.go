@@ -141,10 +141,18 @@ func diverged(f *check.Final) []int {
 	return out
 }
 
-// saveRaft copies the Raft directories (log, stable store, snapshots) of
-// the given shards of every node into dir.
+// saveRaft copies the Raft directories (stable store, snapshots) of the
+// given shards of every node, and each node's log store, shared by its
+// shards, into dir.
 func saveRaft(c *Cluster, shards []int, dir string, logf func(string, ...any)) {
 	for _, n := range c.Nodes {
+		if log := filepath.Join(n.Data, "raft-log.db"); fileExists(log) {
+			if err := os.MkdirAll(filepath.Join(dir, n.ID), 0o755); err != nil {
+				logf("save raft: %v", err)
+			} else if err := run("cp", "-a", log, filepath.Join(dir, n.ID)); err != nil {
+				logf("save raft: %v", err)
+			}
+		}
 		for _, s := range shards {
 			src := filepath.Join(n.Data, fmt.Sprintf("shard-%d", s), "raft")
 			dst := filepath.Join(dir, n.ID, fmt.Sprintf("shard-%d", s))
@@ -212,4 +220,9 @@ func splitLines(b []byte) [][]byte {
 		out = append(out, b[start:])
 	}
 	return out
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

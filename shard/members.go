@@ -2,7 +2,9 @@ package shard
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 
 	"tally/cluster"
 	"tally/fsm"
@@ -54,6 +56,33 @@ func (h *Host) TransferLeader(ctx context.Context, i int, to string) error {
 		return err
 	}
 	return h.mapErr(r, r.Group.TransferLeadership(ctx, to))
+}
+
+// Handoff hands the leadership of every shard this node leads to another
+// voter, all shards at once, before the node stops: the shards then elect
+// no one after a timeout and lose no writes in flight to a leader that
+// vanished (a request already here is forwarded to the new leader). A
+// shard that cannot hand off (no other voter caught up) is left to its
+// election timeout; its error is returned with the others.
+func (h *Host) Handoff(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(h.replicas))
+	for i, r := range h.replicas {
+		if !r.Group.IsLeader() {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.Group.TransferLeadership(ctx, ""); err != nil {
+				errs[i] = fmt.Errorf("shard %d: %w", i, err)
+				return
+			}
+			r.log.Info("handed off leadership")
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // ReplicaStatus is this node's view of one shard.

@@ -156,3 +156,44 @@ func submitOn(t *testing.T, c *shardtest.Cluster, h *shard.Host, s int, cmd ledg
 	t.Logf("submit on %s: %v; retrying through the harness", h.NodeID(), err)
 	return submit(t, c, cmd)
 }
+
+// TestHandoff: a node that leads shards hands every one of them to
+// another node, as it does on SIGTERM, and then leads none.
+func TestHandoff(t *testing.T) {
+	c := shardtest.New(t, 3, 4)
+	h := c.WaitLeader(t, 0)
+	for s := 1; s < c.Shards(); s++ {
+		if c.WaitLeader(t, s) != h {
+			moveTo(t, c, s, h)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.Handoff(ctx); err != nil {
+		t.Fatalf("handoff: %v", err)
+	}
+	for s := 0; s < c.Shards(); s++ {
+		if l := c.WaitLeader(t, s); l == h {
+			t.Errorf("shard %d: %s still leads after its handoff", s, h.NodeID())
+		}
+	}
+}
+
+// moveTo hands shard s's leadership to host to.
+func moveTo(t *testing.T, c *shardtest.Cluster, s int, to *shard.Host) {
+	t.Helper()
+	for range 10 {
+		old := c.WaitLeader(t, s)
+		if old == to {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := old.TransferLeader(ctx, s, to.NodeID())
+		cancel()
+		if err != nil {
+			t.Logf("transfer shard %d to %s: %v", s, to.NodeID(), err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("shard %d: could not move its leadership to %s", s, to.NodeID())
+}

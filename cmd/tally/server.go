@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -124,12 +123,25 @@ func runServer(ctx context.Context, a *app, o *serverOpts) error {
 // is worse than one that exits with an error.
 const shutdownBound = 30 * time.Second
 
-// shutdown stops serving HTTP, then closes the host, within bound. Past
-// the bound it gives up: the caller exits non-zero, and the next start
-// replays what was not flushed from the Raft log.
-func shutdown(srv *http.Server, host io.Closer, log *slog.Logger, bound time.Duration) error {
+// stopper is what shutdown stops: the host.
+type stopper interface {
+	Handoff(ctx context.Context) error
+	Close() error
+}
+
+// shutdown hands off this node's leaderships while HTTP still serves (a
+// request that arrives meanwhile is forwarded to the new leader), stops
+// serving HTTP, then closes the host, all within bound. Past the bound it
+// gives up: the caller exits non-zero, and the next start replays what was
+// not flushed from the Raft log.
+func shutdown(srv *http.Server, host stopper, log *slog.Logger, bound time.Duration) error {
 	log.Info("shutting down", "bound", bound)
 	deadline := time.Now().Add(bound)
+	hctx, hcancel := context.WithTimeout(context.Background(), bound/3)
+	if err := host.Handoff(hctx); err != nil {
+		log.Warn("hand off leadership", "err", err)
+	}
+	hcancel()
 	sctx, cancel := context.WithTimeout(context.Background(), bound/3)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {

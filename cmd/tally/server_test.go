@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -12,7 +13,8 @@ import (
 
 type closer func() error
 
-func (c closer) Close() error { return c() }
+func (c closer) Close() error                    { return c() }
+func (closer) Handoff(ctx context.Context) error { return nil }
 
 // TestShutdownBound: a host whose close never returns (a failing disk, a
 // stuck Raft goroutine) makes shutdown give up at the bound with an

@@ -56,6 +56,9 @@ func TestForwarding(t *testing.T) {
 	}
 
 	t.Run("forward=false", func(t *testing.T) {
+		// lead reads its own replica of each shard: let every replica
+		// catch up on the writes before, or one arriving meanwhile counts.
+		waitSynced(t, nodes)
 		before := lead.logLengths(t)
 		cases := []struct {
 			name, method, path, body string
@@ -91,6 +94,9 @@ func TestForwarding(t *testing.T) {
 	})
 
 	t.Run("hop limit", func(t *testing.T) {
+		// lead reads its own replica of each shard: let every replica
+		// catch up on the writes before, or one arriving meanwhile counts.
+		waitSynced(t, nodes)
 		before := lead.logLengths(t)
 		a := do(t, "POST", fol.url()+"/v1/transfers", []byte(trs(tr("hop-1", "alice", "carol", 1))), "X-Tally-Hops", "2")
 		if code, _ := a.errorCode(t); a.status != http.StatusServiceUnavailable || code != "unavailable" {
@@ -130,6 +136,9 @@ func TestForwarding(t *testing.T) {
 	})
 
 	t.Run("bad input on a follower", func(t *testing.T) {
+		waitSynced(t, nodes)
+		// lead reads its own replica of each shard: let every replica
+		// catch up on the writes before, or one arriving meanwhile counts.
 		waitSynced(t, nodes)
 		before := lead.logLengths(t)
 		for _, nd := range nodes {

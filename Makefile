@@ -1,5 +1,8 @@
 # Tally: build, test and run a local cluster. `make help` lists the targets.
-GO      ?= go
+# Go as installed on the machine: on PATH, or where its tarball puts it.
+GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+# The tests run go (and gofmt) themselves.
+export PATH := $(dir $(GO)):$(PATH)
 GOFMT   := $(shell $(GO) env GOROOT)/bin/gofmt
 BIN     ?= ./tally
 PKGS    := ./...

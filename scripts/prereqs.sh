@@ -10,7 +10,11 @@ set -euo pipefail
 # git lists the sources for the gofmt check.
 declare -A pkg=([ip]=iproute2 [nft]=nftables [mkfs.ext4]=e2fsprogs [curl]=curl [nats-server]=nats-server
 	[postgres]=postgresql [git]=git)
-PATH=$PATH:/usr/sbin:/sbin:/usr/lib/postgresql/15/bin
+PATH=$PATH:/usr/sbin:/sbin:/usr/lib/postgresql/15/bin:/usr/local/go/bin
+if ! command -v go >/dev/null 2>&1; then
+	echo "make test needs Go (the go command, on PATH or in /usr/local/go/bin)" >&2
+	exit 1
+fi
 missing=()
 for cmd in "${!pkg[@]}"; do
 	command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg[$cmd]}")

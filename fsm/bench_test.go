@@ -18,13 +18,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 	for _, entries := range []int{1, 8} {
 		b.Run(fmt.Sprintf("entries=%d", entries), func(b *testing.B) {
 			f := open(b, b.TempDir())
-			setup := ledger.Entry{Time: t0, Commands: []ledger.Command{{Kind: ledger.CmdOpenAccounts}, {Kind: ledger.CmdTransfers}}}
-			for i := range accounts {
-				id := fmt.Sprintf("acct-%d", i)
-				setup.Commands[0].Accounts = append(setup.Commands[0].Accounts, ledger.Account{ID: id, Currency: "USD"})
-				setup.Commands[1].Transfers = append(setup.Commands[1].Transfers, xfer("fund-"+id, ledger.World, id, 1<<40))
-			}
-			f.ApplyBatch([]*raft.Log{entryLog(1, setup)})
+			f.ApplyBatch([]*raft.Log{entryLog(1, fundedSetup(accounts))})
 			r := rand.New(rand.NewSource(1))
 			index, n := uint64(1), 0
 			batch := func() []*raft.Log {
@@ -33,8 +27,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 					c := ledger.Command{Kind: ledger.CmdTransfers, Transfers: make([]ledger.Transfer, perEntry)}
 					for j := range c.Transfers {
 						n++
-						d, k := r.Intn(accounts), 1+r.Intn(accounts-1)
-						c.Transfers[j] = xfer(fmt.Sprintf("t-%d", n), fmt.Sprintf("acct-%d", d), fmt.Sprintf("acct-%d", (d+k)%accounts), 1+r.Int63n(100))
+						c.Transfers[j] = randomPair(r, n, accounts)
 					}
 					index++
 					logs[i] = entryLog(index, ledger.Entry{Time: t0 + ledger.Time(index), Commands: []ledger.Command{c}})

@@ -437,3 +437,22 @@ func allEvents(t testing.TB, f *FSM) []ledger.Event {
 		out = append(out, page...)
 	}
 }
+
+// fundedSetup is an entry that opens accounts acct-0 to acct-(n-1) and
+// funds each from @world, for the benchmarks.
+func fundedSetup(n int) ledger.Entry {
+	setup := ledger.Entry{Time: t0, Commands: []ledger.Command{{Kind: ledger.CmdOpenAccounts}, {Kind: ledger.CmdTransfers}}}
+	for i := range n {
+		id := fmt.Sprintf("acct-%d", i)
+		setup.Commands[0].Accounts = append(setup.Commands[0].Accounts, ledger.Account{ID: id, Currency: "USD"})
+		setup.Commands[1].Transfers = append(setup.Commands[1].Transfers, xfer("fund-"+id, ledger.World, id, 1<<40))
+	}
+	return setup
+}
+
+// randomPair is transfer t-k of 1 to 100 between two distinct accounts of
+// fundedSetup(n).
+func randomPair(r *rand.Rand, k, n int) ledger.Transfer {
+	d, o := r.Intn(n), 1+r.Intn(n-1)
+	return xfer(fmt.Sprintf("t-%d", k), fmt.Sprintf("acct-%d", d), fmt.Sprintf("acct-%d", (d+o)%n), 1+r.Int63n(100))
+}

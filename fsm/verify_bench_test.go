@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"context"
-	"fmt"
 	"math/rand"
 	"os"
 	"runtime/metrics"
@@ -34,13 +33,7 @@ func verifyBenchEvents() int {
 // that later entries post.
 func buildVerifyShard(b *testing.B, f *FSM, n int) {
 	const accounts, perEntry = 1000, 1000
-	setup := ledger.Entry{Time: t0, Commands: []ledger.Command{{Kind: ledger.CmdOpenAccounts}, {Kind: ledger.CmdTransfers}}}
-	for i := range accounts {
-		id := fmt.Sprintf("acct-%d", i)
-		setup.Commands[0].Accounts = append(setup.Commands[0].Accounts, ledger.Account{ID: id, Currency: "USD"})
-		setup.Commands[1].Transfers = append(setup.Commands[1].Transfers, xfer("fund-"+id, ledger.World, id, 1<<40))
-	}
-	f.ApplyBatch([]*raft.Log{entryLog(1, setup)})
+	f.ApplyBatch([]*raft.Log{entryLog(1, fundedSetup(accounts))})
 	r := rand.New(rand.NewSource(1))
 	index, k := uint64(1), 0
 	var holds []string
@@ -48,8 +41,7 @@ func buildVerifyShard(b *testing.B, f *FSM, n int) {
 		c := ledger.Command{Kind: ledger.CmdTransfers, Transfers: make([]ledger.Transfer, perEntry)}
 		for j := range c.Transfers {
 			k++
-			d, o := r.Intn(accounts), 1+r.Intn(accounts-1)
-			t := xfer(fmt.Sprintf("t-%d", k), fmt.Sprintf("acct-%d", d), fmt.Sprintf("acct-%d", (d+o)%accounts), 1+r.Int63n(100))
+			t := randomPair(r, k, accounts)
 			switch {
 			case len(holds) > 0 && k%7 == 0:
 				t.PostPendingID, t.Amount = holds[0], 0

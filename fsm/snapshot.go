@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -78,21 +77,24 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// mark is the content of a snapshot marker: the applied position the
-// snapshot stands for. Its state is the replica's own Badger, synced
-// before the marker is written.
-type mark struct {
-	meta
-}
+// A marker is markMagic and the applied position it stands for, encoded as
+// m:applied; its state is the replica's own Badger, synced first.
+func encodeMark(m meta) []byte { return append([]byte(markMagic), m.encode()...) }
 
-func (m mark) encode() []byte { return append([]byte(markMagic), m.meta.encode()...) }
-
-func decodeMark(b []byte) (mark, error) {
-	if !bytes.HasPrefix(b, []byte(markMagic)) {
-		return mark{}, errors.New("not a snapshot marker")
+// readMark reads the marker at the start of br, if there is one: ok says
+// whether br starts with markMagic, err whether the marker is bad.
+func readMark(br *bufio.Reader) (m meta, ok bool, err error) {
+	if head, _ := br.Peek(len(markMagic)); string(head) != markMagic {
+		return meta{}, false, nil
 	}
-	m, err := decodeMeta(b[len(markMagic):])
-	return mark{m}, err
+	b, err := io.ReadAll(io.LimitReader(br, 1<<10))
+	if err == nil {
+		m, err = decodeMeta(b[len(markMagic):])
+	}
+	if err != nil {
+		return meta{}, true, fmt.Errorf("snapshot marker: %w", err)
+	}
+	return m, true, nil
 }
 
 // Persist makes the state durable up to the snapshot's position and
@@ -110,7 +112,7 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	}
 	var n int
 	if err == nil {
-		n, err = sink.Write(mark{m}.encode())
+		n, err = sink.Write(encodeMark(m))
 	}
 	if err != nil {
 		sink.Cancel()
@@ -188,14 +190,9 @@ func (s *snapshot) Release() {
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	br := bufio.NewReaderSize(rc, 1<<20)
-	if head, _ := br.Peek(len(markMagic)); string(head) == markMagic {
-		// A marker stands for this replica's own state: there is nothing
-		// to load, only to check that the state covers it.
-		b, err := io.ReadAll(io.LimitReader(br, 1<<10))
-		if err != nil {
-			return fmt.Errorf("fsm: restore shard %d: %w", f.shard, err)
-		}
-		m, err := decodeMark(b)
+	// A marker stands for this replica's own state: there is nothing to
+	// load, only to check that the state covers it.
+	if m, ok, err := readMark(br); ok {
 		if err != nil {
 			return fmt.Errorf("fsm: restore shard %d: %w", f.shard, err)
 		}

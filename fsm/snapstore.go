@@ -34,15 +34,11 @@ func (s *snapStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
 		return nil, nil, err
 	}
 	br := bufio.NewReader(rc)
-	if head, _ := br.Peek(len(markMagic)); string(head) != markMagic {
+	m, ok, err := readMark(br)
+	if !ok {
 		return meta, readCloser{br, rc}, nil
 	}
-	b, err := io.ReadAll(io.LimitReader(br, 1<<10))
 	rc.Close()
-	if err != nil {
-		return nil, nil, fmt.Errorf("fsm: read snapshot marker %s: %w", id, err)
-	}
-	m, err := decodeMark(b)
 	if err != nil {
 		return nil, nil, fmt.Errorf("fsm: snapshot %s: %w", id, err)
 	}
@@ -60,7 +56,7 @@ type readCloser struct {
 // inline in the LSM, see openDB), then the stream is piped from the same
 // read transaction: nothing is copied to disk, and a leader that retries a
 // follower that is down reads no values.
-func (f *FSM) openFull(meta *raft.SnapshotMeta, m mark) (*raft.SnapshotMeta, io.ReadCloser, error) {
+func (f *FSM) openFull(meta *raft.SnapshotMeta, m meta) (*raft.SnapshotMeta, io.ReadCloser, error) {
 	if err := f.covers(m); err != nil {
 		return nil, nil, err
 	}
@@ -121,7 +117,7 @@ func uvarintLen(x uint64) uint64 {
 // and the same history: the event at the marker's seq has its head hash.
 // It fails when the state directory lost writes Raft has compacted away,
 // which this replica cannot recover by itself.
-func (f *FSM) covers(m mark) error {
+func (f *FSM) covers(m meta) error {
 	idx, _ := f.Applied()
 	if idx < m.Index {
 		return fmt.Errorf("fsm: shard %d: state at index %d is behind its snapshot marker at %d: "+

@@ -15,6 +15,10 @@ import (
 	"strings"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"tally/api/wire"
 	"tally/test/proc"
 )
@@ -285,42 +289,35 @@ type snapFigures struct {
 func (c *cluster) snapshotFigures() []snapFigures {
 	var out []snapFigures
 	for _, n := range c.nodes {
-		resp, err := http.Get("http://" + n.HTTP + "/metrics")
+		fams, err := scrape("http://" + n.HTTP + "/metrics")
 		if err != nil {
 			logf("metrics of %s: %v", n.ID, err)
 			continue
 		}
 		f := snapFigures{Node: n.ID}
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			name, rest, ok := strings.Cut(sc.Text(), "{")
-			if !ok {
-				continue
-			}
-			_, val, ok := strings.Cut(rest, "} ")
-			if !ok {
-				continue
-			}
-			v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
-			if err != nil {
-				continue
-			}
-			switch name {
-			case "tally_snapshot_seconds_count":
-				f.Count += int64(v)
-			case "tally_snapshot_seconds_sum":
-				f.Seconds += v
-			case "tally_snapshot_bytes_sum":
-				f.Bytes += v
-			case "tally_snapshot_sent_bytes_count":
-				f.Sent += int64(v)
-			case "tally_snapshot_sent_bytes_sum":
-				f.SentBytes += v
-			}
+		for _, m := range fams["tally_snapshot_seconds"].GetMetric() {
+			f.Count += int64(m.GetSummary().GetSampleCount())
+			f.Seconds += m.GetSummary().GetSampleSum()
 		}
-		resp.Body.Close()
+		for _, m := range fams["tally_snapshot_bytes"].GetMetric() {
+			f.Bytes += m.GetSummary().GetSampleSum()
+		}
+		for _, m := range fams["tally_snapshot_sent_bytes"].GetMetric() {
+			f.Sent += int64(m.GetSummary().GetSampleCount())
+			f.SentBytes += m.GetSummary().GetSampleSum()
+		}
 		out = append(out, f)
 	}
 	return out
+}
+
+// scrape reads a Prometheus text exposition.
+func scrape(url string) (map[string]*dto.MetricFamily, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	return p.TextToMetricFamilies(resp.Body)
 }

@@ -1,12 +1,17 @@
 package main
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
 	"tally/bench"
 	"tally/ledger"
+	"tally/test/proc"
 )
 
 // etcdLog is etcd.log of a `make bench` run (etcd/run.sh with
@@ -323,5 +328,32 @@ func TestSnapLine(t *testing.T) {
 	}
 	if got := snapLine(nil); got != "not measured" {
 		t.Fatalf("snapLine(nil): %q", got)
+	}
+}
+
+// TestSnapshotFigures: a node's snapshot summaries, summed over shards,
+// from its metrics page.
+func TestSnapshotFigures(t *testing.T) {
+	page := `# TYPE tally_snapshot_seconds summary
+tally_snapshot_seconds_sum{shard="0"} 0.5
+tally_snapshot_seconds_count{shard="0"} 2
+tally_snapshot_seconds_sum{shard="1"} 0.25
+tally_snapshot_seconds_count{shard="1"} 1
+# TYPE tally_snapshot_bytes summary
+tally_snapshot_bytes_sum{shard="0"} 134
+tally_snapshot_bytes_count{shard="0"} 2
+tally_snapshot_bytes_sum{shard="1"} 67
+tally_snapshot_bytes_count{shard="1"} 1
+# TYPE tally_snapshot_sent_bytes summary
+tally_snapshot_sent_bytes_sum{shard="1"} 1024
+tally_snapshot_sent_bytes_count{shard="1"} 1
+`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, page) }))
+	defer srv.Close()
+	c := &cluster{nodes: []*proc.Node{{ID: "n1", HTTP: strings.TrimPrefix(srv.URL, "http://")}}}
+	got := c.snapshotFigures()
+	want := []snapFigures{{Node: "n1", Count: 3, Seconds: 0.75, Bytes: 201, Sent: 1, SentBytes: 1024}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("figures %+v, want %+v", got, want)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"tally/edge"
 	"tally/sink"
 )
 
@@ -66,6 +67,7 @@ func runSink(ctx context.Context, a *app, o *sinkOpts, t sink.Target, out io.Wri
 		return errors.New("--consumer is required")
 	}
 	m := newSinkMetrics(t.Name(), o.consumer)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if o.metrics != "" {
 		ln, err := net.Listen("tcp", o.metrics)
 		if err != nil {
@@ -73,11 +75,10 @@ func runSink(ctx context.Context, a *app, o *sinkOpts, t sink.Target, out io.Wri
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		srv := edge.NewServer(mux, log)
 		go func() { _ = srv.Serve(ln) }() // ends with Close below
 		defer srv.Close()
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	err := sink.Run(ctx, t, sink.Options{
 		Endpoints:  strings.Split(a.addr, ","),
 		Consumer:   o.consumer,

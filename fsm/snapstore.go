@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bufio"
+	"encoding/binary"
 	"fmt"
 	"io"
 
@@ -88,6 +89,7 @@ func (f *FSM) openFull(meta *raft.SnapshotMeta, m meta) (*raft.SnapshotMeta, io.
 
 // size returns the length of the full stream write would produce.
 func (s *snapshot) size() int64 {
+	var hdr [binary.MaxVarintLen64]byte
 	n := int64(len(snapMagic)) + 1 // the magic line and the end
 	for _, k := range kinds.list {
 		n += 2 // the code and the part's end
@@ -96,7 +98,7 @@ func (s *snapshot) size() int64 {
 			for it.Rewind(); it.Valid(); it.Next() {
 				item := it.Item()
 				kl, vl := uint64(len(item.Key())), uint64(item.ValueSize())
-				n += int64(uvarintLen(kl) + uvarintLen(vl) + kl + vl)
+				n += int64(binary.PutUvarint(hdr[:], kl) + binary.PutUvarint(hdr[:], vl)) + int64(kl+vl)
 			}
 			it.Close()
 		}
@@ -104,14 +106,6 @@ func (s *snapshot) size() int64 {
 	return n
 }
 
-func uvarintLen(x uint64) uint64 {
-	n := uint64(1)
-	for x >= 0x80 {
-		x >>= 7
-		n++
-	}
-	return n
-}
 
 // covers checks that the state holds everything the marker stands for,
 // and the same history: the event at the marker's seq has its head hash.

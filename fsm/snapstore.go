@@ -98,14 +98,13 @@ func (s *snapshot) size() int64 {
 			for it.Rewind(); it.Valid(); it.Next() {
 				item := it.Item()
 				kl, vl := uint64(len(item.Key())), uint64(item.ValueSize())
-				n += int64(binary.PutUvarint(hdr[:], kl) + binary.PutUvarint(hdr[:], vl)) + int64(kl+vl)
+				n += int64(binary.PutUvarint(hdr[:], kl)+binary.PutUvarint(hdr[:], vl)) + int64(kl+vl)
 			}
 			it.Close()
 		}
 	}
 	return n
 }
-
 
 // covers checks that the state holds everything the marker stands for,
 // and the same history: the event at the marker's seq has its head hash.

@@ -147,18 +147,10 @@ func (f *FSM) changes(c ledger.Changes, enc uint8) []kv {
 		out = append(out, kv{k: histKey(a, seqs[len(seqs)-1]), v: encodeSeqs(seqs)})
 	}
 	for _, a := range c.Accounts {
-		v := a.AppendBinary(nil)
-		if enc == ledger.EncJSON {
-			v = mustJSON(a)
-		}
-		out = append(out, kv{k: key(preAcct, a.Key()), v: v})
+		out = append(out, kv{k: key(preAcct, a.Key()), v: storedValue(enc, a)})
 	}
 	for _, r := range c.Records {
-		v := r.AppendBinary(nil)
-		if enc == ledger.EncJSON {
-			v = mustJSON(r)
-		}
-		out = append(out, kv{k: key(preRec, r.Transfer.ID), v: v})
+		out = append(out, kv{k: key(preRec, r.Transfer.ID), v: storedValue(enc, r)})
 		f.ids.add(r.Transfer.ID) // before the commit: the filter never misses a stored id
 		if r.Tracked() {
 			out = append(out, kv{k: key(preOpen, r.Transfer.ID), del: !r.Open()})
@@ -179,6 +171,15 @@ func storedForm(e *ledger.Event) []byte {
 		return mustJSON(e)
 	}
 	return e.AppendBinary(nil)
+}
+
+// storedValue is an account's or record's stored form for enc: each is
+// encoded once, in the form it is stored in.
+func storedValue(enc uint8, v interface{ AppendBinary([]byte) []byte }) []byte {
+	if enc == ledger.EncJSON {
+		return mustJSON(v)
+	}
+	return v.AppendBinary(nil)
 }
 
 func mustJSON(v any) []byte {

@@ -1,8 +1,9 @@
 # Tally: build, test and run a local cluster. `make help` lists the targets.
 # Go as installed on the machine: on PATH, or where its tarball puts it.
 GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
-# The tests run go (and gofmt) themselves.
-export PATH := $(dir $(GO)):$(PATH)
+# The tests run go themselves, and servers that Debian installs in sbin
+# (nats-server), which a non-login shell may not have on PATH.
+export PATH := $(dir $(GO)):$(PATH):/usr/sbin:/sbin
 GOFMT   := $(shell $(GO) env GOROOT)/bin/gofmt
 BIN     ?= ./tally
 PKGS    := ./...

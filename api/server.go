@@ -22,6 +22,7 @@ import (
 type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
+	guard   *edge.Guard
 	metrics *metrics
 	// closing ends the event streams when the node shuts down (StopStreams).
 	closing     context.Context
@@ -40,10 +41,20 @@ type Server struct {
 	consumers consumerService
 }
 
+// Option configures a Server.
+type Option func(*Server)
+
+// WithGuard makes the server admit requests by g: who may use which
+// route. Without it every request is admitted (edge.Guard's zero value).
+func WithGuard(g *edge.Guard) Option { return func(s *Server) { s.guard = g } }
+
 // New returns the API of the node service svc.
-func New(svc *node.Service, log *slog.Logger) *Server {
+func New(svc *node.Service, log *slog.Logger, opts ...Option) *Server {
 	s := &Server{log: log, mux: http.NewServeMux(), accounts: svc, transfers: svc, sagas: svc,
-		shards: svc, members: svc, internal: svc, events: svc, consumers: svc}
+		shards: svc, members: svc, internal: svc, events: svc, consumers: svc, guard: &edge.Guard{}}
+	for _, o := range opts {
+		o(s)
+	}
 	s.closing, s.stopStreams = context.WithCancel(context.Background())
 	s.metrics = newMetrics(svc.Host())
 	s.routes()
@@ -114,7 +125,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // ServeHTTP runs the edge's checks (route, query parameters, deadline,
-// body limit), recovers from panics in handlers (a bug must not take the
+// who the caller is and whether the route admits them, body limit), recovers from panics in handlers (a bug must not take the
 // node down) and records metrics.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
@@ -133,6 +144,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	route = rt.String()
+	if e == nil {
+		e = s.guard.Admit(r, rt)
+	}
 	if e != nil {
 		edge.WriteError(sw, e)
 		return

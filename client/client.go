@@ -18,6 +18,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,6 +54,8 @@ type Client struct {
 	base    string // "http://host:port"
 	hc      *http.Client
 	timeout time.Duration
+	tls     *tls.Config
+	auth    string // the Authorization header, if any
 }
 
 // Option configures a Client.
@@ -66,24 +69,53 @@ func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc
 // it can answer 503 or 504 before the client gives up on it.
 func WithTimeout(d time.Duration) Option { return func(c *Client) { c.timeout = d } }
 
+// WithTLS makes the client speak TLS with tc: https for an address without
+// a scheme, the server checked against tc's CA (and tc's certificate
+// shown, if it has one). It applies to the client's own transport, not to
+// one given by WithHTTPClient.
+func WithTLS(tc *tls.Config) Option { return func(c *Client) { c.tls = tc } }
+
+// WithToken sends token as the bearer credential of every request (none
+// when empty).
+func WithToken(token string) Option {
+	return func(c *Client) {
+		if token != "" {
+			c.auth = "Bearer " + token
+		}
+	}
+}
+
 // New returns a client of the node or proxy at addr ("host:port"; an
 // "http://" or "https://" prefix is kept).
 func New(addr string, opts ...Option) *Client {
-	base := strings.TrimRight(addr, "/")
-	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
-		base = "http://" + base
-	}
-	c := &Client{base: base}
+	c := &Client{}
 	for _, o := range opts {
 		o(c)
 	}
+	base := strings.TrimRight(addr, "/")
+	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
+		if c.tls != nil {
+			base = "https://" + base
+		} else {
+			base = "http://" + base
+		}
+	}
+	c.base = base
 	if c.hc == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConns = idleConnsPerHost
 		tr.MaxIdleConnsPerHost = idleConnsPerHost
+		tr.TLSClientConfig = c.tls
 		c.hc = &http.Client{Transport: tr}
 	}
 	return c
+}
+
+// authorize puts the client's credential on req.
+func (c *Client) authorize(req *http.Request) {
+	if c.auth != "" {
+		req.Header.Set("Authorization", c.auth)
+	}
 }
 
 // Addr returns the base URL the client talks to.
@@ -375,6 +407,7 @@ func (c *Client) roundTrip(ctx context.Context, op, method, path string, q url.V
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	req.Header.Set("Accept", "application/json")
+	c.authorize(req)
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -173,6 +173,7 @@ func (c *Client) stream(ctx context.Context, path string, q url.Values, sse bool
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	req.Header.Set("Accept", "application/x-ndjson")
+	c.authorize(req)
 	if sse {
 		req.Header.Set("Accept", "text/event-stream")
 	}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 type Mux struct {
 	ln  net.Listener
 	log *slog.Logger
+	sec *TLS // nil: plaintext
 
 	mu     sync.Mutex
 	layers map[byte]*Layer
@@ -39,14 +41,25 @@ const handshakeTimeout = 5 * time.Second
 // peer's kernel, so idle but healthy connections are not affected.
 var keepAlive = net.KeepAliveConfig{Enable: true, Idle: time.Second, Interval: time.Second, Count: 3}
 
-// Listen opens the node's Raft port.
-func Listen(addr string, log *slog.Logger) (*Mux, error) {
+// TLS secures a Raft port with mutual TLS: both ends must show a node
+// certificate of the cluster, so that nothing else can join a group or
+// send it Raft traffic.
+type TLS struct {
+	// Server is the configuration the port accepts with; it must require
+	// and verify client certificates.
+	Server *tls.Config
+	// Client returns the configuration for dialing the port at addr.
+	Client func(addr string) *tls.Config
+}
+
+// Listen opens the node's Raft port; sec nil leaves it plaintext.
+func Listen(addr string, sec *TLS, log *slog.Logger) (*Mux, error) {
 	lc := net.ListenConfig{KeepAliveConfig: keepAlive}
 	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("raft listen %s: %w", addr, err)
 	}
-	m := &Mux{ln: ln, log: log, layers: map[byte]*Layer{}, done: make(chan struct{})}
+	m := &Mux{ln: ln, log: log, sec: sec, layers: map[byte]*Layer{}, done: make(chan struct{})}
 	go m.serve()
 	return m, nil
 }
@@ -85,12 +98,20 @@ func (m *Mux) serve() {
 
 func (m *Mux) route(c net.Conn) {
 	var b [1]byte
-	c.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	// The TLS handshake, if any, runs within the first read, under the
+	// same deadline.
+	if m.sec != nil {
+		c = tls.Server(c, m.sec.Server)
+	}
+	c.SetDeadline(time.Now().Add(handshakeTimeout))
 	if _, err := c.Read(b[:]); err != nil {
+		if m.sec != nil {
+			m.log.Warn("raft connection refused", "from", c.RemoteAddr().String(), "err", err)
+		}
 		c.Close()
 		return
 	}
-	c.SetReadDeadline(time.Time{})
+	c.SetDeadline(time.Time{})
 	m.mu.Lock()
 	l := m.layers[b[0]]
 	m.mu.Unlock()
@@ -156,12 +177,20 @@ func (l *Layer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, 
 	if err != nil {
 		return nil, err
 	}
-	c.SetWriteDeadline(time.Now().Add(timeout))
+	c.SetDeadline(time.Now().Add(timeout))
+	if l.mux.sec != nil {
+		tc := tls.Client(c, l.mux.sec.Client(string(addr)))
+		if err := tc.Handshake(); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("raft TLS to %s: %w", addr, err)
+		}
+		c = tc
+	}
 	if _, err := c.Write([]byte{l.id}); err != nil {
 		c.Close()
 		return nil, err
 	}
-	c.SetWriteDeadline(time.Time{})
+	c.SetDeadline(time.Time{})
 	return c, nil
 }
 

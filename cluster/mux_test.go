@@ -17,7 +17,7 @@ import (
 // that way (test/README.md). Both ends of a Raft connection must probe a
 // silent peer within seconds.
 func TestRaftConnsProbeSilentPeers(t *testing.T) {
-	m, err := Listen("127.0.0.1:0", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	m, err := Listen("127.0.0.1:0", nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"tally/secure"
 )
 
 // Route is one endpoint of the API with the query parameters it takes.
@@ -19,6 +21,25 @@ type Route struct {
 	// Open routes take any query parameter: the profiler's, whose
 	// parameters are the Go runtime's.
 	Open bool
+	// Role is what a caller must hold (Guard). When unset it follows the
+	// method: read for GET, write for the others, so a new route is never
+	// open by mistake.
+	Role secure.Role
+	// Public routes need no credential at all: health probes.
+	Public bool
+}
+
+// Needs returns the role a caller must hold for the route.
+func (rt *Route) Needs() secure.Role {
+	switch {
+	case rt.Public:
+		return secure.RoleNone
+	case rt.Role != secure.RoleNone:
+		return rt.Role
+	case rt.Method == http.MethodGet:
+		return secure.RoleRead
+	}
+	return secure.RoleWrite
 }
 
 // Parameters every API route takes: the deadline, and forward=false by
@@ -41,6 +62,10 @@ const InternalPrefix = "/v1/internal/"
 // IsInternal reports whether path is under InternalPrefix.
 func IsInternal(path string) bool { return strings.HasPrefix(path, InternalPrefix) }
 
+// op marks the routes that change the cluster's shape or undo what
+// clients did: membership, saga resolution, consumer resets, profiles.
+const op = secure.RoleOperator
+
 // Routes is every endpoint that a node serves; the proxy serves the same
 // set (it routes some itself and passes the others to a node). Adding an
 // endpoint starts here.
@@ -52,7 +77,7 @@ var Routes = []Route{
 	{Method: "POST", Pattern: "/v1/transfers"},
 	{Method: "GET", Pattern: "/v1/transfers/{id}", Params: append([]string{"shard"}, reads...)},
 	{Method: "GET", Pattern: "/v1/sagas", Params: []string{"state", "limit", "shard"}},
-	{Method: "POST", Pattern: "/v1/sagas/{id}/resolve"},
+	{Method: "POST", Pattern: "/v1/sagas/{id}/resolve", Role: op},
 	{Method: "GET", Pattern: "/v1/audit"},
 	{Method: "GET", Pattern: "/v1/shards/{shard}/audit"},
 	{Method: "GET", Pattern: "/v1/shards/{shard}/events", Params: append([]string{"after", "min_seq"}, stream...)},
@@ -62,21 +87,21 @@ var Routes = []Route{
 	{Method: "GET", Pattern: "/v1/shards/{shard}/hash", Params: []string{"seq"}},
 	{Method: "GET", Pattern: "/v1/consumers"},
 	{Method: "GET", Pattern: "/v1/consumers/{name}"},
-	{Method: "DELETE", Pattern: "/v1/consumers/{name}"},
+	{Method: "DELETE", Pattern: "/v1/consumers/{name}", Role: op},
 	{Method: "PUT", Pattern: "/v1/consumers/{name}/offsets/{shard}"},
-	{Method: "POST", Pattern: "/v1/consumers/{name}/reset"},
+	{Method: "POST", Pattern: "/v1/consumers/{name}/reset", Role: op},
 	{Method: "GET", Pattern: "/v1/cluster"},
 	{Method: "GET", Pattern: "/v1/cluster/local"},
-	{Method: "POST", Pattern: "/v1/cluster/join"},
-	{Method: "POST", Pattern: "/v1/cluster/leave"},
-	{Method: "POST", Pattern: "/v1/cluster/transfer-leader"},
-	{Method: "POST", Pattern: InternalPrefix + "{op}", Params: []string{"shard"}},
-	{Method: "GET", Pattern: "/healthz"},
-	{Method: "GET", Pattern: "/readyz"},
+	{Method: "POST", Pattern: "/v1/cluster/join", Role: op},
+	{Method: "POST", Pattern: "/v1/cluster/leave", Role: op},
+	{Method: "POST", Pattern: "/v1/cluster/transfer-leader", Role: op},
+	{Method: "POST", Pattern: InternalPrefix + "{op}", Params: []string{"shard"}, Role: secure.RoleNode},
+	{Method: "GET", Pattern: "/healthz", Public: true},
+	{Method: "GET", Pattern: "/readyz", Public: true},
 	{Method: "GET", Pattern: "/metrics"},
-	{Method: "GET", Pattern: "/debug/pprof/", Open: true},
-	{Method: "GET", Pattern: "/debug/pprof/profile", Open: true},
-	{Method: "GET", Pattern: "/debug/pprof/trace", Open: true},
+	{Method: "GET", Pattern: "/debug/pprof/", Open: true, Role: op},
+	{Method: "GET", Pattern: "/debug/pprof/profile", Open: true, Role: op},
+	{Method: "GET", Pattern: "/debug/pprof/trace", Open: true, Role: op},
 }
 
 // routes finds the Route of a request by its pattern.

@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,15 +46,55 @@ const (
 type Peer struct {
 	hc     *http.Client
 	scheme string
+	tls    *tls.Config
+	// auth is the Authorization header that proves this node when TLS is
+	// off (the cluster secret); with TLS the certificate proves it.
+	auth string
 }
 
-// NewPeer returns a Peer that sends through hc (nil: a client of its own).
-func NewPeer(hc *http.Client) *Peer {
-	if hc == nil {
-		hc = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute}}
-	}
-	return &Peer{hc: hc, scheme: "http"}
+// PeerOption configures a Peer.
+type PeerOption func(*Peer)
+
+// PeerTLS makes calls over TLS with tc, which carries this node's
+// certificate: the callee knows a node by it.
+func PeerTLS(tc *tls.Config) PeerOption {
+	return func(p *Peer) { p.tls, p.scheme = tc, "https" }
 }
+
+// PeerSecret proves this node by the cluster secret, for clusters without
+// TLS.
+func PeerSecret(secret string) PeerOption {
+	return func(p *Peer) {
+		if secret != "" {
+			p.auth = "Bearer " + secret
+		}
+	}
+}
+
+// NewPeer returns a Peer that sends through hc (nil: a client of its own,
+// with PeerTLS's configuration if given).
+func NewPeer(hc *http.Client, opts ...PeerOption) *Peer {
+	p := &Peer{hc: hc, scheme: "http"}
+	for _, o := range opts {
+		o(p)
+	}
+	if p.hc == nil {
+		p.hc = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute,
+			TLSClientConfig: p.tls}}
+	}
+	return p
+}
+
+// credentials sets what proves this node on req: its certificate goes with
+// the transport; the secret, when there is one, goes here.
+func (p *Peer) credentials(req *http.Request) {
+	if p.auth != "" {
+		req.Header.Set("Authorization", p.auth)
+	}
+}
+
+// url is the base URL of the node at addr (host:port).
+func (p *Peer) url(addr string) string { return p.scheme + "://" + addr }
 
 // opCommands is the operation that takes one encoded ledger command.
 const opCommands = "commands"
@@ -83,7 +124,7 @@ func (p *Peer) Call(ctx context.Context, addr, op string, in, out any) error {
 func (p *Peer) Healthy(ctx context.Context, addr string) bool {
 	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.scheme+"://"+addr+"/healthz", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url(addr)+"/healthz", nil)
 	if err != nil {
 		return false
 	}
@@ -110,7 +151,7 @@ func (p *Peer) call(ctx context.Context, addr, op string, q url.Values, body []b
 		}
 		q.Set("timeout", min(rem, edge.MaxTimeout).Truncate(time.Millisecond).String())
 	}
-	u := p.scheme + "://" + addr + InternalPrefix + op + "?" + q.Encode()
+	u := p.url(addr) + InternalPrefix + op + "?" + q.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
 		return edge.Internal("call %s: %v", addr, err)
@@ -120,6 +161,7 @@ func (p *Peer) call(ctx context.Context, addr, op string, q url.Values, body []b
 		req.Header.Set("Content-Type", "application/octet-stream")
 	}
 	req.Header.Set(edge.HopHeader, strconv.Itoa(Hops(ctx)+1))
+	p.credentials(req)
 	resp, err := p.hc.Do(req)
 	if err != nil {
 		return sendError(addr, err, write)

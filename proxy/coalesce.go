@@ -44,6 +44,10 @@ const transfersPath = "/v1/transfers"
 // lane holds the single-shard transfer requests of one shard that wait
 // for the requests in flight to it.
 type lane struct {
+	// cred is the credential every request of the lane came with: only
+	// requests made with the same one are merged, so a merged request
+	// never lends one client's rights to another's transfers.
+	cred     string
 	mu       sync.Mutex
 	inFlight int
 	queue    []*waiter
@@ -75,8 +79,9 @@ const (
 
 // group is waiters whose requests go as one.
 type group struct {
-	ws []*waiter
-	dl time.Time // the earliest deadline among them
+	cred string // the lane's
+	ws   []*waiter
+	dl   time.Time // the earliest deadline among them
 	// applied says whether the merged request may have been applied; it
 	// is settled once dl has passed, since no attempt starts after it.
 	applied atomic.Bool
@@ -92,11 +97,18 @@ type verdict struct {
 	again   bool              // the node refused the merged request: send alone
 }
 
-func (p *Proxy) lane(shard int) *lane {
-	if l, ok := p.lanes.Load(shard); ok {
+// laneKey names a lane: a shard and the credential of its requests.
+type laneKey struct {
+	shard int
+	cred  string
+}
+
+func (p *Proxy) lane(shard int, cred string) *lane {
+	k := laneKey{shard, cred}
+	if l, ok := p.lanes.Load(k); ok {
 		return l.(*lane)
 	}
-	l, _ := p.lanes.LoadOrStore(shard, new(lane))
+	l, _ := p.lanes.LoadOrStore(k, &lane{cred: cred})
 	return l.(*lane)
 }
 
@@ -114,7 +126,7 @@ func (p *Proxy) sendTransfers(ctx context.Context, w http.ResponseWriter, r *htt
 		alone()
 		return
 	}
-	l := p.lane(shard)
+	l := p.lane(shard, credential(ctx))
 	if l.take() {
 		alone()
 		p.release(l, shard)
@@ -259,7 +271,7 @@ func (l *lane) next(now time.Time) *group {
 			continue
 		}
 		if g == nil {
-			g, hi = &group{dl: wt.dl}, wt.dl
+			g, hi = &group{cred: l.cred, dl: wt.dl}, wt.dl
 		} else if n+wt.n > ledger.MaxBatch || size+len(wt.items)+1 > maxMergedBody ||
 			maxTime(hi, wt.dl).Sub(minTime(g.dl, wt.dl)) > mergeSlack {
 			break
@@ -293,7 +305,7 @@ func (p *Proxy) sendGroup(shard int, g *group) verdict {
 		n += wt.n
 	}
 	buf.WriteString("]}")
-	ctx, cancel := context.WithDeadline(p.ctx, g.dl)
+	ctx, cancel := context.WithDeadline(withCredential(p.ctx, g.cred), g.dl)
 	defer cancel()
 	c := p.newCall(shard, http.MethodPost, transfersPath, url.Values{}, buf.Bytes())
 	c.applied = &g.applied

@@ -70,7 +70,7 @@ func (g *gate) requests() [][]ledger.Transfer {
 
 // waiting is how many requests wait in shard's lane.
 func waiting(p *Proxy, shard int) int {
-	l := p.lane(shard)
+	l := p.lane(shard, "")
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.queue)

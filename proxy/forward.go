@@ -182,10 +182,11 @@ func (p *Proxy) do(ctx context.Context, addr string, c *call) (resp *http.Respon
 	}
 	tctx, wrote := traceWrite(ctx, c.applied)
 	req, err := http.NewRequestWithContext(tctx, c.method,
-		baseURL(addr)+c.path+"?"+q.Encode(), body)
+		p.baseURL(addr)+c.path+"?"+q.Encode(), body)
 	if err != nil {
 		return nil, false, err
 	}
+	p.authorize(req)
 	if c.body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -217,11 +217,12 @@ func (p *Proxy) fetchCluster(ctx context.Context, addr string) (*wire.Cluster, e
 }
 
 func (p *Proxy) getCluster(ctx context.Context, addr string) (*wire.Cluster, error) {
-	u := baseURL(addr) + "/v1/cluster?timeout=" + nodeTimeout(refreshTimeout).String()
+	u := p.baseURL(addr) + "/v1/cluster?timeout=" + nodeTimeout(refreshTimeout).String()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}
+	p.authorizeOwn(req)
 	resp, err := p.transport.RoundTrip(req)
 	if err != nil {
 		return nil, err
@@ -358,11 +359,11 @@ func (p *Proxy) isDown(addr string) bool {
 func normAddr(a string) string { return strings.TrimSuffix(strings.TrimSpace(a), "/") }
 
 // baseURL makes a node address (host:port or a URL) into a URL prefix.
-func baseURL(addr string) string {
+func (p *Proxy) baseURL(addr string) string {
 	if strings.Contains(addr, "://") {
 		return addr
 	}
-	return "http://" + addr
+	return p.scheme + "://" + addr
 }
 
 // sleep waits d or until ctx is done.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,6 +69,16 @@ type Config struct {
 	// sized for many concurrent clients, and closes its idle connections
 	// on Close.
 	Transport http.RoundTripper
+	// TLS, when set, is how the proxy's own transport reaches nodes that
+	// serve TLS (https), checking them against the cluster's CA.
+	TLS *tls.Config
+	// Guard admits client requests, as a node does; nil admits all.
+	Guard *edge.Guard
+	// Token is the proxy's own bearer token (role read), for what it asks
+	// nodes on its own account: the leader map. A client's request carries
+	// the client's own credential through, never this one; transfers are
+	// merged only among requests with the same credential.
+	Token string
 }
 
 // Proxy routes client requests to shard leaders. It is an http.Handler.
@@ -77,6 +88,9 @@ type Config struct {
 // call returns by the request's deadline.
 type Proxy struct {
 	log       *slog.Logger
+	guard     *edge.Guard
+	token     string
+	scheme    string // of node URLs: http, or https with TLS
 	seeds     []string
 	interval  time.Duration
 	transport http.RoundTripper
@@ -87,7 +101,7 @@ type Proxy struct {
 	next   atomic.Uint64 // rotates the choice of "any node"
 
 	relay *httputil.ReverseProxy // passes node answers to clients
-	lanes sync.Map               // shard -> *lane: transfer requests waiting to be merged
+	lanes sync.Map               // laneKey -> *lane: transfer requests waiting to be merged
 
 	// refreshes coalesces concurrent refreshes into one round. refreshMu
 	// guards the fields below it and orders wg.Add against Close.
@@ -114,7 +128,14 @@ func New(cfg Config) (*Proxy, error) {
 	if len(cfg.Nodes) == 0 {
 		return nil, errors.New("proxy: no nodes given")
 	}
-	p := &Proxy{log: cfg.Logger, interval: cfg.RefreshInterval, transport: cfg.Transport}
+	p := &Proxy{log: cfg.Logger, interval: cfg.RefreshInterval, transport: cfg.Transport,
+		guard: cfg.Guard, token: cfg.Token, scheme: "http"}
+	if p.guard == nil {
+		p.guard = &edge.Guard{}
+	}
+	if cfg.TLS != nil {
+		p.scheme = "https"
+	}
 	p.closing, p.stopStreams = context.WithCancel(context.Background())
 	if p.log == nil {
 		p.log = slog.Default()
@@ -131,7 +152,7 @@ func New(cfg Config) (*Proxy, error) {
 		p.seeds = append(p.seeds, n)
 	}
 	if p.transport == nil {
-		p.ownRT = newTransport()
+		p.ownRT = newTransport(cfg.TLS)
 		p.transport = p.ownRT
 	}
 	p.relay = p.newRelay()
@@ -142,8 +163,9 @@ func New(cfg Config) (*Proxy, error) {
 }
 
 // newTransport is the shared client side of every node connection.
-func newTransport() *http.Transport {
+func newTransport(tc *tls.Config) *http.Transport {
 	return &http.Transport{
+		TLSClientConfig: tc,
 		// Never route node traffic through an HTTP_PROXY from the
 		// environment: nodes are on the cluster's own network.
 		Proxy: nil,
@@ -161,7 +183,8 @@ func newTransport() *http.Transport {
 		IdleConnTimeout:     90 * time.Second,
 		// Bodies are passed through as the nodes encode them.
 		DisableCompression: true,
-		// Nodes speak HTTP/1.1 without TLS.
+		// HTTP/1.1 to nodes, with TLS or without: many connections
+		// spread the load better than one multiplexed HTTP/2 connection.
 		ForceAttemptHTTP2: false,
 		WriteBufferSize:   32 << 10,
 		ReadBufferSize:    32 << 10,
@@ -221,12 +244,18 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 // same a node makes: a known route, known query parameters, a valid
 // deadline.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		r = r.WithContext(withCredential(r.Context(), h))
+	}
 	if edge.IsInternal(r.URL.Path) {
 		// Saga steps between nodes: never taken from clients.
 		edge.WriteError(w, edge.NotFound(edge.CodeNotFound, "no route for %s %s", r.Method, r.URL.Path))
 		return
 	}
 	rt, timeout, e := edge.Check(r)
+	if rt != nil && e == nil {
+		e = p.guard.Admit(r, rt)
+	}
 	switch {
 	case rt == nil:
 		edge.NoRoute(w, r)

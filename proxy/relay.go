@@ -137,7 +137,7 @@ func (p *Proxy) tryNodes(req *http.Request, body []byte) (resp *http.Response, s
 			break
 		}
 		tctx, wrote := traceWrite(ctx, nil)
-		out, err := toNode(req.WithContext(tctx), addr, body)
+		out, err := toNode(req.WithContext(tctx), p.baseURL(addr), body)
 		if err != nil {
 			return nil, false, err
 		}
@@ -161,9 +161,9 @@ func (p *Proxy) tryNodes(req *http.Request, body []byte) (resp *http.Response, s
 }
 
 // toNode points out, a shallow copy of the relay's outgoing request, at
-// the node addr, with a fresh copy of body.
-func toNode(out *http.Request, addr string, body []byte) (*http.Request, error) {
-	u, err := url.Parse(baseURL(addr) + out.URL.RequestURI())
+// the node at base (scheme://host:port), with a fresh copy of body.
+func toNode(out *http.Request, base string, body []byte) (*http.Request, error) {
+	u, err := url.Parse(base + out.URL.RequestURI())
 	if err != nil {
 		return nil, err
 	}

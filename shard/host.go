@@ -40,6 +40,8 @@ type Config struct {
 	Bootstrap bool
 	Timing    cluster.Timing
 	Logger    *slog.Logger
+	// RaftTLS secures the Raft port with mutual TLS; nil: plaintext.
+	RaftTLS *cluster.TLS
 	// Transports, when set, gives each shard an in-memory transport
 	// instead of TCP (in-process tests).
 	Transports func(shard int) raft.Transport
@@ -106,7 +108,7 @@ func Open(cfg Config) (*Host, error) {
 	}
 	h := &Host{cfg: cfg, log: cfg.Logger, stop: make(chan struct{})}
 	if cfg.Transports == nil {
-		if h.mux, err = cluster.Listen(cfg.RaftAddr, h.log); err != nil {
+		if h.mux, err = cluster.Listen(cfg.RaftAddr, cfg.RaftTLS, h.log); err != nil {
 			return nil, err
 		}
 	}

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"os"
 	"os/signal"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"tally/client"
+	"tally/secure"
 )
 
 // defaultAddr is the proxy of `make cluster`.
@@ -27,14 +29,39 @@ type app struct {
 	json bool
 	// timeout bounds each request a client command sends.
 	timeout time.Duration
+	// token is the bearer token sent with every request (--token, env
+	// TALLY_TOKEN).
+	token string
+	// tlsCA is the CA that signs the cluster's certificates (--tls-ca,
+	// env TALLY_TLS_CA); set, clients speak TLS.
+	tlsCA string
+	// tls is what clients speak TLS with: from tlsCA, or a node's own.
+	tls *tls.Config
 }
 
 // client returns a client of the cluster at --addr.
 func (a *app) client() *client.Client { return a.clientOf(a.addr) }
 
-// clientOf returns a client of one node or proxy with the global timeout.
+// clientOf returns a client of one node or proxy with the global timeout,
+// TLS and token.
 func (a *app) clientOf(addr string) *client.Client {
-	return client.New(addr, client.WithTimeout(a.timeout))
+	return client.New(addr, client.WithTimeout(a.timeout), client.WithTLS(a.tls), client.WithToken(a.token))
+}
+
+// loadCA reads --tls-ca for the client commands, and TALLY_TOKEN.
+func (a *app) loadCA() error {
+	if a.token == "" {
+		a.token = os.Getenv("TALLY_TOKEN")
+	}
+	if a.tlsCA == "" {
+		return nil
+	}
+	t, err := secure.LoadTLS("", "", a.tlsCA)
+	if err != nil {
+		return err
+	}
+	a.tls = t.Client()
+	return nil
 }
 
 func main() {
@@ -81,6 +108,12 @@ one line on stderr and exits with status 1.`,
 	f.StringVar(&a.addr, "addr", addr, "host:port of the proxy or a node (env TALLY_ADDR)")
 	f.BoolVar(&a.json, "json", false, "print JSON instead of tables")
 	f.DurationVar(&a.timeout, "timeout", 10*time.Second, "deadline of each request")
+	// The token's default is read after parsing, so that --help never
+	// prints a secret.
+	f.StringVar(&a.token, "token", "", "bearer token sent with every request (env TALLY_TOKEN)")
+	f.StringVar(&a.tlsCA, "tls-ca", os.Getenv("TALLY_TLS_CA"),
+		"CA certificate that signs the cluster's certificates; set, clients speak TLS (env TALLY_TLS_CA)")
+	cmd.PersistentPreRunE = func(*cobra.Command, []string) error { return a.loadCA() }
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%w (see %s --help)", err, c.CommandPath())
 	})
@@ -102,6 +135,8 @@ one line on stderr and exits with status 1.`,
 		newAuditCmd(a),
 		newBenchCmd(a),
 		newSinkCmd(a),
+		newCertsCmd(a),
+		newTokenCmd(a),
 	)
 	return cmd
 }

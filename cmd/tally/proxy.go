@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -16,9 +15,10 @@ type proxyOpts struct {
 	listen   string
 	nodes    string
 	logLevel string
+	sec      secOpts
 }
 
-func newProxyCmd(_ *app) *cobra.Command {
+func newProxyCmd(a *app) *cobra.Command {
 	o := &proxyOpts{}
 	cmd := &cobra.Command{
 		Use:   "proxy",
@@ -35,18 +35,23 @@ flight and stops.`,
 		Example: `  tally proxy --listen 127.0.0.1:8080 --nodes 127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003
   tally --addr 127.0.0.1:8080 balance alice`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runProxy(cmd.Context(), o) },
+		RunE: func(cmd *cobra.Command, _ []string) error { return runProxy(cmd.Context(), a, o) },
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address to serve clients on")
 	f.StringVar(&o.nodes, "nodes", "127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003",
 		"comma-separated HTTP addresses of cluster nodes")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	o.sec.flags(f, false)
 	return cmd
 }
 
-func runProxy(ctx context.Context, o *proxyOpts) error {
+func runProxy(ctx context.Context, a *app, o *proxyOpts) error {
 	log, err := newLogger(o.logLevel)
+	if err != nil {
+		return err
+	}
+	sec, err := o.sec.load(a.tlsCA, []string{o.listen}, false, log)
 	if err != nil {
 		return err
 	}
@@ -59,11 +64,12 @@ func runProxy(ctx context.Context, o *proxyOpts) error {
 	if len(nodes) == 0 {
 		return errors.New("--nodes: give at least one node address")
 	}
-	p, err := proxy.New(proxy.Config{Nodes: nodes, Logger: log})
+	p, err := proxy.New(proxy.Config{Nodes: nodes, Logger: log, TLS: sec.client(), Guard: sec.guard, Token: a.token})
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", o.listen)
+	sec.watch(ctx, &o.sec, log)
+	ln, err := sec.listen(o.listen)
 	if err != nil {
 		return errors.Join(fmt.Errorf("listen: %w", err), p.Close())
 	}

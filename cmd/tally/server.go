@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -32,6 +31,7 @@ type serverOpts struct {
 	logLevel  string
 	fast      bool
 	memLimit  int64
+	sec       secOpts
 }
 
 func newServerCmd(a *app) *cobra.Command {
@@ -62,6 +62,7 @@ that restarts with its data directory needs neither: it rejoins its groups.`,
 	f.BoolVar(&o.fast, "fast-failover", false, "500ms Raft heartbeat and election timeouts instead of 1s")
 	f.Int64Var(&o.memLimit, "memory-limit", defaultMemLimit>>20,
 		"soft limit of the Go heap in MiB (the garbage collector works harder near it; 0: none); the GOMEMLIMIT variable overrides it")
+	o.sec.flags(f, true)
 	cmd.MarkFlagRequired("id")
 	return cmd
 }
@@ -78,6 +79,19 @@ func runServer(ctx context.Context, a *app, o *serverOpts) error {
 		return err
 	}
 	log = log.With("node", o.id)
+	sec, err := o.sec.load(a.tlsCA, []string{o.http, o.raft}, true, log)
+	if err != nil {
+		return err
+	}
+	if err := sec.nodeIdentity(o.id, log); err != nil {
+		return err
+	}
+	// The node's own calls as a client (joining, asking the shard count)
+	// show what proves it a node: its certificate, or the cluster secret.
+	a.tls = sec.client()
+	if !sec.serve {
+		a.token = string(sec.secret)
+	}
 	setMemoryLimit(o.memLimit, log)
 	if o.join != "" && !hasState(o) {
 		n, err := clusterShards(ctx, a, o.join)
@@ -90,18 +104,19 @@ func runServer(ctx context.Context, a *app, o *serverOpts) error {
 	if o.fast {
 		timing = cluster.Timing{Heartbeat: 500 * time.Millisecond, Election: 500 * time.Millisecond, LeaderLease: 250 * time.Millisecond}
 	}
-	ln, err := net.Listen("tcp", o.http)
+	ln, err := sec.listen(o.http)
 	if err != nil {
 		return fmt.Errorf("http listen: %w", err)
 	}
-	peer := node.NewPeer(nil)
+	peer := node.NewPeer(nil, sec.peerOptions()...)
 	host, err := shard.Open(shard.Config{NodeID: o.id, RaftAddr: o.raft, HTTPAddr: o.http, Dir: o.data,
-		Shards: o.shards, Bootstrap: o.bootstrap, Timing: timing, Logger: log, Peers: peer})
+		Shards: o.shards, Bootstrap: o.bootstrap, Timing: timing, Logger: log, Peers: peer, RaftTLS: sec.raft()})
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	handler := api.New(node.New(host, peer), log)
+	sec.watch(ctx, &o.sec, log)
+	handler := api.New(node.New(host, peer), log, api.WithGuard(sec.guard))
 	srv := edge.NewServer(handler, log)
 	srv.RegisterOnShutdown(handler.StopStreams)
 	go func() {
@@ -109,7 +124,8 @@ func runServer(ctx context.Context, a *app, o *serverOpts) error {
 			log.Error("http server", "err", err)
 		}
 	}()
-	log.Info("serving", "http", o.http, "raft", o.raft, "shards", host.Shards(), "data", o.data)
+	log.Info("serving", "http", o.http, "raft", o.raft, "shards", host.Shards(), "data", o.data,
+		"tls", sec.serve, "auth", sec.tokens != nil)
 	if o.join != "" {
 		go joinLoop(ctx, a, o, log)
 	}

@@ -8,7 +8,7 @@ GOFMT   := $(shell $(GO) env GOROOT)/bin/gofmt
 BIN     ?= ./tally
 PKGS    := ./...
 
-.PHONY: help prereqs build test test-unit test-e2e cluster cluster-stop node lint fmt fuzz bench bench-micro clean \
+.PHONY: help prereqs build test test-unit test-e2e cluster cluster-tls cluster-stop node lint fmt fuzz bench bench-micro clean \
 	jepsen jepsen-ci jepsen-soak jepsen-selftest jepsen-regress bench-sink
 
 # The fault suite (test/README.md). SEED 0 picks a seed from the clock;
@@ -42,10 +42,13 @@ test-e2e: build ## the end-to-end tests on the real binary
 cluster: build ## run 3 nodes and the proxy on localhost (data under ./data); Ctrl-C stops
 	BIN=$(BIN) ./scripts/cluster.sh
 
+cluster-tls: build ## the same cluster with TLS everywhere, node certificates and tokens (data under ./data-tls)
+	BIN=$(BIN) TLS=1 ./scripts/cluster.sh
+
 cluster-stop: ## stop a cluster started in the background
 	./scripts/cluster-stop.sh
 
-node: build ## restart one node of the local cluster: make node N=2
+node: build ## restart one node of the local cluster: make node N=2 (TLS=1 for cluster-tls)
 	BIN=$(BIN) ./scripts/node.sh $(N)
 
 lint: ## go vet and staticcheck

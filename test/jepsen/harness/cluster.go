@@ -2,6 +2,8 @@ package harness
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -118,11 +120,23 @@ func (c *Cluster) start(ctx context.Context, cfg ClusterConfig) error {
 	c.Proxy.Ready = c.ready(c.ProxyAddr)
 	if c.Root {
 		c.Proxy.Prefix = netnsExec(c.net.NS("proxy"))
+		c.Proxy.Args = append(c.Proxy.Args, "--insecure")
 	}
 	if err := proc.StartCluster(ctx, nodes, c.Proxy, c.Shards, 30*time.Second); err != nil {
 		return err
 	}
 	return c.waitMembers(ctx, 90*time.Second)
+}
+
+// secretFile writes the cluster secret once and returns its path.
+func (c *Cluster) secretFile() string {
+	path := filepath.Join(c.work, "cluster.secret")
+	if _, err := os.Stat(path); err != nil {
+		var b [16]byte
+		rand.Read(b[:])
+		os.WriteFile(path, []byte(hex.EncodeToString(b[:])+"\n"), 0o600)
+	}
+	return path
 }
 
 // newNode describes node i, id: its addresses (in its namespace with
@@ -146,6 +160,12 @@ func (c *Cluster) newNode(i int, id string, ports []int, fast bool) (*Node, erro
 	var extra []string
 	if fast {
 		extra = append(extra, "--fast-failover")
+	}
+	if c.Root {
+		// The namespaces' addresses are not loopback: the test network is
+		// plaintext on purpose, and the nodes know each other by a secret,
+		// so the node-only guard of the internal routes runs under faults.
+		extra = append(extra, "--insecure", "--cluster-secret-file", c.secretFile())
 	}
 	n := &Node{Node: proc.NewNode(c.bin, id, httpAddr, raftAddr, data, filepath.Join(c.store, id+".log"), extra...),
 		FailpointFile: filepath.Join(c.work, id+".failpoints")}

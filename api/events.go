@@ -228,7 +228,7 @@ type eventWriter struct {
 // that a reader (and the proxy, which waits for them) knows the stream is
 // open before the first event.
 func newEventWriter(w http.ResponseWriter, sse bool) *eventWriter {
-	o := &eventWriter{w: w, b: bufio.NewWriterSize(w, 64<<10), sse: sse}
+	o := &eventWriter{w: w, b: bufio.NewWriterSize(deadlineWriter{w}, 64<<10), sse: sse}
 	if sse {
 		w.Header().Set("Content-Type", "text/event-stream")
 	} else {
@@ -277,11 +277,22 @@ func (o *eventWriter) progress(p progress) error {
 	return o.b.WriteByte('\n')
 }
 
+// deadlineWriter gives each write of a stream StreamWriteTimeout: a
+// stream has no deadline, and a reader that stopped reading must not hold
+// it, and its goroutine, for ever.
+type deadlineWriter struct{ w http.ResponseWriter }
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	edge.LimitWrite(d.w, edge.StreamWriteTimeout)
+	return d.w.Write(p)
+}
+
 // flush pushes buffered lines to the reader.
 func (o *eventWriter) flush() error {
 	if err := o.b.Flush(); err != nil {
 		return err
 	}
+	edge.LimitWrite(o.w, edge.StreamWriteTimeout)
 	if f, ok := o.w.(http.Flusher); ok {
 		f.Flush()
 	}

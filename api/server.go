@@ -153,6 +153,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.deadline(r, d)
 	defer cancel()
+	if r.URL.Query().Get("follow") != "true" {
+		edge.LimitWrite(sw, d+edge.WriteSlack)
+	}
 	if n, err := strconv.Atoi(r.Header.Get(edge.HopHeader)); err == nil && n > 0 {
 		ctx = node.WithHops(ctx, n)
 	}
@@ -191,6 +194,10 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.status = code
 	w.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection (write
+// deadlines).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *statusWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {

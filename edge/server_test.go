@@ -46,3 +46,39 @@ func TestStalledBodyIsCut(t *testing.T) {
 		t.Fatal("the handler is still waiting for the body")
 	}
 }
+
+// TestStalledReaderIsCut: an answer to a client that stops reading fails
+// once its write deadline passes, instead of holding the handler.
+func TestStalledReaderIsCut(t *testing.T) {
+	got := make(chan error, 1)
+	srv := NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		LimitWrite(w, 300*time.Millisecond)
+		chunk := make([]byte, 64<<10)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				got <- err
+				return
+			}
+		}
+	}), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n") // and never read
+	select {
+	case err := <-got:
+		if err == nil {
+			t.Fatal("no error")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler is still writing to a reader that stopped")
+	}
+}

@@ -47,8 +47,9 @@ func (g *Guard) Identify(r *http.Request) (secure.Principal, *Error) {
 	if h == "" {
 		return secure.Anonymous, nil
 	}
-	bearer, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || bearer == "" {
+	// The scheme's name is case-insensitive (RFC 9110).
+	scheme, bearer, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || bearer == "" {
 		return secure.Anonymous, Errorf(http.StatusUnauthorized, CodeUnauthenticated,
 			"the Authorization header must be \"Bearer TOKEN\"")
 	}

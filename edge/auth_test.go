@@ -129,6 +129,10 @@ func TestGuard(t *testing.T) {
 		})
 	})
 	r := httptest.NewRequest("GET", "/v1/cluster", nil)
+	r.Header.Set("Authorization", "bearer "+toks[secure.RoleRead])
+	if p, e := (&Guard{Tokens: tokens}).Identify(r); e != nil || p.Role != secure.RoleRead {
+		t.Errorf("lower-case bearer: %v %v", p, e)
+	}
 	r.Header.Set("Authorization", "Basic abc")
 	if _, e := (&Guard{Tokens: tokens}).Identify(r); e == nil || e.Status != 401 {
 		t.Errorf("Basic credentials: %v", e)

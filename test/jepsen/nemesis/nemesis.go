@@ -53,10 +53,9 @@ type Traits struct {
 	Leader bool
 	// Variants: the schedule picks one per window (which crash point).
 	Variants []string
-	// OptIn: the class runs only when -faults names it. Its window takes
-	// far longer than the others' (restarts, catch-ups), and keeping it
-	// out of the default set keeps the CI profile's time and the
-	// schedules of old seeds.
+	// OptIn: the class runs only when -faults names it. Keeping it out
+	// of the default set keeps the schedules of old seeds, and the CI
+	// profile's time: its window grows with restarts and catch-ups.
 	OptIn bool
 }
 

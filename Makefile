@@ -9,7 +9,7 @@ BIN     ?= ./tally
 PKGS    := ./...
 
 .PHONY: help prereqs build test test-unit test-e2e cluster cluster-tls cluster-stop node lint fmt fuzz bench bench-micro clean \
-	jepsen jepsen-ci jepsen-soak jepsen-selftest jepsen-regress bench-sink
+	jepsen jepsen-ci jepsen-members jepsen-soak jepsen-selftest jepsen-regress bench-sink
 
 # The fault suite (test/README.md). SEED 0 picks a seed from the clock;
 # FAULTS is a comma-separated list of fault classes (empty: all).
@@ -69,6 +69,9 @@ jepsen-ci: ## the fault suite's CI profile: every fault class once (2-3 min, nee
 
 jepsen: ## a longer fault run: make jepsen SEED=42 FAULTS=kill-leader,halves DURATION=10m
 	$(JEPSEN) -profile random -seed $(SEED) -duration $(or $(DURATION),10m) $(if $(FAULTS),-faults $(FAULTS))
+
+jepsen-members: ## the opt-in membership faults (join, leave, rolling restart) under load
+	$(JEPSEN) -profile random -seed $(SEED) -duration $(or $(DURATION),3m) -faults membership,rolling-restart,kill-leader
 
 jepsen-soak: ## random fault runs with fresh seeds for DURATION (default 30m); keeps failures only
 	$(JEPSEN) -profile soak -duration $(or $(DURATION),30m) $(if $(FAULTS),-faults $(FAULTS))

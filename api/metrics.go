@@ -66,6 +66,11 @@ func newMetrics(h replicas) *metrics {
 				func() float64 { return float64(c.v(ls.LogStats())) }))
 		}
 	}
+	if p, ok := h.(interface{ Promotions() uint64 }); ok {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tally_raft_promotions_total",
+			Help: "Joining non-voters this node promoted to voter, as a shard's leader, once they had caught up."},
+			func() float64 { return float64(p.Promotions()) }))
+	}
 	for i := 0; i < h.Shards(); i++ {
 		labels := prometheus.Labels{"shard": fmt.Sprint(i)}
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_shard_applied_seq",

@@ -130,6 +130,16 @@ func (g *Group) AddVoter(ctx context.Context, id, addr string) error {
 	})
 }
 
+// AddNonvoter adds a server that receives the log but neither votes nor
+// counts towards a commit, so that a new node catches up without
+// weakening the quorum. A server that is already a voter stays one (only
+// its address is updated). It must run on the leader.
+func (g *Group) AddNonvoter(ctx context.Context, id, addr string) error {
+	return g.change(ctx, func(timeout time.Duration) raft.Future {
+		return g.r.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout)
+	})
+}
+
 // RemoveServer removes a server. It must run on the leader.
 func (g *Group) RemoveServer(ctx context.Context, id string) error {
 	return g.change(ctx, func(timeout time.Duration) raft.Future {

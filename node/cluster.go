@@ -25,16 +25,20 @@ func (s *Service) Local() wire.Cluster {
 		}
 		sv := wire.Shard{Shard: i, Leader: st.Raft.LeaderID, LeaderHTTP: st.LeaderHTTP}
 		for _, srv := range st.Servers {
-			rv := wire.Replica{Node: srv.ID, Raft: srv.Addr, HTTP: st.Nodes[srv.ID], State: "unknown"}
+			rv := wire.Replica{Node: srv.ID, Raft: srv.Addr, HTTP: st.Nodes[srv.ID], Suffrage: wire.Nonvoter, State: "unknown"}
+			if srv.Voter {
+				rv.Suffrage = wire.Voter
+			}
 			if srv.ID == s.h.NodeID() {
-				rv.State, rv.AppliedSeq = strings.ToLower(st.Raft.State), st.AppliedSeq
+				rv.State, rv.AppliedSeq, rv.AppliedIndex = strings.ToLower(st.Raft.State), st.AppliedSeq, st.Raft.AppliedIndex
 			}
 			sv.Replicas = append(sv.Replicas, rv)
 			nodes[srv.ID] = wire.Node{ID: srv.ID, HTTP: st.Nodes[srv.ID], Raft: srv.Addr}
 		}
 		if st.Raft.LeaderID == s.h.NodeID() {
-			sv.AppliedSeq = st.AppliedSeq
+			sv.AppliedSeq, sv.CommitIndex = st.AppliedSeq, st.Raft.CommitIndex
 		}
+		lags(&sv)
 		cv.Shards = append(cv.Shards, sv)
 	}
 	for _, n := range nodes {
@@ -91,12 +95,26 @@ func merge(sv *wire.Shard, views map[string]wire.Cluster) {
 			}
 			for _, orv := range o.Replicas {
 				if orv.Node == rv.Node {
-					rv.State, rv.AppliedSeq = orv.State, orv.AppliedSeq
+					rv.State, rv.AppliedSeq, rv.AppliedIndex = orv.State, orv.AppliedSeq, orv.AppliedIndex
 				}
 			}
 			if o.Leader == rv.Node && rv.State == "leader" {
-				sv.Leader, sv.LeaderHTTP, sv.AppliedSeq = o.Leader, o.LeaderHTTP, rv.AppliedSeq
+				sv.Leader, sv.LeaderHTTP, sv.AppliedSeq, sv.CommitIndex = o.Leader, o.LeaderHTTP, rv.AppliedSeq, o.CommitIndex
 			}
+		}
+	}
+	lags(sv)
+}
+
+// lags sets each replica's lag behind the leader's commit index, for the
+// replicas whose applied index is known: a joining node's catch-up, and
+// what its promotion waits for (shard.PromoteLag).
+func lags(sv *wire.Shard) {
+	for j := range sv.Replicas {
+		rv := &sv.Replicas[j]
+		rv.Lag = 0
+		if sv.CommitIndex > rv.AppliedIndex && rv.State != "unknown" && rv.State != "unreachable" {
+			rv.Lag = sv.CommitIndex - rv.AppliedIndex
 		}
 	}
 }

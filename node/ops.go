@@ -29,7 +29,7 @@ const (
 // reads are the operations that change nothing: a failure after sending
 // one is a definite 503, never a 504.
 var reads = map[string]bool{opAccount: true, opTransfer: true, opHistory: true, opSagas: true,
-	opAudit: true, opLocal: true, opOffsets: true}
+	opAudit: true, opLocal: true, opOffsets: true, opApplied: true}
 
 // op serves one operation for another node, from its arguments.
 type op func(ctx context.Context, q string, body []byte) (any, error)
@@ -47,6 +47,7 @@ func (s *Service) operations() map[string]op {
 		opLeaderTransfer: jsonOp(s.leaderTransferOn),
 		opOffsets:        jsonOp(s.offsetsOn),
 		opOffset:         jsonOp(s.offsetOn),
+		opApplied:        jsonOp(s.appliedOn),
 		opLocal:          func(context.Context, string, []byte) (any, error) { return s.Local(), nil },
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 
@@ -59,6 +60,9 @@ type Peers interface {
 	// Healthy reports whether the node at addr answers, within a short
 	// bound.
 	Healthy(ctx context.Context, addr string) bool
+	// Applied returns the Raft index that the node at addr has applied
+	// on shard i: how a leader sees a non-voter's catch-up.
+	Applied(ctx context.Context, addr string, i int) (uint64, error)
 }
 
 // Host runs one replica of every shard. Its methods are safe for
@@ -72,6 +76,8 @@ type Host struct {
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	once     sync.Once
+	// promotions counts the non-voters promoted while this node led.
+	promotions atomic.Uint64
 }
 
 // Replica is this node's replica of one shard.

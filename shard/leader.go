@@ -43,7 +43,8 @@ func (h *Host) lead(r *Replica) {
 
 // duties: apply the term's barrier (reads and the saga driver rely on it),
 // make sure the node directory has this node's address, propose an entry
-// when a pending transfer is due to expire, and hand leadership to the
+// when a pending transfer is due to expire, promote the non-voters that
+// have caught up (promote.go), and hand leadership to the
 // node that should lead this shard so that leaders spread over the nodes.
 func (h *Host) duties(ctx context.Context, r *Replica) {
 	defer h.wg.Done()
@@ -71,6 +72,7 @@ func (h *Host) duties(ctx context.Context, r *Replica) {
 				return err
 			})
 		}
+		h.promoteAll(ctx, r)
 		if time.Since(since) > balanceSettle && time.Since(lastBalance) > balanceEvery {
 			lastBalance = time.Now()
 			h.spread(ctx, r)

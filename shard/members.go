@@ -10,9 +10,12 @@ import (
 	"tally/fsm"
 )
 
-// Join adds node id as a voter of shard i and records its HTTP address.
-// This node must lead shard i. Joining again with the same addresses is
-// harmless.
+// Join adds node id to shard i as a non-voter, records its HTTP address,
+// and waits until it has caught up to promote it to voter (the rule is in
+// promote.go). This node must lead shard i. When ctx ends first the node
+// stays a non-voter, the error wraps cluster.ErrUnavailable, and this
+// shard's leader promotes it later. Joining again is harmless: a voter
+// stays a voter, and nothing is proposed that is already so.
 func (h *Host) Join(ctx context.Context, i int, id, raftAddr, httpAddr string) error {
 	r, err := h.Replica(i)
 	if err != nil {
@@ -21,22 +24,38 @@ func (h *Host) Join(ctx context.Context, i int, id, raftAddr, httpAddr string) e
 	if !r.Group.IsLeader() {
 		return h.notLeader(r)
 	}
-	if err := r.Group.AddVoter(ctx, id, raftAddr); err != nil {
-		return h.mapErr(r, fmt.Errorf("shard %d: add %s: %w", i, id, err))
+	if srv, ok := member(r, id); !ok || srv.Addr != raftAddr {
+		if err := r.Group.AddNonvoter(ctx, id, raftAddr); err != nil {
+			return h.mapErr(r, fmt.Errorf("shard %d: add %s: %w", i, id, err))
+		}
+		r.log.Info("added non-voter", "node", id, "raft", raftAddr)
 	}
-	if _, err := r.Group.Apply(ctx, fsm.EncodeNode(id, httpAddr)); err != nil {
-		return h.mapErr(r, fmt.Errorf("shard %d: record %s: %w", i, id, err))
+	if r.FSM.Nodes()[id] != httpAddr {
+		if _, err := r.Group.Apply(ctx, fsm.EncodeNode(id, httpAddr)); err != nil {
+			return h.mapErr(r, fmt.Errorf("shard %d: record %s: %w", i, id, err))
+		}
 	}
-	return nil
+	return h.waitPromoted(ctx, r, id, httpAddr)
 }
 
-// Leave removes node id from shard i. This node must lead shard i.
+// Leave removes node id from shard i. This node must lead shard i. When
+// id is this node, it first hands the shard's leadership to another
+// voter and answers with a *NotLeaderError naming it, so that the caller
+// removes this node there: a leader that removed itself would leave the
+// shard without one for an election timeout.
 func (h *Host) Leave(ctx context.Context, i int, id string) error {
 	r, err := h.Replica(i)
 	if err != nil {
 		return err
 	}
 	if !r.Group.IsLeader() {
+		return h.notLeader(r)
+	}
+	if id == h.cfg.NodeID {
+		if err := r.Group.TransferLeadership(ctx, ""); err != nil {
+			return h.mapErr(r, fmt.Errorf("shard %d: hand off before leaving: %w", i, err))
+		}
+		r.log.Info("handed off leadership before leaving")
 		return h.notLeader(r)
 	}
 	if _, err := r.Group.Apply(ctx, fsm.EncodeNode(id, "")); err != nil {

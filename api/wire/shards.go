@@ -52,22 +52,37 @@ type Cluster struct {
 	Nodes  []Node  `json:"nodes"`
 }
 
-// Shard is one shard's Raft group as a node sees it.
+// Shard is one shard's Raft group as a node sees it. CommitIndex is the
+// leader's commit index (0 when no leader answered).
 type Shard struct {
-	Shard      int       `json:"shard"`
-	Leader     string    `json:"leader"`
-	LeaderHTTP string    `json:"leader_http"`
-	AppliedSeq uint64    `json:"applied_seq"`
-	Replicas   []Replica `json:"replicas"`
+	Shard       int       `json:"shard"`
+	Leader      string    `json:"leader"`
+	LeaderHTTP  string    `json:"leader_http"`
+	AppliedSeq  uint64    `json:"applied_seq"`
+	CommitIndex uint64    `json:"commit_index"`
+	Replicas    []Replica `json:"replicas"`
 }
 
-// Replica is one member of a shard's Raft group.
+// Suffrage of a replica: a voter counts towards commits and elections; a
+// non-voter (a joining node still catching up) only receives the log.
+const (
+	Voter    = "voter"
+	Nonvoter = "nonvoter"
+)
+
+// Replica is one member of a shard's Raft group. AppliedIndex is the Raft
+// index it reports having applied; Lag is how far that is behind the
+// leader's commit index, meaningful when both answered (State is neither
+// unknown nor unreachable, and the shard's CommitIndex is set).
 type Replica struct {
-	Node       string `json:"node"`
-	Raft       string `json:"raft"`
-	HTTP       string `json:"http"`
-	State      string `json:"state"`
-	AppliedSeq uint64 `json:"applied_seq"`
+	Node         string `json:"node"`
+	Raft         string `json:"raft"`
+	HTTP         string `json:"http"`
+	Suffrage     string `json:"suffrage"`
+	State        string `json:"state"`
+	AppliedSeq   uint64 `json:"applied_seq"`
+	AppliedIndex uint64 `json:"applied_index"`
+	Lag          uint64 `json:"lag"`
 }
 
 // Node is one tally server process.

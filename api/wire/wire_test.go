@@ -58,11 +58,14 @@ func TestEncoding(t *testing.T) {
 			Accounts: 2, Pending: 1, RaftState: "Leader", Term: 3, Leader: "n1", CommitIndex: 120},
 			`{"shard":3,"node":"n1","applied_index":120,"applied_seq":42,"head_hash":"ab","state_hash":"cd","accounts":2,` +
 				`"pending":1,"raft_state":"Leader","term":3,"leader":"n1","commit_index":120}`},
-		{"cluster", Cluster{Shards: []Shard{{Shard: 0, Leader: "n1", LeaderHTTP: "h1", AppliedSeq: 4,
-			Replicas: []Replica{{Node: "n1", Raft: "r1", HTTP: "h1", State: "leader", AppliedSeq: 4}}}},
+		{"cluster", Cluster{Shards: []Shard{{Shard: 0, Leader: "n1", LeaderHTTP: "h1", AppliedSeq: 4, CommitIndex: 9,
+			Replicas: []Replica{{Node: "n1", Raft: "r1", HTTP: "h1", Suffrage: Voter, State: "leader", AppliedSeq: 4, AppliedIndex: 9},
+				{Node: "n4", Raft: "r4", HTTP: "h4", Suffrage: Nonvoter, State: "follower", AppliedSeq: 1, AppliedIndex: 5, Lag: 4}}}},
 			Nodes: []Node{{ID: "n1", HTTP: "h1", Raft: "r1"}}},
-			`{"shards":[{"shard":0,"leader":"n1","leader_http":"h1","applied_seq":4,"replicas":[{"node":"n1","raft":"r1",` +
-				`"http":"h1","state":"leader","applied_seq":4}]}],"nodes":[{"id":"n1","http":"h1","raft":"r1"}]}`},
+			`{"shards":[{"shard":0,"leader":"n1","leader_http":"h1","applied_seq":4,"commit_index":9,"replicas":[{"node":"n1","raft":"r1",` +
+				`"http":"h1","suffrage":"voter","state":"leader","applied_seq":4,"applied_index":9,"lag":0},` +
+				`{"node":"n4","raft":"r4","http":"h4","suffrage":"nonvoter","state":"follower","applied_seq":1,"applied_index":5,"lag":4}]}],` +
+				`"nodes":[{"id":"n1","http":"h1","raft":"r1"}]}`},
 		{"new accounts", AccountsIn{Accounts: []AccountIn{{ID: "bob", Currency: "EUR"}}},
 			`{"accounts":[{"id":"bob","currency":"EUR","allow_negative":false}]}`},
 	} {

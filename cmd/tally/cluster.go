@@ -28,7 +28,12 @@ func newClusterCmd(a *app) *cobra.Command {
 func newClusterStatusCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
-		Short: "Show each shard's leader and replicas, and the nodes",
+		Short: "Show each shard's leader, voters and non-voters, and the nodes",
+		Long: `Show each shard's leader and its replicas, voters and non-voters apart. A
+replica reads NODE=STATE@APPLIED_SEQ, with ,lag=N when its applied Raft index
+is N entries behind the leader's commit index. A non-voter is a joining node
+still catching up: the shard's leader promotes it to voter once it is within
+128 entries of the commit index.`,
 		Example: `  tally cluster status
   tally --addr 127.0.0.1:8002 cluster status --json`,
 		Args: cobra.NoArgs,
@@ -48,13 +53,22 @@ func newClusterStatusCmd(a *app) *cobra.Command {
 
 func printCluster(w io.Writer, st *client.ClusterStatus) {
 	t := table.New(w)
-	table.Row(t, "SHARD", "LEADER", "LEADER_HTTP", "APPLIED_SEQ", "REPLICAS")
+	table.Row(t, "SHARD", "LEADER", "LEADER_HTTP", "APPLIED_SEQ", "COMMIT_INDEX", "VOTERS", "NONVOTERS")
 	for _, s := range st.Shards {
-		reps := make([]string, len(s.Replicas))
-		for i, r := range s.Replicas {
-			reps[i] = fmt.Sprintf("%s=%s@%d", r.Node, orDash(r.State), r.AppliedSeq)
+		var voters, nonvoters []string
+		for _, r := range s.Replicas {
+			cell := fmt.Sprintf("%s=%s@%d", r.Node, orDash(r.State), r.AppliedSeq)
+			if r.Lag > 0 {
+				cell += fmt.Sprintf(",lag=%d", r.Lag)
+			}
+			if r.Suffrage == "nonvoter" {
+				nonvoters = append(nonvoters, cell)
+			} else {
+				voters = append(voters, cell)
+			}
 		}
-		table.Row(t, s.Shard, orDash(s.Leader), orDash(s.LeaderHTTP), s.AppliedSeq, orDash(strings.Join(reps, " ")))
+		table.Row(t, s.Shard, orDash(s.Leader), orDash(s.LeaderHTTP), s.AppliedSeq, s.CommitIndex,
+			orDash(strings.Join(voters, " ")), orDash(strings.Join(nonvoters, " ")))
 	}
 	t.Flush()
 	fmt.Fprintln(w)
@@ -80,7 +94,11 @@ func newClusterJoinCmd(a *app) *cobra.Command {
 		Use:   "join ID RAFT_ADDR HTTP_ADDR",
 		Short: "Add a node to every shard",
 		Long: `Add a running node (started with tally server --join) to every shard's Raft
-group. The request is forwarded to each shard's leader.`,
+group. The request is forwarded to each shard's leader, which adds the node
+as a non-voter and promotes it to voter once it has caught up. The command
+returns when the node is a voter of every shard; if it times out first, the
+node stays a non-voter until its leader promotes it. Joining again is
+harmless.`,
 		Example: `  tally cluster join n4 127.0.0.1:7004 127.0.0.1:8004`,
 		Args:    cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -94,8 +112,11 @@ group. The request is forwarded to each shard's leader.`,
 
 func newClusterLeaveCmd(a *app) *cobra.Command {
 	return &cobra.Command{
-		Use:     "leave ID",
-		Short:   "Remove a node from every shard",
+		Use:   "leave ID",
+		Short: "Remove a node from every shard",
+		Long: `Remove a node from every shard's Raft group. A shard that the node leads
+first hands its leadership to another voter, so no shard waits an election
+timeout for a new leader.`,
 		Example: `  tally cluster leave n4`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -46,9 +46,10 @@ func (rec *recorder) body(path string) string {
 func TestClusterCommands(t *testing.T) {
 	status := client.ClusterStatus{
 		Shards: []client.ShardInfo{
-			{Shard: 0, Leader: "n1", LeaderHTTP: "127.0.0.1:8001", AppliedSeq: 42, Replicas: []client.Replica{
-				{Node: "n1", Raft: "127.0.0.1:7001", HTTP: "127.0.0.1:8001", State: "leader", AppliedSeq: 42},
-				{Node: "n2", Raft: "127.0.0.1:7002", HTTP: "127.0.0.1:8002", State: "follower", AppliedSeq: 41}}},
+			{Shard: 0, Leader: "n1", LeaderHTTP: "127.0.0.1:8001", AppliedSeq: 42, CommitIndex: 90, Replicas: []client.Replica{
+				{Node: "n1", Raft: "127.0.0.1:7001", HTTP: "127.0.0.1:8001", Suffrage: "voter", State: "leader", AppliedSeq: 42, AppliedIndex: 90},
+				{Node: "n2", Raft: "127.0.0.1:7002", HTTP: "127.0.0.1:8002", Suffrage: "voter", State: "follower", AppliedSeq: 41, AppliedIndex: 89, Lag: 1},
+				{Node: "n3", Raft: "127.0.0.1:7003", HTTP: "127.0.0.1:8003", Suffrage: "nonvoter", State: "follower", AppliedSeq: 7, AppliedIndex: 20, Lag: 70}}},
 			{Shard: 1, Replicas: []client.Replica{}},
 		},
 		Nodes: []client.Node{{ID: "n1", HTTP: "127.0.0.1:8001", Raft: "127.0.0.1:7001"}, {ID: "n2", HTTP: "127.0.0.1:8002", Raft: "127.0.0.1:7002"}},
@@ -67,10 +68,10 @@ func TestClusterCommands(t *testing.T) {
 	})
 
 	out := mustRun(t, rec.addr(), "cluster", "status")
-	if got := strings.Join(fields(t, out, "0"), " "); got != "0 n1 127.0.0.1:8001 42 n1=leader@42 n2=follower@41" {
+	if got := strings.Join(fields(t, out, "0"), " "); got != "0 n1 127.0.0.1:8001 42 90 n1=leader@42 n2=follower@41,lag=1 n3=follower@7,lag=70" {
 		t.Errorf("shard 0 line %q\n%s", got, out)
 	}
-	if got := strings.Join(fields(t, out, "1"), " "); got != "1 - - 0 -" {
+	if got := strings.Join(fields(t, out, "1"), " "); got != "1 - - 0 0 - -" {
 		t.Errorf("leaderless shard line %q", got)
 	}
 	if got := strings.Join(fields(t, out, "n2"), " "); got != "n2 127.0.0.1:8002 127.0.0.1:7002" {

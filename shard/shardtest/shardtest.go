@@ -12,6 +12,7 @@ package shardtest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -179,8 +180,7 @@ func New(t testing.TB, nodes, shards int, opts ...Option) *Cluster {
 }
 
 // serve answers 503 while node n is down, else passes the request to
-// the running incarnation's handler, or answers /healthz when there is
-// none.
+// the running incarnation's handler (InternalOnly unless WithHandler).
 func serve(n *node) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !n.up.Load() {
@@ -224,12 +224,36 @@ func (c *Cluster) start(i int, bootstrap bool) error {
 		return err
 	}
 	n.host = h
+	hd := InternalOnly(nodesvc.New(h, peer))
 	if c.handler != nil {
-		hd := c.handler(nodesvc.New(h, peer), log)
-		n.handler.Store(&hd)
+		hd = c.handler(nodesvc.New(h, peer), log)
 	}
+	n.handler.Store(&hd)
 	n.up.Store(true)
 	return nil
+}
+
+// InternalOnly serves /healthz and the calls of other nodes (node.Peer),
+// which a leader needs to see a joining node's catch-up: the handler of a
+// node of a cluster built without WithHandler. A WithHandler function
+// that is not the node's API passes InternalPrefix paths to it.
+func InternalOnly(svc *nodesvc.Service) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	mux.HandleFunc("POST "+nodesvc.InternalPrefix+"{op}", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		var out any
+		if err == nil {
+			out, err = svc.Internal(r.Context(), r.PathValue("op"), r.URL.Query().Get("shard"), body)
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(out) // a failed write is the caller's error to see
+	})
+	return mux
 }
 
 // join adds node i to shard s through the shard's leader, retrying while

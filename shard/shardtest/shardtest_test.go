@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	nodesvc "tally/node"
@@ -17,7 +18,12 @@ import (
 // every node leading its share; WaitReady and Follower agree with it.
 func TestServedCluster(t *testing.T) {
 	whoami := func(svc *nodesvc.Service, _ *slog.Logger) http.Handler {
+		internal := shardtest.InternalOnly(svc)
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, nodesvc.InternalPrefix) {
+				internal.ServeHTTP(w, r) // joins ask the joining node's progress
+				return
+			}
 			io.WriteString(w, svc.NodeID())
 		})
 	}

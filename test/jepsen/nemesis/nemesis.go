@@ -53,6 +53,10 @@ type Traits struct {
 	Leader bool
 	// Variants: the schedule picks one per window (which crash point).
 	Variants []string
+	// OptIn: the class runs only when -faults names it. Keeping it out
+	// of the default set keeps the schedules of old seeds, and the CI
+	// profile's time: its window grows with restarts and catch-ups.
+	OptIn bool
 }
 
 // Env is what a run offers the faults.
@@ -77,6 +81,7 @@ var registry = []Fault{
 	proxyKill, proxyPause,
 	diskFull,
 	fsyncError, crashPoint,
+	membership, rollingRestart,
 }
 
 // All returns every registered class, in registry order.
@@ -118,11 +123,23 @@ func Parse(list string) ([]string, error) {
 	return out, nil
 }
 
-// Available returns the classes of want (all when want is empty) that a
-// run with env can apply, in the order given.
+// Defaults returns the classes a run applies when -faults names none:
+// every registered class but the opt-in ones, in registry order.
+func Defaults() []string {
+	var out []string
+	for _, f := range registry {
+		if !f.Traits().OptIn {
+			out = append(out, f.Name())
+		}
+	}
+	return out
+}
+
+// Available returns the classes of want (the defaults when want is
+// empty) that a run with env can apply, in the order given.
 func Available(want []string, env Env) []string {
 	if len(want) == 0 {
-		want = Names()
+		want = Defaults()
 	}
 	var out []string
 	for _, name := range want {
@@ -176,6 +193,31 @@ type Cluster interface {
 	// SetFailpoints replaces the content of a node's failpoint file,
 	// which a failpoints build reads while it runs.
 	SetFailpoints(node, content string) error
+	// Members returns each shard's replicas as the cluster reports them
+	// (GET /v1/cluster through a node that answers).
+	Members(ctx context.Context) ([]ShardMembers, error)
+	// Leave removes a node from every shard (POST /v1/cluster/leave,
+	// sent to another node).
+	Leave(ctx context.Context, node string) error
+	// Rejoin stops a node, deletes its data and starts it again with
+	// --join: a new member that catches up from nothing. It returns once
+	// the node answers.
+	Rejoin(ctx context.Context, node string) error
+}
+
+// ShardMembers is one shard's Raft group as the cluster reports it.
+type ShardMembers struct {
+	Shard    int
+	Leader   string
+	Replicas []Member
+}
+
+// Member is one replica of a shard.
+type Member struct {
+	Node  string
+	Voter bool
+	State string // leader, follower, ..., unknown, unreachable
+	Lag   uint64 // Raft entries behind the leader's commit index
 }
 
 // Proc is one node or proxy process.
@@ -191,6 +233,8 @@ type Proc interface {
 	// ExpectDeath marks the process as one a fault may crash, so that
 	// its exit is not reported as unexpected.
 	ExpectDeath(bool)
+	// Pid is the running process's id, 0 when it is not running.
+	Pid() int
 }
 
 // Network is the run's private network: members are the node ids and

@@ -62,8 +62,13 @@ func TestAvailability(t *testing.T) {
 	if !Partial(noRoot) || Partial(Env{Root: true}) {
 		t.Error("a run is partial exactly when it lacks root")
 	}
-	if got := Available(nil, Env{Root: true, Failpoints: true}); !reflect.DeepEqual(got, Names()) {
-		t.Errorf("root and failpoints: %v, want every class", got)
+	if got := Available(nil, Env{Root: true, Failpoints: true}); !reflect.DeepEqual(got, Defaults()) {
+		t.Errorf("root and failpoints: %v, want every default class", got)
+	}
+	for _, opt := range []string{"membership", "rolling-restart"} {
+		if slices.Contains(Defaults(), opt) || !reflect.DeepEqual(Available([]string{opt}, Env{}), []string{opt}) {
+			t.Errorf("%s must run only when named", opt)
+		}
 	}
 	un := Unavailable(Env{Root: true})
 	if len(un) != 2 || !errors.Is(un["fsync-error"], ErrNeedsFailpoints) || !errors.Is(un["crash-point"], ErrNeedsFailpoints) {
@@ -116,8 +121,8 @@ func TestSchedulesOfOldSeeds(t *testing.T) {
 		s    []Step
 		want string
 	}{
-		{"ci seed 42", Schedule(42, Names(), true, 0, 4*time.Second, 2*time.Second, 4), "14dbd02bc5d12afa"},
-		{"random seed 7", Schedule(7, Names(), false, 10*time.Minute, 4*time.Second, 2*time.Second, 4), "f0f3b6c30b18a9e4"},
+		{"ci seed 42", Schedule(42, Defaults(), true, 0, 4*time.Second, 2*time.Second, 4), "14dbd02bc5d12afa"},
+		{"random seed 7", Schedule(7, Defaults(), false, 10*time.Minute, 4*time.Second, 2*time.Second, 4), "f0f3b6c30b18a9e4"},
 		{"regress seed 5004", Schedule(5004, []string{"pause-leader", "pause-follower", "crash-point", "kill-follower"},
 			false, 4*time.Minute, 4*time.Second, 2*time.Second, 4), "bd76850dc49bf01c"},
 	} {
@@ -137,7 +142,7 @@ func TestEveryFaultIsVerifiedAndHealed(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = r.Close() })
-	sched := Schedule(1, Available(nil, Env{Root: true, Failpoints: true}), true, 0, 30*time.Millisecond, 0, 4)
+	sched := Schedule(1, Names(), true, 0, 30*time.Millisecond, 0, 4)
 	ws := r.Run(context.Background(), time.Now(), time.Now().Add(time.Minute), sched, nil)
 	if len(ws) != len(registry) {
 		t.Fatalf("%d windows, want %d", len(ws), len(registry))
@@ -170,12 +175,13 @@ type fakeCluster struct {
 	disks  map[string]*fakeDisk
 	term   uint64
 	leader string
+	gone   map[string]bool // nodes that left every shard
 }
 
 func newFakeCluster(shards int) *fakeCluster {
-	c := &fakeCluster{shards: shards, procs: map[string]*fakeProc{}, shard: map[string]int{}, disks: map[string]*fakeDisk{}, leader: "n1", term: 1}
+	c := &fakeCluster{shards: shards, procs: map[string]*fakeProc{}, shard: map[string]int{}, disks: map[string]*fakeDisk{}, leader: "n1", term: 1, gone: map[string]bool{}}
 	for _, n := range []string{"n1", "n2", "n3", proxy} {
-		c.procs[n] = &fakeProc{running: true}
+		c.procs[n] = &fakeProc{running: true, pid: 100}
 		if n != proxy {
 			c.disks[n] = &fakeDisk{free: 1 << 30}
 			c.shard[n] = -1
@@ -199,7 +205,41 @@ func (c *fakeCluster) Restart(_ context.Context, name string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.running, p.stopped = true, false
+	p.pid++
 	return nil
+}
+
+func (c *fakeCluster) Members(context.Context) ([]ShardMembers, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]ShardMembers, c.shards)
+	for i := range out {
+		out[i].Shard = i
+		for _, n := range c.Nodes() {
+			if c.gone[n] {
+				continue
+			}
+			if out[i].Leader == "" {
+				out[i].Leader = n
+			}
+			out[i].Replicas = append(out[i].Replicas, Member{Node: n, Voter: true, State: "follower"})
+		}
+	}
+	return out, nil
+}
+
+func (c *fakeCluster) Leave(_ context.Context, node string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gone[node] = true
+	return nil
+}
+
+func (c *fakeCluster) Rejoin(ctx context.Context, node string) error {
+	c.mu.Lock()
+	delete(c.gone, node)
+	c.mu.Unlock()
+	return c.Restart(ctx, node)
 }
 
 // SetFailpoints trips an armed failpoint at once: the node stops.
@@ -271,6 +311,16 @@ func (c *fakeCluster) Applied(string, int) (uint64, bool) { return 1, true }
 type fakeProc struct {
 	mu               sync.Mutex
 	running, stopped bool
+	pid              int
+}
+
+func (p *fakeProc) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.running {
+		return 0
+	}
+	return p.pid
 }
 
 func (p *fakeProc) Kill() error {
@@ -291,6 +341,8 @@ func (p *fakeProc) Signal(sig syscall.Signal) error {
 		p.stopped = true
 	case syscall.SIGCONT:
 		p.stopped = false
+	case syscall.SIGTERM:
+		p.running, p.stopped = false, false
 	}
 	return nil
 }

@@ -52,7 +52,7 @@ func (h *Host) promote(ctx context.Context, r *Replica, srv cluster.Server, http
 		return false, h.mapErr(r, err)
 	}
 	h.promotions.Add(1)
-	r.log.Info("promoted to voter", "node", srv.ID, "applied_index", p.Applied, "commit_index", p.Commit)
+	r.log.Info("promoted to voter", "member", srv.ID, "applied_index", p.Applied, "commit_index", p.Commit)
 	return true, nil
 }
 

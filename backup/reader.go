@@ -14,10 +14,16 @@ import (
 	"tally/ledger"
 )
 
+// foldFlush is how many events the fold applies between flushes.
+const foldFlush = 1024
+
 // Reader reads a backup file and checks it as it goes: the header, every
 // event's own hash and its place in its shard's hash chain (seq, prev
-// hash, shard, time), that each shard ends at its cut with the cut's
-// head, and the trailer. Any failure wraps ErrCorrupt, and the caller
+// hash, shard, time), that folding the events (ledger.State.ReplayHashed,
+// as verify does) gives the balances each event carries, that each shard
+// ends at its cut with the cut's head, its books summing to 0 with no
+// account overdrawn, and the trailer. The fold keeps the accounts and
+// the open pending transfers in memory, never the history. Any failure wraps ErrCorrupt, and the caller
 // must discard what it read: a file is good only once Next has returned
 // io.EOF. It is not safe for concurrent use.
 type Reader struct {
@@ -31,6 +37,7 @@ type Reader struct {
 	seq   uint64 // last seq read in it
 	head  ledger.Hash
 	time  ledger.Time
+	st    *ledger.State // the fold of the section
 	stats []Stats
 	done  bool
 	sum   Summary
@@ -63,6 +70,7 @@ func NewReader(r io.Reader) (*Reader, error) {
 		return nil, br.corrupt("header: %v", err)
 	}
 	br.stats = make([]Stats, br.h.Shards)
+	br.st = ledger.NewState(0, br.h.Shards, nil)
 	return br, nil
 }
 
@@ -124,6 +132,12 @@ func (r *Reader) check(raw []byte, ev *ledger.Event) error {
 	case ev.Seq > r.h.Cut[r.shard].Seq:
 		return fmt.Errorf("beyond the cut (seq %d)", r.h.Cut[r.shard].Seq)
 	}
+	if err := r.st.ReplayHashed(ev); err != nil {
+		return err
+	}
+	if ev.Seq%foldFlush == 0 {
+		r.st.Flush() // forget the records written: memory stays flat
+	}
 	r.seq, r.head, r.time = ev.Seq, ev.Hash, ev.Time
 	return nil
 }
@@ -133,9 +147,18 @@ func (r *Reader) endShard() error {
 	if r.seq != c.Seq || r.head != c.Head {
 		return r.corrupt("shard %d ends at seq %d head %s, the cut says seq %d head %s", r.shard, r.seq, r.head, c.Seq, c.Head)
 	}
+	for cur, sum := range r.st.Sums() {
+		if sum.Sign() != 0 {
+			return r.corrupt("shard %d: currency %s sums to %s, not 0", r.shard, cur, sum)
+		}
+	}
+	if o := r.st.Overdrawn(); len(o) > 0 {
+		return r.corrupt("shard %d: overdrawn accounts %v", r.shard, o)
+	}
 	r.stats[r.shard].Shard, r.stats[r.shard].Seq = r.shard, r.seq
 	r.shard++
 	r.seq, r.head, r.time = 0, ledger.Hash{}, 0
+	r.st = ledger.NewState(r.shard, r.h.Shards, nil)
 	return nil
 }
 

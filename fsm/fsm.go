@@ -53,7 +53,8 @@ type FSM struct {
 	nodes   map[string]string // node directory, replaced on change
 
 	rest  RestoreState  // restore.go; FSM goroutine only
-	epoch atomic.Uint64 // rest.Epoch once restored, for readers
+	epoch     atomic.Uint64 // rest.Epoch once restored, for readers
+	inRestore atomic.Bool   // rest.Restoring, for readers
 
 	offMu   sync.Mutex
 	offsets map[string]uint64 // consumer offsets (consumers.go)

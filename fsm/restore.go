@@ -211,7 +211,7 @@ func (f *FSM) applyRestore(_ uint64, payload []byte) (any, []kv, error) {
 			return nil, nil, fmt.Errorf("restore: %w", err)
 		}
 	}
-	f.rest = RestoreState{Epoch: e.epoch, Restoring: true}
+	f.setRest(RestoreState{Epoch: e.epoch, Restoring: true})
 	c := f.st.Flush()
 	c.Events = evs
 	// The open sagas reach the saga driver only when the restore
@@ -233,11 +233,10 @@ func (f *FSM) finishRestore(e restoreEntry) (any, []kv, error) {
 	case f.st.Seq != e.seq || f.st.Head != e.head:
 		return refuse("shard %d is at seq %d head %s, the cut is seq %d head %s", f.shard, f.st.Seq, f.st.Head, e.seq, e.head)
 	}
-	f.rest = RestoreState{Epoch: e.epoch, Seq: e.seq, Head: e.head}
+	f.setRest(RestoreState{Epoch: e.epoch, Seq: e.seq, Head: e.head})
 	for _, r := range f.st.OpenSagas() {
 		f.sagaDelta = append(f.sagaDelta, copySaga(&r))
 	}
-	f.epoch.Store(e.epoch)
 	return &RestoreResponse{}, []kv{{k: keyRestore, v: f.rest.encode()}}, nil
 }
 
@@ -265,9 +264,8 @@ func (f *FSM) loadRestore(db *badger.DB) (func(), error) {
 		return nil, fmt.Errorf("fsm: load shard %d: %w", f.shard, err)
 	}
 	return func() {
-		f.rest = rs
+		f.setRest(rs)
 		if !rs.Restoring {
-			f.epoch.Store(rs.Epoch)
 			return
 		}
 		// Installed after the ledger's view: its open sagas wait for the
@@ -278,7 +276,35 @@ func (f *FSM) loadRestore(db *badger.DB) (func(), error) {
 	}, nil
 }
 
+// setRest sets the restore state and what readers see of it.
+func (f *FSM) setRest(rs RestoreState) {
+	f.rest = rs
+	f.inRestore.Store(rs.Restoring)
+	if !rs.Restoring {
+		f.epoch.Store(rs.Epoch)
+	}
+}
+
+// Restoring reports whether the shard is being restored: it has restored
+// events but not yet the finish entry. It is safe for concurrent use.
+func (f *FSM) Restoring() bool { return f.inRestore.Load() }
+
 // Epoch returns the shard's restore epoch: 0 for a shard never restored,
 // else one more than that of the cluster its backup came from. It is
 // safe for concurrent use.
 func (f *FSM) Epoch() uint64 { return f.epoch.Load() }
+
+// EventsStored returns up to limit events with seq > after, in order, in
+// their stored form, for a backup (which restores them verbatim). The
+// values must not be changed.
+func (f *FSM) EventsStored(after uint64, limit int) ([][]byte, error) {
+	evs, err := f.storedEvents(after, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(evs))
+	for i, s := range evs {
+		out[i] = s.stored
+	}
+	return out, nil
+}

@@ -52,7 +52,7 @@ type FSM struct {
 	nodesMu sync.Mutex
 	nodes   map[string]string // node directory, replaced on change
 
-	rest  RestoreState  // restore.go; FSM goroutine only
+	rest      RestoreState  // restore.go; FSM goroutine only
 	epoch     atomic.Uint64 // rest.Epoch once restored, for readers
 	inRestore atomic.Bool   // rest.Restoring, for readers
 

@@ -70,6 +70,7 @@ var Routes = []Route{
 	{Method: "POST", Pattern: "/v1/cluster/join"},
 	{Method: "POST", Pattern: "/v1/cluster/leave"},
 	{Method: "POST", Pattern: "/v1/cluster/transfer-leader"},
+	{Method: "GET", Pattern: "/v1/backup"},
 	{Method: "POST", Pattern: InternalPrefix + "{op}", Params: []string{"shard"}},
 	{Method: "GET", Pattern: "/healthz"},
 	{Method: "GET", Pattern: "/readyz"},

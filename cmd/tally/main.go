@@ -102,6 +102,7 @@ one line on stderr and exits with status 1.`,
 		newAuditCmd(a),
 		newBenchCmd(a),
 		newSinkCmd(a),
+		newBackupCmd(a),
 	)
 	return cmd
 }

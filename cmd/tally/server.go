@@ -32,6 +32,7 @@ type serverOpts struct {
 	logLevel  string
 	fast      bool
 	memLimit  int64
+	restore   string
 }
 
 func newServerCmd(a *app) *cobra.Command {
@@ -62,6 +63,7 @@ that restarts with its data directory needs neither: it rejoins its groups.`,
 	f.BoolVar(&o.fast, "fast-failover", false, "500ms Raft heartbeat and election timeouts instead of 1s")
 	f.Int64Var(&o.memLimit, "memory-limit", defaultMemLimit>>20,
 		"soft limit of the Go heap in MiB (the garbage collector works harder near it; 0: none); the GOMEMLIMIT variable overrides it")
+	f.StringVar(&o.restore, "restore", "", "with --bootstrap: start the new cluster from this backup file (tally backup)")
 	cmd.MarkFlagRequired("id")
 	return cmd
 }
@@ -95,8 +97,8 @@ func runServer(ctx context.Context, a *app, o *serverOpts) error {
 		return fmt.Errorf("http listen: %w", err)
 	}
 	peer := node.NewPeer(nil)
-	host, err := shard.Open(shard.Config{NodeID: o.id, RaftAddr: o.raft, HTTPAddr: o.http, Dir: o.data,
-		Shards: o.shards, Bootstrap: o.bootstrap, Timing: timing, Logger: log, Peers: peer})
+	host, err := openHost(ctx, shard.Config{NodeID: o.id, RaftAddr: o.raft, HTTPAddr: o.http, Dir: o.data,
+		Shards: o.shards, Bootstrap: o.bootstrap, Timing: timing, Logger: log, Peers: peer}, o.restore, log)
 	if err != nil {
 		ln.Close()
 		return err

@@ -76,10 +76,10 @@ with status 1 if the file is damaged.`,
 
 // backupOutput is what the backup commands print.
 type backupOutput struct {
-	File    string `json:"file"`
+	File    string         `json:"file"`
 	Summary backup.Summary `json:"summary"`
-	Seconds float64      `json:"seconds,omitempty"`
-	Compare *backup.Diff `json:"compare,omitempty"`
+	Seconds float64        `json:"seconds,omitempty"`
+	Compare *backup.Diff   `json:"compare,omitempty"`
 }
 
 func runBackup(cmd *cobra.Command, a *app, o *backupOpts, path string) error {

@@ -35,7 +35,7 @@ func (s *Server) backup(r *http.Request) (any, error) {
 	return streamFunc(func(w http.ResponseWriter) error {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Cache-Control", "no-store")
-		w.Header().Set("Tally-Epoch", strconv.FormatUint(hd.Epoch, 10))
+		w.Header().Set(EpochHeader, strconv.FormatUint(hd.Epoch, 10))
 		w.WriteHeader(http.StatusOK)
 		_, err := write(r.Context(), w)
 		return err

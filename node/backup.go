@@ -27,3 +27,16 @@ func (s *Service) Backup(ctx context.Context) (backup.Header, func(ctx context.C
 	}
 	return hd, write, nil
 }
+
+// Epoch returns shard i's restore epoch on this node, or, for i < 0, the
+// highest of every shard's (a restore gives every shard the same one).
+func (s *Service) Epoch(i int) uint64 {
+	if i >= 0 {
+		return s.h.Epoch(i)
+	}
+	var e uint64
+	for sh := 0; sh < s.h.Shards(); sh++ {
+		e = max(e, s.h.Epoch(sh))
+	}
+	return e
+}

@@ -61,6 +61,7 @@ type Host interface {
 	ResetOffset(ctx context.Context, i int, name string, seq uint64, end bool) (shard.Offset, error)
 	DeleteConsumer(ctx context.Context, i int, name string) error
 	Offsets(ctx context.Context, i int, o shard.ReadOpts) (map[string]uint64, uint64, error)
+	Epoch(i int) uint64
 	BackupHeader(ctx context.Context) (backup.Header, error)
 	WriteBackup(ctx context.Context, hd backup.Header, w io.Writer) (backup.Summary, error)
 }

@@ -109,3 +109,13 @@ func (h *Host) proposeRestore(ctx context.Context, i int, data []byte) error {
 	}
 	return nil
 }
+
+// Epoch returns shard i's restore epoch on this replica (fsm.FSM.Epoch):
+// 0 unless the cluster was restored from a backup.
+func (h *Host) Epoch(i int) uint64 {
+	r, err := h.Replica(i)
+	if err != nil {
+		return 0
+	}
+	return r.FSM.Epoch()
+}

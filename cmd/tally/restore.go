@@ -12,6 +12,9 @@ import (
 	"tally/shard"
 )
 
+// errRestoreBootstrap refuses --restore without --bootstrap.
+var errRestoreBootstrap = errors.New("--restore needs --bootstrap: a restored cluster is a new one, which other nodes then --join")
+
 // openHost opens the node's replicas; with a backup file (--restore) it
 // starts the new cluster from it. The file is read through and checked
 // before anything is created, so a damaged file leaves no data directory
@@ -21,7 +24,7 @@ func openHost(ctx context.Context, cfg shard.Config, restore string, log *slog.L
 		return shard.Open(cfg)
 	}
 	if !cfg.Bootstrap {
-		return nil, errors.New("--restore needs --bootstrap: a restored cluster is a new one, which other nodes then --join")
+		return nil, errRestoreBootstrap
 	}
 	existed := true
 	entries, err := os.ReadDir(cfg.Dir)

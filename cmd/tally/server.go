@@ -69,6 +69,9 @@ that restarts with its data directory needs neither: it rejoins its groups.`,
 }
 
 func runServer(ctx context.Context, a *app, o *serverOpts) error {
+	if o.restore != "" && !o.bootstrap {
+		return errRestoreBootstrap
+	}
 	if o.bootstrap == (o.join != "") && !hasState(o) {
 		return errors.New("a new node needs exactly one of --bootstrap or --join")
 	}

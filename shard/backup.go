@@ -28,7 +28,7 @@ func (h *Host) BackupHeader(ctx context.Context) (backup.Header, error) {
 		if r.FSM.Restoring() {
 			return hd, fmt.Errorf("shard %d: %w", i, ErrRestoring)
 		}
-		logs[i] = replicaLog{ctx: ctx, f: r.FSM}
+		logs[i] = &replicaLog{ctx: ctx, f: r.FSM, seen: map[uint64]ledger.Event{}}
 		_, heads[i] = r.FSM.Applied()
 		hd.Epoch = max(hd.Epoch, r.FSM.Epoch())
 	}
@@ -87,27 +87,42 @@ func (h *Host) WriteBackup(ctx context.Context, hd backup.Header, w io.Writer) (
 	return bw.Close()
 }
 
-// replicaLog is what the cut rule reads of a replica.
+// replicaLog is what the cut rule reads of a replica. The rule walks
+// down from the cut, pass after pass, so it reads a page ending at the
+// event asked for and keeps what it read: the events it looks at are
+// those of the last seconds before the cut, not the history.
 type replicaLog struct {
-	ctx context.Context
-	f   *fsm.FSM
+	ctx  context.Context
+	f    *fsm.FSM
+	seen map[uint64]ledger.Event
 }
 
-func (l replicaLog) Event(seq uint64) (ledger.Event, error) {
+func (l *replicaLog) Event(seq uint64) (ledger.Event, error) {
+	if e, ok := l.seen[seq]; ok {
+		return e, nil
+	}
 	if err := l.ctx.Err(); err != nil {
 		return ledger.Event{}, err
 	}
-	evs, err := l.f.Events(seq-1, 1)
+	after := seq - min(seq, cutPage)
+	evs, err := l.f.Events(after, int(seq-after))
 	if err != nil {
 		return ledger.Event{}, err
 	}
-	if len(evs) != 1 || evs[0].Seq != seq {
+	for _, e := range evs {
+		l.seen[e.Seq] = e
+	}
+	e, ok := l.seen[seq]
+	if !ok {
 		return ledger.Event{}, fmt.Errorf("event %d not found", seq)
 	}
-	return evs[0], nil
+	return e, nil
 }
 
-func (l replicaLog) RecordSeq(id string) (uint64, bool, error) {
+// cutPage is how many events the cut rule reads at a time.
+const cutPage = 256
+
+func (l *replicaLog) RecordSeq(id string) (uint64, bool, error) {
 	r, _, err := l.f.Transfer(id)
 	if errors.Is(err, fsm.ErrNotFound) {
 		return 0, false, nil

@@ -45,7 +45,11 @@ Raft group) on one Raft port, and serves the HTTP API on another.
 
 Start the first node of a new cluster with --bootstrap; start every other
 node with --join pointing at the HTTP address of any running node. A node
-that restarts with its data directory needs neither: it rejoins its groups.`,
+that restarts with its data directory needs neither: it rejoins its groups.
+
+With --bootstrap --restore FILE the new cluster starts from a backup
+(tally backup): the node checks the whole file, restores every shard
+through Raft, then serves; other nodes --join it as usual.`,
 		Example: `  tally server --id n1 --data ./data/n1 --raft 127.0.0.1:7001 --http 127.0.0.1:8001 --bootstrap
   tally server --id n2 --data ./data/n2 --raft 127.0.0.1:7002 --http 127.0.0.1:8002 --join 127.0.0.1:8001`,
 		Args: cobra.NoArgs,

@@ -109,6 +109,11 @@ func (l *replicaLog) Event(seq uint64) (ledger.Event, error) {
 	if err != nil {
 		return ledger.Event{}, err
 	}
+	if len(l.seen)+len(evs) > cutCache {
+		// A walk far down (a shard with an empty cut makes the rule look
+		// at every event) reads again rather than hold the history.
+		clear(l.seen)
+	}
 	for _, e := range evs {
 		l.seen[e.Seq] = e
 	}
@@ -119,8 +124,12 @@ func (l *replicaLog) Event(seq uint64) (ledger.Event, error) {
 	return e, nil
 }
 
-// cutPage is how many events the cut rule reads at a time.
-const cutPage = 256
+// cutPage is how many events the cut rule reads at a time, and cutCache
+// how many it keeps per shard.
+const (
+	cutPage  = 256
+	cutCache = 64 << 10
+)
 
 func (l *replicaLog) RecordSeq(id string) (uint64, bool, error) {
 	r, _, err := l.f.Transfer(id)

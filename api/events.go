@@ -19,6 +19,7 @@ import (
 // eventService is what the event handlers need of the node.
 type eventService interface {
 	Shards() int
+	Epoch(i int) uint64
 	Events(i int, after uint64, limit int) ([]ledger.Event, error)
 	WaitApplied(ctx context.Context, i int, seq uint64) error
 	Follow(ctx context.Context, i int, after uint64, o stream.Options,
@@ -111,7 +112,9 @@ func (s *Server) shardEvents(r *http.Request) (any, error) {
 	if !eq.follow && !eq.sse {
 		return s.filteredPage(r, sh, after, eq)
 	}
+	epoch := s.events.Epoch(sh)
 	return streamFunc(func(w http.ResponseWriter) error {
+		w.Header().Set(EpochHeader, strconv.FormatUint(epoch, 10))
 		out := newEventWriter(w, eq.sse)
 		o := stream.Options{Filter: eq.filter, Follow: eq.follow, Limit: eq.limit, Flush: out.flush}
 		err := s.events.Follow(r.Context(), sh, after, o,
@@ -119,7 +122,7 @@ func (s *Server) shardEvents(r *http.Request) (any, error) {
 				return out.event(func() string { return fmt.Sprintf("%d:%d", sh, seq) }, raw)
 			},
 			func(seq uint64) error {
-				return out.progress(progress{Shard: &sh, Seq: &seq, Time: ledger.Time(time.Now().UnixNano())})
+				return out.progress(progress{Shard: &sh, Seq: &seq, Time: ledger.Time(time.Now().UnixNano()), Epoch: epoch})
 			})
 		return out.end(err)
 	}), nil
@@ -165,7 +168,9 @@ func (s *Server) allEvents(r *http.Request) (any, error) {
 			return nil, edge.Invalid("Last-Event-ID: %v", err)
 		}
 	}
+	epoch := s.events.Epoch(-1)
 	return streamFunc(func(w http.ResponseWriter) error {
+		w.Header().Set(EpochHeader, strconv.FormatUint(epoch, 10))
 		out := newEventWriter(w, eq.sse)
 		pos := append([]uint64(nil), after...)
 		o := stream.Options{Filter: eq.filter, Follow: eq.follow, Limit: eq.limit, Flush: out.flush}
@@ -180,7 +185,7 @@ func (s *Server) allEvents(r *http.Request) (any, error) {
 					seqs[strconv.Itoa(i)] = v
 				}
 				copy(pos, p)
-				return out.progress(progress{Seqs: seqs, Time: ledger.Time(time.Now().UnixNano())})
+				return out.progress(progress{Seqs: seqs, Time: ledger.Time(time.Now().UnixNano()), Epoch: epoch})
 			})
 		return out.end(err)
 	}), nil
@@ -214,7 +219,15 @@ type progress struct {
 	Seq   *uint64           `json:"seq,omitempty"`
 	Seqs  map[string]uint64 `json:"seqs,omitempty"`
 	Time  ledger.Time       `json:"time"`
+	// Epoch is the replica's restore epoch, when it was restored.
+	Epoch uint64 `json:"epoch,omitempty"`
 }
+
+// EpochHeader carries, on every event stream, the answering replica's
+// restore epoch (0: never restored; one more at each restore from a
+// backup): a reader that saw another epoch before knows that the seqs it
+// had are of another history.
+const EpochHeader = "Tally-Epoch"
 
 // eventWriter writes a stream as NDJSON or as server-sent events, through
 // a buffer that the stream flushes whenever it has sent all it read.

@@ -39,6 +39,7 @@ type Server struct {
 	internal  internalService
 	events    eventService
 	consumers consumerService
+	backups   backupService
 }
 
 // Option configures a Server.
@@ -51,7 +52,7 @@ func WithGuard(g *edge.Guard) Option { return func(s *Server) { s.guard = g } }
 // New returns the API of the node service svc.
 func New(svc *node.Service, log *slog.Logger, opts ...Option) *Server {
 	s := &Server{log: log, mux: http.NewServeMux(), accounts: svc, transfers: svc, sagas: svc,
-		shards: svc, members: svc, internal: svc, events: svc, consumers: svc, guard: &edge.Guard{}}
+		shards: svc, members: svc, internal: svc, events: svc, consumers: svc, backups: svc, guard: &edge.Guard{}}
 	for _, o := range opts {
 		o(s)
 	}
@@ -72,7 +73,7 @@ type handler func(r *http.Request) (any, error)
 
 func (s *Server) routes() {
 	for _, group := range []map[string]handler{s.accountRoutes(), s.transferRoutes(), s.sagaRoutes(), s.eventRoutes(),
-		s.shardRoutes(), s.clusterRoutes(), s.consumerRoutes(), {"POST " + node.InternalPrefix + "{op}": s.internalCall}} {
+		s.shardRoutes(), s.clusterRoutes(), s.consumerRoutes(), s.backupRoutes(), {"POST " + node.InternalPrefix + "{op}": s.internalCall}} {
 		for pattern, fn := range group {
 			s.mux.Handle(pattern, s.serve(fn))
 			s.patterns = append(s.patterns, pattern)
@@ -167,11 +168,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // deadline is a request's context: it ends after d, but a stream
-// (follow=true) runs until its reader leaves, unless it asked for a
-// deadline, or until the node shuts down.
+// (follow=true, a backup) runs until its reader leaves, unless it asked
+// for a deadline, or until the node shuts down.
 func (s *Server) deadline(r *http.Request, d time.Duration) (context.Context, context.CancelFunc) {
 	q := r.URL.Query()
-	if q.Get("follow") != "true" {
+	if q.Get("follow") != "true" && r.URL.Path != backupPath {
 		return context.WithTimeout(r.Context(), d)
 	}
 	var ctx context.Context

@@ -109,12 +109,18 @@ func (o *StreamOpts) idle() time.Duration {
 type Progress struct {
 	Seqs map[int]uint64
 	Time ledger.Time
+	// Epoch is the replica's restore epoch (0: never restored).
+	Epoch uint64
 }
 
 // StreamItem is one line of a stream: an Event or a Progress, never both.
 type StreamItem struct {
 	Event    *ledger.Event
 	Progress *Progress
+	// Epoch is the restore epoch of the replica serving the stream (its
+	// Tally-Epoch header; 0: never restored). Seqs of one shard name the
+	// same events only within one epoch.
+	Epoch uint64
 }
 
 // StreamShard reads one shard's events with seq > after, in seq order,
@@ -186,6 +192,7 @@ func (c *Client) stream(ctx context.Context, path string, q url.Values, sse bool
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody)) // a cut body still decodes to an *Error
 		return decodeError(resp.StatusCode, body)
 	}
+	epoch, _ := strconv.ParseUint(resp.Header.Get("Tally-Epoch"), 10, 64) // absent (an older node): 0
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
 	watchdog.Reset(idle)
@@ -202,6 +209,7 @@ func (c *Client) stream(ctx context.Context, path string, q url.Values, sse bool
 				return fmt.Errorf("%s: %w: shard %d seq %d: hash %s is not that of the event (%s)", op, ErrChain, e.Shard, e.Seq, e.Hash, h)
 			}
 		}
+		it.Epoch = epoch
 		watchdog.Stop()
 		if err := fn(it); err != nil {
 			return err
@@ -261,12 +269,13 @@ func parseLine(line []byte, sse bool) (it StreamItem, ok bool, err error) {
 				Seq   *uint64        `json:"seq"`
 				Seqs  map[int]uint64 `json:"seqs"`
 				Time  ledger.Time    `json:"time"`
+				Epoch uint64         `json:"epoch"`
 			} `json:"progress"`
 		}
 		if err := json.Unmarshal(line, &p); err != nil {
 			return it, false, fmt.Errorf("decode progress line: %w", err)
 		}
-		pr := &Progress{Seqs: p.Progress.Seqs, Time: p.Progress.Time}
+		pr := &Progress{Seqs: p.Progress.Seqs, Time: p.Progress.Time, Epoch: p.Progress.Epoch}
 		if p.Progress.Shard != nil && p.Progress.Seq != nil {
 			pr.Seqs = map[int]uint64{*p.Progress.Shard: *p.Progress.Seq}
 		}

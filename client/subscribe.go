@@ -87,7 +87,19 @@ type SubscribeOptions struct {
 	Logger *slog.Logger
 	// HTTPClient sends the requests (default: one of the client's own).
 	HTTPClient *http.Client
+	// Epoch is the cluster's restore epoch that After, Hashes or the
+	// consumer's offsets belong to, as the caller last saw it
+	// (Subscription epochs are in StreamItem.Epoch). 0 takes the epoch of
+	// the first stream; either way a stream of another epoch ends
+	// Subscribe with ErrRestored.
+	Epoch uint64
 }
+
+// ErrRestored ends a subscription whose streams come from a cluster
+// restored from a backup since the positions it holds were taken: the
+// same seqs may now name other events, and the caller decides where to
+// start again (docs/streaming.md).
+var ErrRestored = errors.New("restored: the cluster's restore epoch changed")
 
 // Handler processes one event. Subscribe calls it on one goroutine at a
 // time, each shard's events in seq order, every event at least once (once
@@ -166,6 +178,8 @@ type subscription struct {
 	hmu sync.Mutex
 
 	mu        sync.Mutex
+	epoch     uint64 // the restore epoch seen, once seenEpoch
+	seenEpoch bool
 	done      map[int]uint64 // seq up to which each shard is processed
 	committed map[int]uint64
 	next      int // the endpoint the next attempt starts with
@@ -399,6 +413,9 @@ func (s *subscription) rotate(c *Client) {
 // on its final progress line.
 func (s *subscription) attempt(ctx context.Context, c *Client, shard int) (got, caughtUp bool, err error) {
 	fn := func(it StreamItem) error {
+		if err := s.checkEpoch(it.Epoch); err != nil {
+			return fatal{err}
+		}
 		got, caughtUp = true, it.Progress != nil
 		if it.Progress != nil {
 			return s.progress(c, it.Progress)
@@ -542,4 +559,23 @@ func (s *subscription) commit(ctx context.Context) {
 		s.committed[sh] = max(s.committed[sh], seq)
 		s.mu.Unlock()
 	}
+}
+
+// checkEpoch compares a stream's restore epoch with the one the
+// subscription holds positions of.
+func (s *subscription) checkEpoch(e uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.seenEpoch {
+		s.seenEpoch = true
+		if s.o.Epoch == 0 {
+			s.epoch = e
+		} else {
+			s.epoch = s.o.Epoch
+		}
+	}
+	if e != s.epoch {
+		return fmt.Errorf("%w: positions of epoch %d, the stream is of epoch %d", ErrRestored, s.epoch, e)
+	}
+	return nil
 }

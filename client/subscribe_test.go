@@ -43,6 +43,8 @@ type streamNode struct {
 	rewind int
 	// mutate, when set, changes an event before it is sent.
 	mutate func(e *ledger.Event)
+	// epoch, when set, is the restore epoch the streams answer.
+	epoch string
 
 	mu      sync.Mutex
 	streams int
@@ -153,6 +155,9 @@ func (n *streamNode) events(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
+	if n.epoch != "" {
+		w.Header().Set("Tally-Epoch", n.epoch)
+	}
 	sent := 0
 	for _, sh := range shards {
 		from := after[sh] - min(after[sh], uint64(n.rewind))
@@ -364,5 +369,36 @@ func TestSubscribeGivesUpOnRefusal(t *testing.T) {
 		func(context.Context, ledger.Event) error { return nil })
 	if e, ok := errors.AsType[*Error](err); !ok || e.Status != 400 {
 		t.Fatalf("err = %v, want the 400", err)
+	}
+}
+
+// TestSubscribeSeesRestore: a stream of another restore epoch than the
+// positions held ends the subscription with ErrRestored, whether the
+// epoch changes between two streams or differs from the one given.
+func TestSubscribeSeesRestore(t *testing.T) {
+	logs := [][]ledger.Event{chain(0, 30)}
+	before := newStreamNode(t, logs)
+	before.cutAfter = 7
+	after := newStreamNode(t, logs)
+	after.epoch = "1"
+	o := quickBackOff()
+	o.Endpoints = []string{before.addr(), after.addr()}
+	var got collect
+	if err := Subscribe(context.Background(), o, got.handle); !errors.Is(err, ErrRestored) {
+		t.Fatalf("epoch 0 then 1: Subscribe = %v, want ErrRestored", err)
+	}
+	if len(got.seqs[0]) != 7 {
+		t.Fatalf("%d events delivered before the restore was seen, want 7", len(got.seqs[0]))
+	}
+	for _, tc := range []struct {
+		epoch uint64
+		want  error
+	}{{1, nil}, {2, ErrRestored}} {
+		o := quickBackOff()
+		o.Endpoints, o.Epoch = []string{after.addr()}, tc.epoch
+		var got collect
+		if err := Subscribe(context.Background(), o, got.handle); !errors.Is(err, tc.want) {
+			t.Fatalf("Epoch %d on an epoch-1 stream: Subscribe = %v, want %v", tc.epoch, err, tc.want)
+		}
 	}
 }

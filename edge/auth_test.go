@@ -23,6 +23,7 @@ func TestRouteRoles(t *testing.T) {
 		"GET /debug/pprof/":                        secure.RoleOperator,
 		"GET /debug/pprof/profile":                 secure.RoleOperator,
 		"GET /debug/pprof/trace":                   secure.RoleOperator,
+		"GET /v1/backup":                           secure.RoleOperator,
 		"POST " + InternalPrefix + "{op}":          secure.RoleNode,
 		"GET /healthz":                             secure.RoleNone,
 		"GET /readyz":                              secure.RoleNone,

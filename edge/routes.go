@@ -95,6 +95,7 @@ var Routes = []Route{
 	{Method: "POST", Pattern: "/v1/cluster/join", Role: op},
 	{Method: "POST", Pattern: "/v1/cluster/leave", Role: op},
 	{Method: "POST", Pattern: "/v1/cluster/transfer-leader", Role: op},
+	{Method: "GET", Pattern: "/v1/backup", Role: op},
 	{Method: "POST", Pattern: InternalPrefix + "{op}", Params: []string{"shard"}, Role: secure.RoleNode},
 	{Method: "GET", Pattern: "/healthz", Public: true},
 	{Method: "GET", Pattern: "/readyz", Public: true},

@@ -86,6 +86,11 @@ func (f *FSM) applyLedger(index uint64, payload []byte) (any, []kv, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if f.rest.Restoring {
+		// Nothing may land between restored events (restore.go): no
+		// results, which the proposer reports as an unknown outcome.
+		return &Response{}, nil, nil
+	}
 	// The entry's own version says how its events are hashed and how
 	// its effects are stored, so every replica agrees whatever it would
 	// propose itself.

@@ -52,6 +52,10 @@ type FSM struct {
 	nodesMu sync.Mutex
 	nodes   map[string]string // node directory, replaced on change
 
+	rest      RestoreState  // restore.go; FSM goroutine only
+	epoch     atomic.Uint64 // rest.Epoch once restored, for readers
+	inRestore atomic.Bool   // rest.Restoring, for readers
+
 	offMu   sync.Mutex
 	offsets map[string]uint64 // consumer offsets (consumers.go)
 
@@ -272,7 +276,7 @@ func (f *FSM) publish() {
 	f.tailDelta = f.tailDelta[:0]
 	f.index.Store(f.applied.Index)
 	f.seq.Store(f.applied.Seq)
-	if t, ok := f.st.NextExpiry(); ok {
+	if t, ok := f.st.NextExpiry(); ok && !f.rest.Restoring {
 		f.nextExp.Store(int64(t))
 	} else {
 		f.nextExp.Store(0)

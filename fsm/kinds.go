@@ -19,6 +19,7 @@ const (
 	KindLedger    Kind = 1 // a ledger.Entry: commands for ledger.State
 	KindNode      Kind = 2 // a node directory change (EncodeNode)
 	KindConsumers Kind = 3 // a consumer offset change (EncodeOffset)
+	KindRestore   Kind = 4 // events restored from a backup (restore.go)
 )
 
 // envelopeV1 is the first byte of an entry in the envelope: the kind code
@@ -101,6 +102,7 @@ var kinds = mustTable(
 	ledgerKind,
 	nodeKind,
 	consumerKind,
+	restoreKind,
 )
 
 // mustTable builds the dispatch table, panicking on a kind that would make

@@ -30,6 +30,7 @@ func TestKindsTable(t *testing.T) {
 		{KindLedger, "ledger", []string{"a:", "e:", "ga:", "h:", "m:", "p:", "t:"}},
 		{KindNode, "node", []string{"n:"}},
 		{KindConsumers, "consumers", []string{"c:"}},
+		{KindRestore, "restore", []string{"r:"}},
 	}
 	if len(kinds.list) != len(want) {
 		t.Fatalf("%d kinds registered, want %d", len(kinds.list), len(want))
@@ -68,8 +69,8 @@ func TestMustTableRefuses(t *testing.T) {
 		ks   []*kind
 		want string // "" : no panic
 	}{
-		{"the registered kinds", []*kind{ledgerKind, nodeKind, consumerKind}, ""},
-		{"a new kind", []*kind{ledgerKind, nodeKind, consumerKind, mk(4, "other", "o:")}, ""},
+		{"the registered kinds", []*kind{ledgerKind, nodeKind, consumerKind, restoreKind}, ""},
+		{"a new kind", []*kind{ledgerKind, nodeKind, consumerKind, restoreKind, mk(5, "other", "o:")}, ""},
 		{"consumers beside a clashing kind", []*kind{consumerKind, mk(4, "other", "c")}, `key prefix "c" overlaps "c:" of "consumers"`},
 		{"duplicate kind", []*kind{ledgerKind, nodeKind, ledgerKind}, "entry kind 1 registered twice"},
 		{"duplicate code", []*kind{ledgerKind, nodeKind, mk(KindNode, "offsets", "o:")}, `entry kind 2 registered twice ("node" and "offsets")`},
@@ -236,6 +237,19 @@ var kindCases = map[Kind]struct {
 			if got, want := f.Offsets(), map[string]uint64{"sink": 2, "late": 2, "again": 0}; !maps.Equal(got, want) {
 				t.Fatalf("offsets %v, want %v", got, want)
 			}
+		},
+	},
+	KindRestore: {
+		entries: restoreEntries(1, sourceLog(), 3),
+		check: func(t *testing.T, f *FSM) {
+			t.Helper()
+			if f.Epoch() != 1 || f.rest.Restoring {
+				t.Fatalf("epoch %d, restoring %v", f.Epoch(), f.rest.Restoring)
+			}
+			if a, _, err := f.Account(ledger.AccountKey("b", "USD")); err != nil || a.CreditsPosted != 30 || a.CreditsPending != 5 {
+				t.Fatalf("account b: %+v %v", a, err)
+			}
+			verify(t, f)
 		},
 	},
 	KindNode: {

@@ -14,8 +14,10 @@ package node
 import (
 	"context"
 	"errors"
+	"io"
 	"time"
 
+	"tally/backup"
 	"tally/edge"
 	"tally/ledger"
 	"tally/shard"
@@ -59,6 +61,9 @@ type Host interface {
 	ResetOffset(ctx context.Context, i int, name string, seq uint64, end bool) (shard.Offset, error)
 	DeleteConsumer(ctx context.Context, i int, name string) error
 	Offsets(ctx context.Context, i int, o shard.ReadOpts) (map[string]uint64, uint64, error)
+	Epoch(i int) uint64
+	BackupHeader(ctx context.Context) (backup.Header, error)
+	WriteBackup(ctx context.Context, hd backup.Header, w io.Writer) (backup.Summary, error)
 }
 
 // remote is what the service needs of the Peer.

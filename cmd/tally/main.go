@@ -137,6 +137,7 @@ one line on stderr and exits with status 1.`,
 		newSinkCmd(a),
 		newCertsCmd(a),
 		newTokenCmd(a),
+		newBackupCmd(a),
 	)
 	return cmd
 }

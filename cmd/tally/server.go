@@ -32,6 +32,7 @@ type serverOpts struct {
 	fast      bool
 	memLimit  int64
 	sec       secOpts
+	restore   string
 }
 
 func newServerCmd(a *app) *cobra.Command {
@@ -44,7 +45,11 @@ Raft group) on one Raft port, and serves the HTTP API on another.
 
 Start the first node of a new cluster with --bootstrap; start every other
 node with --join pointing at the HTTP address of any running node. A node
-that restarts with its data directory needs neither: it rejoins its groups.`,
+that restarts with its data directory needs neither: it rejoins its groups.
+
+With --bootstrap --restore FILE the new cluster starts from a backup
+(tally backup): the node checks the whole file, restores every shard
+through Raft, then serves; other nodes --join it as usual.`,
 		Example: `  tally server --id n1 --data ./data/n1 --raft 127.0.0.1:7001 --http 127.0.0.1:8001 --bootstrap
   tally server --id n2 --data ./data/n2 --raft 127.0.0.1:7002 --http 127.0.0.1:8002 --join 127.0.0.1:8001`,
 		Args: cobra.NoArgs,
@@ -63,11 +68,15 @@ that restarts with its data directory needs neither: it rejoins its groups.`,
 	f.Int64Var(&o.memLimit, "memory-limit", defaultMemLimit>>20,
 		"soft limit of the Go heap in MiB (the garbage collector works harder near it; 0: none); the GOMEMLIMIT variable overrides it")
 	o.sec.flags(f, true)
+	f.StringVar(&o.restore, "restore", "", "with --bootstrap: start the new cluster from this backup file (tally backup)")
 	cmd.MarkFlagRequired("id")
 	return cmd
 }
 
 func runServer(ctx context.Context, a *app, o *serverOpts) error {
+	if o.restore != "" && !o.bootstrap {
+		return errRestoreBootstrap
+	}
 	if o.bootstrap == (o.join != "") && !hasState(o) {
 		return errors.New("a new node needs exactly one of --bootstrap or --join")
 	}
@@ -109,8 +118,8 @@ func runServer(ctx context.Context, a *app, o *serverOpts) error {
 		return fmt.Errorf("http listen: %w", err)
 	}
 	peer := node.NewPeer(nil, sec.peerOptions()...)
-	host, err := shard.Open(shard.Config{NodeID: o.id, RaftAddr: o.raft, HTTPAddr: o.http, Dir: o.data,
-		Shards: o.shards, Bootstrap: o.bootstrap, Timing: timing, Logger: log, Peers: peer, RaftTLS: sec.raft()})
+	host, err := openHost(ctx, shard.Config{NodeID: o.id, RaftAddr: o.raft, HTTPAddr: o.http, Dir: o.data,
+		Shards: o.shards, Bootstrap: o.bootstrap, Timing: timing, Logger: log, Peers: peer, RaftTLS: sec.raft()}, o.restore, log)
 	if err != nil {
 		ln.Close()
 		return err

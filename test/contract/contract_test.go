@@ -191,6 +191,8 @@ func script(t *testing.T, s *server, kind string) []call {
 		{method: "POST", target: "/v1/cluster/transfer-leader", status: 200, body: fmt.Sprintf(`{"shard": 0, "to": %q}`, leader0)},
 		{method: "POST", target: "/v1/cluster/transfer-leader", status: 404, body: `{"shard": 9}`},
 		{method: "POST", target: "/v1/cluster/transfer-leader", status: 400, refused: true, body: `{"to": "n1"}`},
+		{method: "GET", target: "/v1/backup", status: 200},
+		{method: "GET", target: "/v1/backup?shard=1", status: 400},
 		// Between nodes only: the proxy does not take it.
 		{method: "POST", target: "/v1/internal/local", status: 200, proxyStatus: 404, body: `{}`},
 		{method: "POST", target: "/v1/internal/nothing", status: 404, body: `{}`},

@@ -33,7 +33,12 @@ func (s *Service) Local() wire.Cluster {
 				rv.State, rv.AppliedSeq, rv.AppliedIndex = strings.ToLower(st.Raft.State), st.AppliedSeq, st.Raft.AppliedIndex
 			}
 			sv.Replicas = append(sv.Replicas, rv)
-			nodes[srv.ID] = wire.Node{ID: srv.ID, HTTP: st.Nodes[srv.ID], Raft: srv.Addr}
+			// A joining node's address reaches the shards one by one: a
+			// shard that does not know it yet must not blank what another
+			// knows, or the node would not be asked and show unreachable.
+			if n, ok := nodes[srv.ID]; !ok || n.HTTP == "" {
+				nodes[srv.ID] = wire.Node{ID: srv.ID, HTTP: st.Nodes[srv.ID], Raft: srv.Addr}
+			}
 		}
 		if st.Raft.LeaderID == s.h.NodeID() {
 			sv.AppliedSeq, sv.CommitIndex = st.AppliedSeq, st.Raft.CommitIndex

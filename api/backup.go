@@ -37,7 +37,7 @@ func (s *Server) backup(r *http.Request) (any, error) {
 		w.Header().Set("Cache-Control", "no-store")
 		w.Header().Set(EpochHeader, strconv.FormatUint(hd.Epoch, 10))
 		w.WriteHeader(http.StatusOK)
-		_, err := write(r.Context(), w)
+		_, err := write(r.Context(), deadlineWriter{w})
 		return err
 	}), nil
 }

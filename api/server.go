@@ -154,7 +154,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.deadline(r, d)
 	defer cancel()
-	if r.URL.Query().Get("follow") != "true" {
+	if !rt.Unbounded(r) {
 		edge.LimitWrite(sw, d+edge.WriteSlack)
 	}
 	if n, err := strconv.Atoi(r.Header.Get(edge.HopHeader)); err == nil && n > 0 {

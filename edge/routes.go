@@ -27,6 +27,16 @@ type Route struct {
 	Role secure.Role
 	// Public routes need no credential at all: health probes.
 	Public bool
+	// Long answers run past the request's deadline, for as long as they
+	// take to send (a backup, a profile): no write deadline for the
+	// whole answer, StreamWriteTimeout per write.
+	Long bool
+}
+
+// Unbounded reports whether the answer to r may run past its deadline:
+// a Long route, or an event stream that follows the log.
+func (rt *Route) Unbounded(r *http.Request) bool {
+	return rt.Long || r.URL.Query().Get("follow") == "true"
 }
 
 // Needs returns the role a caller must hold for the route.
@@ -95,14 +105,14 @@ var Routes = []Route{
 	{Method: "POST", Pattern: "/v1/cluster/join", Role: op},
 	{Method: "POST", Pattern: "/v1/cluster/leave", Role: op},
 	{Method: "POST", Pattern: "/v1/cluster/transfer-leader", Role: op},
-	{Method: "GET", Pattern: "/v1/backup", Role: op},
+	{Method: "GET", Pattern: "/v1/backup", Role: op, Long: true},
 	{Method: "POST", Pattern: InternalPrefix + "{op}", Params: []string{"shard"}, Role: secure.RoleNode},
 	{Method: "GET", Pattern: "/healthz", Public: true},
 	{Method: "GET", Pattern: "/readyz", Public: true},
 	{Method: "GET", Pattern: "/metrics"},
-	{Method: "GET", Pattern: "/debug/pprof/", Open: true, Role: op},
-	{Method: "GET", Pattern: "/debug/pprof/profile", Open: true, Role: op},
-	{Method: "GET", Pattern: "/debug/pprof/trace", Open: true, Role: op},
+	{Method: "GET", Pattern: "/debug/pprof/", Open: true, Role: op, Long: true},
+	{Method: "GET", Pattern: "/debug/pprof/profile", Open: true, Role: op, Long: true},
+	{Method: "GET", Pattern: "/debug/pprof/trace", Open: true, Role: op, Long: true},
 }
 
 // routes finds the Route of a request by its pattern.

@@ -256,8 +256,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rt != nil && e == nil {
 		e = p.guard.Admit(r, rt)
 	}
-	if rt != nil && e == nil && !rt.Open && r.URL.Query().Get("follow") != "true" {
-		// Streams and the proxy's own profile run past the deadline.
+	if rt != nil && e == nil && !rt.Unbounded(r) {
 		edge.LimitWrite(w, timeout+edge.WriteSlack)
 	}
 	switch {

@@ -58,6 +58,13 @@ type Header struct {
 	// Cut is every shard's last seq in the file and the hash-chain head
 	// at that seq, in shard order.
 	Cut []Point `json:"cut"`
+	// InFlight counts the sagas in flight at the cut: held on their
+	// source inside it, not yet ended there. The restored cluster finishes
+	// them. 0 when the backup could hold new sagas back while it took the
+	// cut, as it does unless a node did not answer.
+	InFlight int `json:"in_flight"`
+	// Note says why sagas could not be held back, when they could not.
+	Note string `json:"note,omitempty"`
 }
 
 // Point is one shard's position in a cut.

@@ -287,3 +287,17 @@ func (st *State) sagaLegs(debit, credit, cur string) (dr, cr *Account, err error
 	}
 	return dr, cr, nil
 }
+
+// Crosses reports whether plain transfer t runs as a saga: its accounts
+// live on two shards (a system account such as @world lives on every
+// shard). Posting or voiding a pending transfer never crosses.
+func Crosses(t *Transfer, shards int) bool {
+	if t.Debit == "" || t.Credit == "" {
+		return false
+	}
+	other := t.Credit
+	if Home(t) == t.Credit {
+		other = t.Debit
+	}
+	return other != World && ShardOf(other, shards) != ShardOf(Home(t), shards)
+}

@@ -62,7 +62,9 @@ type Host interface {
 	DeleteConsumer(ctx context.Context, i int, name string) error
 	Offsets(ctx context.Context, i int, o shard.ReadOpts) (map[string]uint64, uint64, error)
 	Epoch(i int) uint64
-	BackupHeader(ctx context.Context) (backup.Header, error)
+	BackupHeader(ctx context.Context, heads []uint64) (backup.Header, error)
+	HoldSagas(ctx context.Context, lease time.Duration) []int
+	ReleaseSagas()
 	WriteBackup(ctx context.Context, hd backup.Header, w io.Writer) (backup.Summary, error)
 }
 

@@ -48,6 +48,8 @@ func (s *Service) operations() map[string]op {
 		opOffsets:        jsonOp(s.offsetsOn),
 		opOffset:         jsonOp(s.offsetOn),
 		opApplied:        jsonOp(s.appliedOn),
+		opHoldSagas:      jsonOp(s.holdOn),
+		opReleaseSagas:   jsonOp(s.releaseOn),
 		opLocal:          func(context.Context, string, []byte) (any, error) { return s.Local(), nil },
 	}
 }

@@ -19,20 +19,34 @@ import (
 // cut is chosen, while writes go on.
 
 // BackupHeader chooses a cut of this node's replicas that keeps every
-// saga whole and returns the header of a backup at that cut.
-func (h *Host) BackupHeader(ctx context.Context) (backup.Header, error) {
+// saga whole and returns the header of a backup at that cut. The cut
+// starts from heads (one seq per shard: the leaders' heads while sagas
+// were held, HoldSagas), once this node's replicas have applied them, or
+// from what they have applied when heads is nil; the cut rule lowers it
+// where a saga would be half inside. The header counts the sagas still in
+// flight at the cut.
+func (h *Host) BackupHeader(ctx context.Context, heads []uint64) (backup.Header, error) {
 	hd := backup.Header{Format: backup.FormatVersion, Shards: len(h.replicas), Created: time.Now().UTC()}
+	if heads != nil && len(heads) != len(h.replicas) {
+		return hd, fmt.Errorf("%d heads for %d shards", len(heads), len(h.replicas))
+	}
 	logs := make([]backup.Log, len(h.replicas))
-	heads := make([]uint64, len(h.replicas))
+	start := make([]uint64, len(h.replicas))
 	for i, r := range h.replicas {
 		if r.FSM.Restoring() {
 			return hd, fmt.Errorf("shard %d: %w", i, ErrRestoring)
 		}
 		logs[i] = &replicaLog{ctx: ctx, f: r.FSM, seen: map[uint64]ledger.Event{}}
-		_, heads[i] = r.FSM.Applied()
+		if heads == nil {
+			_, start[i] = r.FSM.Applied()
+		} else if err := waitApplied(ctx, r, heads[i]); err != nil {
+			return hd, err
+		} else {
+			start[i] = heads[i]
+		}
 		hd.Epoch = max(hd.Epoch, r.FSM.Epoch())
 	}
-	cut, err := backup.Cut(logs, heads)
+	cut, err := backup.Cut(logs, start)
 	if err != nil {
 		return hd, err
 	}
@@ -42,8 +56,72 @@ func (h *Host) BackupHeader(ctx context.Context) (backup.Header, error) {
 			return hd, fmt.Errorf("shard %d: head at %d: %w", i, cut[i], err)
 		}
 		hd.Cut = append(hd.Cut, backup.Point{Shard: i, Seq: cut[i], Head: head})
+		n, err := inFlightAt(ctx, r, cut[i])
+		if err != nil {
+			return hd, fmt.Errorf("shard %d: sagas in flight at %d: %w", i, cut[i], err)
+		}
+		hd.InFlight += n
 	}
 	return hd, nil
+}
+
+// waitApplied waits until r has applied seq.
+func waitApplied(ctx context.Context, r *Replica, seq uint64) error {
+	for {
+		if _, at := r.FSM.Applied(); at >= seq {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			_, at := r.FSM.Applied()
+			return fmt.Errorf("shard %d: applied seq %d, not yet %d: %w", r.ID, at, seq, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// inFlightAt counts the sagas of source shard r that were in flight at
+// seq: held at or before it, ended after it or not yet. Those open now
+// are in memory; those that ended since are among the events after seq,
+// which near a recent cut are few.
+func inFlightAt(ctx context.Context, r *Replica, seq uint64) (int, error) {
+	ids := map[string]bool{}
+	open, err := r.FSM.OpenSagas(nil)
+	if err != nil {
+		return 0, err
+	}
+	for _, rec := range open {
+		if rec.Saga != nil && rec.Saga.Role == ledger.RoleSource && rec.Seq <= seq {
+			ids[rec.Transfer.ID] = true
+		}
+	}
+	_, now := r.FSM.Applied()
+	for after := seq; after < now; {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		evs, err := r.FSM.Events(after, int(min(backupPage, now-after)))
+		if err != nil {
+			return 0, err
+		}
+		if len(evs) == 0 {
+			break
+		}
+		for _, e := range evs {
+			if e.Type != ledger.SagaCompleted && e.Type != ledger.SagaAborted {
+				continue
+			}
+			rec, _, err := r.FSM.Transfer(e.Data.PendingID)
+			if err != nil {
+				return 0, fmt.Errorf("event %d: saga %q: %w", e.Seq, e.Data.PendingID, err)
+			}
+			if rec.Seq <= seq {
+				ids[e.Data.PendingID] = true
+			}
+		}
+		after = evs[len(evs)-1].Seq
+	}
+	return len(ids), nil
 }
 
 // ErrRestoring is returned for a backup of a node whose shards are

@@ -19,7 +19,7 @@ func takeBackup(t *testing.T, h *shard.Host) ([]byte, backup.Summary) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	hd, err := h.BackupHeader(ctx)
+	hd, err := h.BackupHeader(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -73,6 +73,7 @@ type Host struct {
 	mux      *cluster.Mux
 	logs     *cluster.SharedLog // every shard's Raft log, one store
 	replicas []*Replica
+	gate     sagaGate // held by a backup taking a cut (gate.go)
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	once     sync.Once
@@ -259,6 +260,13 @@ func (h *Host) Submit(ctx context.Context, i int, cmd ledger.Command) ([]ledger.
 	}
 	if !r.Group.IsLeader() {
 		return nil, h.notLeader(r)
+	}
+	if h.startsSaga(&cmd) {
+		done, err := h.gate.pass(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("shard %d: %w", i, err)
+		}
+		defer done()
 	}
 	res, err := r.b.submit(ctx, cmd)
 	if err != nil {

@@ -194,6 +194,11 @@ func printBackup(w io.Writer, a *app, out backupOutput) error {
 		fmt.Fprintf(w, " in %.1fs", out.Seconds)
 	}
 	fmt.Fprintf(w, "\nchecksum %s\ncontent  %s\n", s.Checksum, s.Content)
+	fmt.Fprintf(w, "sagas in flight at the cut: %d", s.Header.InFlight)
+	if s.Header.Note != "" {
+		fmt.Fprintf(w, " (%s)", s.Header.Note)
+	}
+	fmt.Fprintln(w)
 	t := table.New(w)
 	table.Row(t, "SHARD", "SEQ", "HEAD", "EVENTS", "BYTES")
 	for i, st := range s.Shards {

@@ -1,0 +1,121 @@
+package shard
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"tally/cluster"
+	"tally/ledger"
+)
+
+// A backup's cut is whole when no saga is in flight inside it. Under load
+// some saga is always in flight, so a backup briefly holds back new
+// cross-shard transfers on every node (HoldSagas), waits until the sagas
+// already started have finished (their steps are not held back), takes
+// every shard's head as the cut, and lets transfers go again
+// (ReleaseSagas). Same-shard writes never wait. The hold is a lease: a
+// backup that dies holding it holds nothing for long.
+
+// MaxSagaHold bounds a hold's lease.
+const MaxSagaHold = 5 * time.Second
+
+// sagaGate holds back the transfers that would start a saga.
+type sagaGate struct {
+	mu     sync.Mutex
+	until  time.Time     // held until then; zero: open
+	opened chan struct{} // closed when a hold is released
+	// crossing counts the saga-starting commands past the gate and not
+	// yet answered: a hold waits for them, as they may start sagas.
+	crossing atomic.Int64
+}
+
+func (g *sagaGate) hold(lease time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.opened == nil || g.until.IsZero() {
+		g.opened = make(chan struct{})
+	}
+	g.until = time.Now().Add(min(lease, MaxSagaHold))
+}
+
+func (g *sagaGate) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.until.IsZero() {
+		g.until = time.Time{}
+		close(g.opened)
+	}
+}
+
+// pass waits while the gate holds, then counts the caller as crossing;
+// the caller calls done when its command is answered. It fails, with
+// nothing applied, when ctx ends first.
+func (g *sagaGate) pass(ctx context.Context) (done func(), err error) {
+	for {
+		g.mu.Lock()
+		wait := time.Until(g.until)
+		if g.until.IsZero() || wait <= 0 {
+			g.crossing.Add(1)
+			g.mu.Unlock()
+			return func() { g.crossing.Add(-1) }, nil
+		}
+		ch := g.opened
+		g.mu.Unlock()
+		t := time.NewTimer(wait)
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("new cross-shard transfers are held for a backup: %w", cluster.ErrUnavailable)
+		}
+		t.Stop()
+	}
+}
+
+// startsSaga reports whether cmd, run on shard i, may start a saga.
+func (h *Host) startsSaga(cmd *ledger.Command) bool {
+	if cmd.Kind != ledger.CmdTransfers {
+		return false
+	}
+	for k := range cmd.Transfers {
+		if ledger.Crosses(&cmd.Transfers[k], len(h.replicas)) {
+			return true
+		}
+	}
+	return false
+}
+
+// HoldSagas holds back new sagas on this node for lease, and waits until
+// every shard it leads has no saga in flight and no saga-starting command
+// unanswered. It returns the shards it leads that got there before ctx
+// ended.
+func (h *Host) HoldSagas(ctx context.Context, lease time.Duration) []int {
+	h.gate.hold(lease)
+	var drained []int
+	for _, r := range h.replicas {
+		if !r.Group.IsLeader() {
+			continue
+		}
+		for {
+			open, _ := r.FSM.OpenSagas(nil)
+			if len(open) == 0 && h.gate.crossing.Load() == 0 {
+				drained = append(drained, r.ID)
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return drained
+			case <-r.FSM.SagasChanged():
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	return drained
+}
+
+// ReleaseSagas lets new sagas start again on this node.
+func (h *Host) ReleaseSagas() { h.gate.release() }

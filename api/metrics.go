@@ -71,6 +71,14 @@ func newMetrics(h replicas) *metrics {
 			Help: "Joining non-voters this node promoted to voter, as a shard's leader, once they had caught up."},
 			func() float64 { return float64(p.Promotions()) }))
 	}
+	if g, ok := h.(interface{ SagaHolds() (uint64, uint64) }); ok {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tally_saga_holds_total",
+			Help: "Times a backup held new cross-shard transfers back on this node while it took its cut."},
+			func() float64 { n, _ := g.SagaHolds(); return float64(n) }))
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tally_saga_held_requests_total",
+			Help: "Cross-shard transfer requests that waited for a backup's hold to end."},
+			func() float64 { _, n := g.SagaHolds(); return float64(n) }))
+	}
 	for i := 0; i < h.Shards(); i++ {
 		labels := prometheus.Labels{"shard": fmt.Sprint(i)}
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tally_shard_applied_seq",

@@ -30,6 +30,9 @@ type sagaGate struct {
 	// crossing counts the saga-starting commands past the gate and not
 	// yet answered: a hold waits for them, as they may start sagas.
 	crossing atomic.Int64
+	// holds and waited count the holds and the commands that waited for
+	// one (metrics).
+	holds, waited atomic.Uint64
 }
 
 func (g *sagaGate) hold(lease time.Duration) {
@@ -39,6 +42,7 @@ func (g *sagaGate) hold(lease time.Duration) {
 		g.opened = make(chan struct{})
 	}
 	g.until = time.Now().Add(min(lease, MaxSagaHold))
+	g.holds.Add(1)
 }
 
 func (g *sagaGate) release() {
@@ -64,6 +68,7 @@ func (g *sagaGate) pass(ctx context.Context) (done func(), err error) {
 		}
 		ch := g.opened
 		g.mu.Unlock()
+		g.waited.Add(1)
 		t := time.NewTimer(wait)
 		select {
 		case <-ch:
@@ -119,3 +124,7 @@ func (h *Host) HoldSagas(ctx context.Context, lease time.Duration) []int {
 
 // ReleaseSagas lets new sagas start again on this node.
 func (h *Host) ReleaseSagas() { h.gate.release() }
+
+// SagaHolds returns how many times backups held new sagas back on this
+// node, and how many commands waited for a hold to end.
+func (h *Host) SagaHolds() (holds, waited uint64) { return h.gate.holds.Load(), h.gate.waited.Load() }

@@ -270,17 +270,7 @@ func refuseDamaged(t *testing.T, ctx context.Context, file, dir string) {
 // startRestored starts a cluster from the backup file on new ports.
 func startRestored(t *testing.T, file string) *cluster {
 	t.Helper()
-	dir := t.TempDir()
-	ports, err := proc.FreePorts(7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodes, pp := proc.Loopback(bin, dir, dir, ports, 3)
-	c := &cluster{t: t, dir: dir, proxy: fmt.Sprintf("127.0.0.1:%d", ports[6]), pproc: pp}
-	for _, n := range nodes {
-		c.nodes = append(c.nodes, &node{Node: n, id: n.ID, http: n.HTTP})
-	}
-	t.Cleanup(c.stop)
+	c, nodes, pp := newCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := nodes[0].Start("--bootstrap", "--restore", file); err != nil {

@@ -817,58 +817,13 @@ func mbCheckLedger(ctx context.Context, t *testing.T, cl *client.Client, l *mbLo
 	return
 }
 
-// mbEvents counts the events of one transfer id across the shards' logs.
-type mbEvents struct {
-	posted, rejected, held, credited, creditRejected, completed, aborted int
-}
-
 // mbCheckLog reads every shard's log and checks that no transfer of the
 // load was applied twice: at most one posting, hold, credit and end per
 // id, and exactly one posting (direct, or hold + credit + completion) for
 // each one acknowledged posted.
 func mbCheckLog(ctx context.Context, t *testing.T, cl *client.Client, l *mbLoad) {
 	t.Helper()
-	ev := map[string]*mbEvents{}
-	get := func(id string) *mbEvents {
-		if ev[id] == nil {
-			ev[id] = &mbEvents{}
-		}
-		return ev[id]
-	}
-	events := 0
-	for sh := range mbShards {
-		var after uint64
-		for {
-			p, err := cl.Events(ctx, sh, after, 1000)
-			if err != nil {
-				t.Fatalf("events of shard %d after %d: %v", sh, after, err)
-			}
-			for _, e := range p.Events {
-				after = e.Seq
-				events++
-				d := e.Data
-				switch e.Type {
-				case ledger.TransferPosted:
-					get(d.Transfer.ID).posted++
-				case ledger.TransferRejected:
-					get(d.Transfer.ID).rejected++
-				case ledger.SagaDebitHeld:
-					get(d.Transfer.ID).held++
-				case ledger.SagaCredited:
-					get(d.Transfer.ID).credited++
-				case ledger.SagaCreditRejected:
-					get(d.Transfer.ID).creditRejected++
-				case ledger.SagaCompleted:
-					get(d.PendingID).completed++
-				case ledger.SagaAborted:
-					get(d.PendingID).aborted++
-				}
-			}
-			if len(p.Events) == 0 {
-				break
-			}
-		}
-	}
+	ev, events := countSagaEvents(ctx, t, cl, mbShards)
 	bad := 0
 	for id, s := range l.all {
 		e := ev[id]

@@ -49,7 +49,9 @@ type cluster struct {
 	pproc *proc.Proc
 }
 
-func startCluster(t *testing.T, shards int) *cluster {
+// newCluster describes three nodes and the proxy on free loopback ports,
+// stopped when the test ends, and starts nothing.
+func newCluster(t *testing.T) (*cluster, []*proc.Node, *proc.Proc) {
 	t.Helper()
 	dir := t.TempDir()
 	ports, err := proc.FreePorts(7)
@@ -62,6 +64,12 @@ func startCluster(t *testing.T, shards int) *cluster {
 		c.nodes = append(c.nodes, &node{Node: n, id: n.ID, http: n.HTTP})
 	}
 	t.Cleanup(c.stop)
+	return c, nodes, pp
+}
+
+func startCluster(t *testing.T, shards int) *cluster {
+	t.Helper()
+	c, nodes, pp := newCluster(t)
 	if err := proc.StartCluster(context.Background(), nodes, pp, shards, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}

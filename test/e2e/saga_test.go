@@ -472,12 +472,9 @@ type sagaEvents struct {
 	posted, rejected, held, credited, creditRejected, completed, aborted int
 }
 
-// checkSagaLog reads every shard's whole log and checks the saga protocol
-// per transfer: a posted transfer has exactly one posting (one
-// TransferPosted, or one hold, one credit and one completion); a rejected
-// one has no posting, no credit and no completion; no saga has both a
-// credit and an abort, and every hold ended.
-func checkSagaLog(ctx context.Context, t *testing.T, cl *client.Client, w *sagaWriter, shards int) {
+// countSagaEvents reads every shard's whole log and counts, per transfer
+// id, the events that decided it; it also returns how many events it read.
+func countSagaEvents(ctx context.Context, t *testing.T, cl *client.Client, shards int) (map[string]*sagaEvents, int) {
 	t.Helper()
 	ev := map[string]*sagaEvents{}
 	get := func(id string) *sagaEvents {
@@ -486,6 +483,7 @@ func checkSagaLog(ctx context.Context, t *testing.T, cl *client.Client, w *sagaW
 		}
 		return ev[id]
 	}
+	events := 0
 	for sh := range shards {
 		var after uint64
 		for {
@@ -495,6 +493,7 @@ func checkSagaLog(ctx context.Context, t *testing.T, cl *client.Client, w *sagaW
 			}
 			for _, e := range p.Events {
 				after = e.Seq
+				events++
 				d := e.Data
 				switch e.Type {
 				case ledger.TransferPosted:
@@ -518,6 +517,17 @@ func checkSagaLog(ctx context.Context, t *testing.T, cl *client.Client, w *sagaW
 			}
 		}
 	}
+	return ev, events
+}
+
+// checkSagaLog reads every shard's whole log and checks the saga protocol
+// per transfer: a posted transfer has exactly one posting (one
+// TransferPosted, or one hold, one credit and one completion); a rejected
+// one has no posting, no credit and no completion; no saga has both a
+// credit and an abort, and every hold ended.
+func checkSagaLog(ctx context.Context, t *testing.T, cl *client.Client, w *sagaWriter, shards int) {
+	t.Helper()
+	ev, _ := countSagaEvents(ctx, t, cl, shards)
 	for id, e := range ev {
 		s := w.all[id]
 		if s == nil {

@@ -129,20 +129,7 @@ func (e *secEnv) mustCLI(t *testing.T, token string, args ...string) string {
 
 // httpsReady is a Ready probe over TLS: GET https://addr+path answers 200.
 func httpsReady(hc *http.Client, addr, path string) func(ctx context.Context) bool {
-	return func(ctx context.Context) bool {
-		ctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+path, nil)
-		if err != nil {
-			return false
-		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}
+	return proc.URLReady(hc, "https://"+addr+path)
 }
 
 // client returns an HTTPS client that trusts the cluster's CA and shows

@@ -291,10 +291,16 @@ func (p *Proc) Restart(ctx context.Context, timeout time.Duration) error {
 // HTTPReady returns a Ready probe: GET http://addr+path through hc
 // answers 200 within a second.
 func HTTPReady(hc *http.Client, addr, path string) func(ctx context.Context) bool {
+	return URLReady(hc, "http://"+addr+path)
+}
+
+// URLReady returns a Ready probe: GET url through hc answers 200 within a
+// second.
+func URLReady(hc *http.Client, url string) func(ctx context.Context) bool {
 	return func(ctx context.Context) bool {
 		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			return false
 		}

@@ -19,7 +19,7 @@ const (
 // worse returns the worse of two verdicts: invalid beats unknown beats
 // valid.
 func worse(a, b Verdict) Verdict {
-	rank := map[Verdict]int{Valid: 0, Unknown: 1, Invalid: 2}
+	rank := map[Verdict]int{Valid: 0, NotRun: 0, Unknown: 1, Invalid: 2}
 	if rank[b] > rank[a] {
 		return b
 	}
@@ -97,6 +97,9 @@ type Analysis struct {
 	// Stream is what the run's stream follower received (C9); nil when
 	// no stream was followed.
 	Stream history.StreamSource
+	// Ops is what the operations faults (backup, membership,
+	// rolling-restart) left for C10; nil when none ran.
+	Operations *Operations
 	// bounds[shard] lists, by seq, the earliest time some replica was
 	// seen to have applied at least that seq.
 	bounds [][]bound

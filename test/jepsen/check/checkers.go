@@ -20,12 +20,13 @@ type Options struct {
 	HTMLDir string
 }
 
-// All runs C1-C9 in order.
+// All runs C1-C10 in order.
 func All(a *Analysis, o Options) []Result {
+	c3 := ExactlyOnce(a)
 	return []Result{
-		Conservation(a), Overdraft(a), ExactlyOnce(a), NothingTwice(a),
+		Conservation(a), Overdraft(a), c3, NothingTwice(a),
 		Convergence(a), Linearizable(a, o), SagaAtomicity(a), MonotonicReads(a),
-		StreamCompleteness(a),
+		StreamCompleteness(a), OperationsCheck(a, &c3),
 	}
 }
 

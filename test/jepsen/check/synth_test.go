@@ -303,7 +303,7 @@ func baseline(t *testing.T) *synth {
 func TestBaselineIsValid(t *testing.T) {
 	s := baseline(t)
 	for name, r := range s.check() {
-		if r.Verdict != Valid {
+		if r.Verdict != Valid && !(name == "C10" && r.Verdict == NotRun) {
 			t.Errorf("%s %s: %s %v", name, r.Title, r.Verdict, r.Problems)
 		}
 	}

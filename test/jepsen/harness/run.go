@@ -116,6 +116,7 @@ type runner struct {
 	warm, faultStart time.Time
 	changes          []LeaderChange
 	unexpected       []string
+	ops              *check.Operations // the operations windows and restored backups (C10)
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -279,6 +280,11 @@ func (r *runner) finish(ctx context.Context) (*check.Final, error) {
 		saveRaft(c, shards, filepath.Join(r.dir, "raft"), r.logf)
 	}
 	r.changes = r.poll.Changes()
+	// C10: every backup taken is restored into a cluster of its own, on
+	// loopback, while the binary is still there (c.Close removes the
+	// work directory); the run's cluster is idle by now.
+	r.ops = Operations(r.rep.Windows, r.start0)
+	RestoreBackups(ctx, r.bin, r.work, r.dir, r.ops, r.logf)
 	for _, p := range c.Procs() {
 		for _, u := range p.Unexpected() {
 			r.unexpected = append(r.unexpected, p.Name+": "+u)
@@ -327,6 +333,7 @@ func (r *runner) judge(final *check.Final) error {
 	if r.follow != nil {
 		a.Stream = history.StreamFile(filepath.Join(r.dir, streamFile))
 	}
+	a.Operations = r.ops
 	rep.Results = check.All(a, check.Options{PorcupineTimeout: 2 * time.Minute, HTMLDir: r.dir})
 	rep.Verdict = check.Overall(rep.Results)
 	stats := a.Stats()

@@ -82,6 +82,7 @@ var registry = []Fault{
 	diskFull,
 	fsyncError, crashPoint,
 	membership, rollingRestart,
+	backupFault,
 }
 
 // All returns every registered class, in registry order.
@@ -203,6 +204,14 @@ type Cluster interface {
 	// --join: a new member that catches up from nothing. It returns once
 	// the node answers.
 	Rejoin(ctx context.Context, node string) error
+	// Backup runs the real binary's `tally backup FILE --json` through
+	// the proxy, from where the clients run, writing the file called name
+	// into the run's store. It returns the file's path and what the
+	// command printed on standard output.
+	Backup(ctx context.Context, name string) (path string, out []byte, err error)
+	// InspectBackup runs `tally backup inspect FILE --json` and returns
+	// what it printed.
+	InspectBackup(ctx context.Context, path string) ([]byte, error)
 }
 
 // ShardMembers is one shard's Raft group as the cluster reports it.

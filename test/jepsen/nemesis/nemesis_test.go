@@ -65,7 +65,7 @@ func TestAvailability(t *testing.T) {
 	if got := Available(nil, Env{Root: true, Failpoints: true}); !reflect.DeepEqual(got, Defaults()) {
 		t.Errorf("root and failpoints: %v, want every default class", got)
 	}
-	for _, opt := range []string{"membership", "rolling-restart"} {
+	for _, opt := range []string{"membership", "rolling-restart", "backup"} {
 		if slices.Contains(Defaults(), opt) || !reflect.DeepEqual(Available([]string{opt}, Env{}), []string{opt}) {
 			t.Errorf("%s must run only when named", opt)
 		}
@@ -154,6 +154,9 @@ func TestEveryFaultIsVerifiedAndHealed(t *testing.T) {
 		if f, _ := Lookup(w.Fault.Class); f.Traits().Leader != (w.LeaderChanged != nil) || w.LeaderChanged != nil && !*w.LeaderChanged {
 			t.Errorf("leader check: %s", w.Line(w.Start))
 		}
+		if w.Fault.Class == "backup" && (w.Backup == nil || len(w.Backup.Cut) != 4 || w.Backup.Cut[3].Seq != 13 || w.Backup.File == "") {
+			t.Errorf("the backup window did not record its file and cut: %+v", w.Backup)
+		}
 	}
 	r.HealAll(context.Background())
 	for _, name := range members(c) {
@@ -240,6 +243,24 @@ func (c *fakeCluster) Rejoin(ctx context.Context, node string) error {
 	delete(c.gone, node)
 	c.mu.Unlock()
 	return c.Restart(ctx, node)
+}
+
+// Backup writes a file whose summary names one point per shard.
+func (c *fakeCluster) Backup(_ context.Context, name string) (string, []byte, error) {
+	return "/store/" + name, c.backupSummary("/store/" + name), nil
+}
+
+func (c *fakeCluster) InspectBackup(_ context.Context, path string) ([]byte, error) {
+	return c.backupSummary(path), nil
+}
+
+func (c *fakeCluster) backupSummary(path string) []byte {
+	var cut []string
+	for s := range c.shards {
+		cut = append(cut, fmt.Sprintf(`{"shard":%d,"seq":%d,"head":"%064x"}`, s, 10+s, s))
+	}
+	return []byte(fmt.Sprintf(`{"file":%q,"summary":{"header":{"shards":%d,"epoch":0,"cut":[%s],"in_flight":0},"bytes":100,"content_sha256":"%064x"}}`,
+		path, c.shards, strings.Join(cut, ","), 7))
 }
 
 // SetFailpoints trips an armed failpoint at once: the node stops.

@@ -35,6 +35,8 @@ type Window struct {
 	Notes         []string  `json:"notes,omitempty"`
 	Err           string    `json:"err,omitempty"`
 	Skipped       bool      `json:"skipped,omitempty"`
+	// Backup is what a backup window wrote (its file and cut), for C10.
+	Backup *BackupCut `json:"backup,omitempty"`
 
 	// state is what a class keeps between Inject, Verify and Heal of
 	// this window (a duty cycle to stop, the rule set it installed).

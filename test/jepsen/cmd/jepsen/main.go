@@ -1,6 +1,6 @@
 // Command jepsen runs Tally's black-box fault suite (docs/testing.md): three
 // real nodes and the proxy in network namespaces, a nemesis, closed-loop
-// clients, a stream follower and the checkers C1-C9. Exit status: 0 valid, 1 invalid,
+// clients, a stream follower and the checkers C1-C10. Exit status: 0 valid, 1 invalid,
 // 2 unknown (which fails too), 3 the run itself failed, 4 partial (not
 // root: only kill and pause faults ran, which is never a pass).
 //
@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -48,7 +49,7 @@ func main() {
 	)
 	flag.Parse()
 	if *recheck != "" {
-		os.Exit(recheckRun(*recheck))
+		os.Exit(recheckRun(*recheck, *bin))
 	}
 	repo, err := os.Getwd()
 	if err != nil {
@@ -216,8 +217,10 @@ func selftest(ctx context.Context, base harness.Config, only string) int {
 	return 0
 }
 
-// recheckRun runs the checkers again on a stored run.
-func recheckRun(dir string) int {
+// recheckRun runs the checkers again on a stored run. Backups the run
+// took (C10) are restored again, with bin or a binary built from the
+// working tree.
+func recheckRun(dir, bin string) int {
 	f, err := os.Open(filepath.Join(dir, "history.jsonl"))
 	if err != nil {
 		fail(err)
@@ -238,6 +241,10 @@ func recheckRun(dir string) int {
 	if st := filepath.Join(dir, "stream.jsonl"); fileExists(st) {
 		a.Stream = history.StreamFile(st)
 	}
+	if a.Operations, err = harness.LoadOperations(dir); err != nil {
+		fail(err)
+	}
+	restoreAgain(dir, bin, a.Operations)
 	rs := check.All(a, check.Options{PorcupineTimeout: 5 * time.Minute, HTMLDir: dir})
 	for _, r := range rs {
 		fmt.Printf("%-3s %-42s %-8s %s\n", r.Name, r.Title, r.Verdict, r.Summary)
@@ -252,6 +259,31 @@ func recheckRun(dir string) int {
 		return 1
 	}
 	return 2
+}
+
+// restoreAgain restores the backups of a stored run for C10.
+func restoreAgain(dir, bin string, ops *check.Operations) {
+	if ops == nil || !slices.ContainsFunc(ops.Windows, func(w check.OpWindow) bool { return w.Backup != nil }) {
+		return
+	}
+	work, err := os.MkdirTemp("", "tallyj-recheck-")
+	if err != nil {
+		fail(err)
+	}
+	defer os.RemoveAll(work)
+	if bin == "" {
+		bin = filepath.Join(work, "tally")
+		repo, err := os.Getwd()
+		if err != nil {
+			fail(err)
+		}
+		if err := harness.Build(repo, "", bin); err != nil {
+			fail(err)
+		}
+	}
+	harness.RestoreBackups(context.Background(), bin, work, dir, ops, func(format string, args ...any) {
+		fmt.Printf("jepsen: "+format+"\n", args...)
+	})
 }
 
 func fileExists(p string) bool {

@@ -14,6 +14,8 @@ PKGS    := ./...
 # The fault suite (test/README.md). SEED 0 picks a seed from the clock;
 # FAULTS is a comma-separated list of fault classes (empty: all).
 JEPSEN   := $(GO) run ./test/jepsen/cmd/jepsen
+# The opt-in operations faults of make jepsen-members (test/README.md).
+MEMBERS  := membership,rolling-restart,kill-leader,backup
 SEED     ?= 0
 FAULTS   ?=
 DURATION ?=
@@ -70,8 +72,8 @@ jepsen-ci: ## the fault suite's CI profile: every fault class once (2-3 min, nee
 jepsen: ## a longer fault run: make jepsen SEED=42 FAULTS=kill-leader,halves DURATION=10m
 	$(JEPSEN) -profile random -seed $(SEED) -duration $(or $(DURATION),10m) $(if $(FAULTS),-faults $(FAULTS))
 
-jepsen-members: ## the opt-in membership faults (join, leave, rolling restart) under load
-	$(JEPSEN) -profile random -seed $(SEED) -duration $(or $(DURATION),3m) -faults membership,rolling-restart,kill-leader
+jepsen-members: ## the opt-in operations faults (join, leave, rolling restart, backup and restore) under load
+	$(JEPSEN) -profile random -seed $(SEED) -duration $(or $(DURATION),3m) -faults $(or $(FAULTS),$(MEMBERS))
 
 jepsen-soak: ## random fault runs with fresh seeds for DURATION (default 30m); keeps failures only
 	$(JEPSEN) -profile soak -duration $(or $(DURATION),30m) $(if $(FAULTS),-faults $(FAULTS))

@@ -1,4 +1,4 @@
-// Package check holds the fault suite's checkers C1-C9 (test/README.md,
+// Package check holds the fault suite's checkers C1-C10 (test/README.md,
 // docs/testing.md "Checkers"). They read a run's history and every replica's
 // final event log and state, and judge them against docs/spec.md alone: this
 // package imports nothing of the product (no ledger, fsm or shard), so a

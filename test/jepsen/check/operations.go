@@ -112,8 +112,9 @@ func checkBackups(a *Analysis, r *Result) (string, bool) {
 		}
 		windows++
 		if w.Backup == nil {
-			// The window is not verified, which the run's gates report.
-			r.unknown("backup %d: no file was written", w.N)
+			// The command failed or its file did not check out: the window
+			// is not verified, which the run's gates report too.
+			r.unknown("backup %d: no verified backup file (see the window's line)", w.N)
 			continue
 		}
 		b := w.Backup

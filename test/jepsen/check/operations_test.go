@@ -177,7 +177,7 @@ func TestRestoredClusterDiffers(t *testing.T) {
 func TestBackupWindowWithoutFile(t *testing.T) {
 	s := baseline(t)
 	ops := &Operations{Windows: []OpWindow{{N: 3, Class: ClassBackup, End: s.clock}}}
-	expectC10(t, c10(t, s, ops), Unknown, "no file")
+	expectC10(t, c10(t, s, ops), Unknown, "no verified backup file")
 }
 
 // A transfer acknowledged during a membership window that the final logs

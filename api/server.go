@@ -156,6 +156,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	if !rt.Unbounded(r) {
 		edge.LimitWrite(sw, d+edge.WriteSlack)
+	} else {
+		var stop context.CancelFunc
+		ctx, stop = s.guard.Revoked(ctx, r, rt)
+		defer stop()
 	}
 	if n, err := strconv.Atoi(r.Header.Get(edge.HopHeader)); err == nil && n > 0 {
 		ctx = node.WithHops(ctx, n)

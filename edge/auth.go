@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -99,4 +100,35 @@ func (g *Guard) Admit(r *http.Request, rt *Route) *Error {
 		g.Log.Info("operator action", "who", p.String(), "method", r.Method, "path", r.URL.Path, "query", r.URL.RawQuery)
 	}
 	return nil
+}
+
+// Revoked returns a context that ends with ctx, or once the token that r
+// was admitted with no longer gives the role rt needs (revoked, or given
+// a lower role): an answer that runs past its deadline (an event stream,
+// a backup) must not outlive the right to it. Without client tokens, or
+// for a caller that is a node, it is ctx itself.
+func (g *Guard) Revoked(ctx context.Context, r *http.Request, rt *Route) (context.Context, context.CancelFunc) {
+	p, e := g.Identify(r)
+	if g.Tokens == nil || e != nil || p.Role == secure.RoleNode || rt.Needs() == secure.RoleNone {
+		return context.WithCancel(ctx)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		for {
+			ch := g.Tokens.Changed()
+			if q, e := g.Identify(r); e != nil || q.Role < rt.Needs() {
+				if g.Log != nil {
+					g.Log.Info("answer ended: its token was revoked", "who", p.String(), "path", r.URL.Path)
+				}
+				cancel()
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-ch:
+			}
+		}
+	}()
+	return ctx, cancel
 }

@@ -1,6 +1,9 @@
 package edge
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -137,5 +140,51 @@ func TestGuard(t *testing.T) {
 	r.Header.Set("Authorization", "Basic abc")
 	if _, e := (&Guard{Tokens: tokens}).Identify(r); e == nil || e.Status != 401 {
 		t.Errorf("Basic credentials: %v", e)
+	}
+}
+
+// TestRevokedEndsLongAnswers: a stream admitted with a token ends once the
+// token is revoked; one admitted with another token goes on.
+func TestRevokedEndsLongAnswers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "auth.json")
+	gone, err := secure.CreateToken(path, "gone", secure.RoleRead, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, err := secure.CreateToken(path, "kept", secure.RoleRead, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := secure.LoadTokens(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	go tokens.Watch(watch, path, 10*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	g := &Guard{Tokens: tokens}
+	stream := func(tok string) context.Context {
+		r := httptest.NewRequest("GET", "/v1/events?follow=true", nil)
+		r.Header.Set("Authorization", "Bearer "+tok)
+		ctx, cancel := g.Revoked(context.Background(), r, Lookup(r))
+		t.Cleanup(cancel)
+		return ctx
+	}
+	a, b := stream(gone), stream(kept)
+	time.Sleep(50 * time.Millisecond)
+	if a.Err() != nil || b.Err() != nil {
+		t.Fatal("a stream ended before any revocation")
+	}
+	if err := secure.RevokeToken(path, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the revoked token's stream goes on")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if b.Err() != nil {
+		t.Fatal("the other token's stream ended too")
 	}
 }

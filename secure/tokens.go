@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -179,6 +180,20 @@ func hashSecret(secret string) string {
 // the file changes.
 type Tokens struct {
 	byHash atomic.Pointer[map[[sha256.Size]byte]Principal]
+	// changed is closed, and replaced, when the tokens change.
+	mu      sync.Mutex
+	changed chan struct{}
+}
+
+// Changed returns a channel that is closed when the tokens next change:
+// what an open stream waits on to end when its token is revoked.
+func (t *Tokens) Changed() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.changed == nil {
+		t.changed = make(chan struct{})
+	}
+	return t.changed
 }
 
 // LoadTokens reads the auth file at path.
@@ -203,6 +218,12 @@ func (t *Tokens) load(path string) error {
 		m[k] = Principal{Name: e.Name, Role: role}
 	}
 	t.byHash.Store(&m)
+	t.mu.Lock()
+	if t.changed != nil {
+		close(t.changed)
+		t.changed = nil
+	}
+	t.mu.Unlock()
 	return nil
 }
 

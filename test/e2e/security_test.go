@@ -892,6 +892,28 @@ func (e *secEnv) revoke(t *testing.T) {
 	}
 	e.mustCLI(t, ci, "deposit", "carol", "1", "--id", "ci-before")
 
+	// A stream opened with the token, at a node and through the proxy,
+	// must end once the token is revoked, not run on for ever.
+	streamEnded := map[string]chan error{}
+	for _, b := range bases[:2] {
+		req, err := http.NewRequest("GET", b+"/v1/shards/0/events?follow=true", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+ci)
+		resp, err := hc.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("a stream with the ci token at %s: %v %v", b, err, resp)
+		}
+		done := make(chan error, 1)
+		streamEnded[b] = done
+		go func() {
+			defer resp.Body.Close()
+			_, err := io.Copy(io.Discard, resp.Body)
+			done <- err
+		}()
+	}
+
 	start := time.Now()
 	if out, errOut, code := secCmd(t, nil, "token", "revoke", "ci", "--auth-file", e.auth); code != 0 {
 		t.Fatalf("token revoke ci: exit %d: %s%s", code, out, errOut)
@@ -935,6 +957,14 @@ func (e *secEnv) revoke(t *testing.T) {
 	for _, b := range bases {
 		if a := secDo(hc, "GET", b+"/v1/accounts/carol", e.tok["reader"], "", nil); a.err != nil || a.status != 200 {
 			t.Errorf("the read token after another's revocation at %s: %s", b, a)
+		}
+	}
+	for b, done := range streamEnded {
+		select {
+		case <-done:
+			t.Logf("the ci token's stream at %s ended %s after the revocation", b, time.Since(start).Round(time.Millisecond))
+		case <-time.After(10 * time.Second):
+			t.Errorf("the ci token's stream at %s still runs %s after the revocation", b, time.Since(start).Round(time.Millisecond))
 		}
 	}
 	e.mustCLI(t, e.tok["writer"], "transfer", "carol", "alice", "1", "--id", "after-revoke")

@@ -1,6 +1,9 @@
 package secure
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -146,5 +149,50 @@ func TestLoopback(t *testing.T) {
 		if got := Loopback(addr); got != want {
 			t.Errorf("Loopback(%q) = %v", addr, got)
 		}
+	}
+}
+
+// TestCertReload: a renewed certificate of the same node (certs add) is
+// taken without a restart; a certificate of another subject is not.
+func TestCertReload(t *testing.T) {
+	dir := t.TempDir()
+	files, err := InitCerts(dir, []string{"n1"}, []string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := LoadTLS(files.Nodes["n1"][0], files.Nodes["n1"][1], files.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := m.cert.Load().Leaf.SerialNumber
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go m.Watch(ctx, 10*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	time.Sleep(30 * time.Millisecond)
+	if _, err := AddNodeCerts(dir, []string{"n1"}, []string{"127.0.0.1"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for m.cert.Load().Leaf.SerialNumber.Cmp(first) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the renewed certificate was not taken")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !m.IsNode() || m.Name() != "n1" {
+		t.Fatalf("after the reload: node %v name %q", m.IsNode(), m.Name())
+	}
+	renewed := m.cert.Load().Leaf.SerialNumber
+	// The proxy's pair written over n1's: another subject, refused.
+	for i, f := range []string{files.Proxy[1], files.Proxy[0]} {
+		b, _ := os.ReadFile(f)
+		os.WriteFile(files.Nodes["n1"][1-i], b, 0o600)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if m.cert.Load().Leaf.SerialNumber.Cmp(renewed) != 0 || m.Name() != "n1" {
+		t.Fatal("a certificate of another subject replaced the node's")
+	}
+	if _, err := AddNodeCerts(t.TempDir(), []string{"n2"}, []string{"127.0.0.1"}, time.Now()); err == nil {
+		t.Fatal("certs add without a CA wrote certificates")
 	}
 }

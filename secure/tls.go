@@ -1,13 +1,17 @@
 package secure
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"slices"
+	"sync/atomic"
+	"time"
 )
 
 // Organizational units that certs init writes into certificates. A node
@@ -22,8 +26,10 @@ const (
 // that only checks servers) and the cluster's CA. It is read-only once
 // loaded and safe to share.
 type TLS struct {
-	cert *tls.Certificate
+	cert atomic.Pointer[tls.Certificate] // nil: no certificate of its own
 	pool *x509.CertPool
+	// certFile and keyFile are reread by Watch.
+	certFile, keyFile string
 }
 
 // LoadTLS reads a certificate and key (both or neither) and the CA that
@@ -44,39 +50,87 @@ func LoadTLS(certFile, keyFile, caFile string) (*TLS, error) {
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("--tls-ca %s: no PEM certificate in it", caFile)
 	}
-	t := &TLS{pool: pool}
+	t := &TLS{pool: pool, certFile: certFile, keyFile: keyFile}
 	if certFile != "" {
-		c, err := tls.LoadX509KeyPair(certFile, keyFile)
+		c, err := t.readPair()
 		if err != nil {
-			return nil, fmt.Errorf("--tls-cert %s / --tls-key %s: %w", certFile, keyFile, err)
+			return nil, err
 		}
-		if c.Leaf == nil {
-			return nil, fmt.Errorf("--tls-cert %s: no certificate", certFile)
-		}
-		if _, err := c.Leaf.Verify(x509.VerifyOptions{Roots: pool,
-			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-			return nil, fmt.Errorf("--tls-cert %s is not signed by --tls-ca %s: %w", certFile, caFile, err)
-		}
-		t.cert = &c
+		t.cert.Store(c)
 	}
 	return t, nil
 }
 
+// readPair reads the certificate and key and checks them against the CA.
+func (t *TLS) readPair() (*tls.Certificate, error) {
+	c, err := tls.LoadX509KeyPair(t.certFile, t.keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert %s / --tls-key %s: %w", t.certFile, t.keyFile, err)
+	}
+	if c.Leaf == nil {
+		return nil, fmt.Errorf("--tls-cert %s: no certificate", t.certFile)
+	}
+	if _, err := c.Leaf.Verify(x509.VerifyOptions{Roots: t.pool,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return nil, fmt.Errorf("--tls-cert %s is not signed by --tls-ca: %w", t.certFile, err)
+	}
+	return &c, nil
+}
+
+// Watch rereads the certificate and key when either file changes, until
+// ctx ends, so that a renewed certificate (certs add) is served without a
+// restart. A new pair must be signed by the same CA and name the same
+// subject; otherwise, or when it does not read, the old one stays and the
+// reason is logged.
+func (t *TLS) Watch(ctx context.Context, every time.Duration, log *slog.Logger) {
+	if t.cert.Load() == nil {
+		return
+	}
+	last := stamp(t.certFile) + stamp(t.keyFile)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		s := stamp(t.certFile) + stamp(t.keyFile)
+		if s == last {
+			continue
+		}
+		last = s
+		c, err := t.readPair()
+		if err == nil && c.Leaf.Subject.String() != t.cert.Load().Leaf.Subject.String() {
+			err = fmt.Errorf("--tls-cert %s now names %q, not %q", t.certFile, c.Leaf.Subject, t.cert.Load().Leaf.Subject)
+		}
+		if err != nil {
+			log.Error("certificate changed but is not taken; keeping the one loaded before", "err", err)
+			continue
+		}
+		t.cert.Store(c)
+		log.Info("certificate reloaded", "file", t.certFile, "expires", c.Leaf.NotAfter)
+	}
+}
+
 // IsNode reports whether this party's own certificate is a node's.
-func (t *TLS) IsNode() bool { return t.cert != nil && isNodeCert(t.cert.Leaf) }
+func (t *TLS) IsNode() bool { c := t.cert.Load(); return c != nil && isNodeCert(c.Leaf) }
 
 // Name is the common name of this party's certificate.
 func (t *TLS) Name() string {
-	if t.cert == nil {
-		return ""
+	if c := t.cert.Load(); c != nil {
+		return c.Leaf.Subject.CommonName
 	}
-	return t.cert.Leaf.Subject.CommonName
+	return ""
 }
 
+// base is the configuration every use starts from. The certificate is
+// looked up per handshake, so that Watch can replace it.
 func (t *TLS) base() *tls.Config {
 	c := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: t.pool, ClientCAs: t.pool}
-	if t.cert != nil {
-		c.Certificates = []tls.Certificate{*t.cert}
+	if t.cert.Load() != nil {
+		c.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return t.cert.Load(), nil }
+		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return t.cert.Load(), nil }
 	}
 	return c
 }

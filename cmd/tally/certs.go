@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -19,7 +21,44 @@ func newCertsCmd(a *app) *cobra.Command {
 		Example: `  tally certs init --dir ./certs --nodes n1,n2,n3 --hosts 127.0.0.1,localhost`,
 		Args:    cobra.NoArgs,
 	}
-	cmd.AddCommand(newCertsInitCmd(a))
+	cmd.AddCommand(newCertsInitCmd(a), newCertsAddCmd(a))
+	return cmd
+}
+
+func newCertsAddCmd(a *app) *cobra.Command {
+	o := &certsOpts{}
+	cmd := &cobra.Command{
+		Use:   "add",
+		Short: "Write certificates for more nodes, or renew a node's, with the CA of certs init",
+		Long: `Write a certificate and key for each node of --nodes, signed by the CA in
+--dir (ca.crt, ca.key, written by certs init): for a node about to join a
+running cluster, or to renew a node's certificate. A node rereads its
+--tls-cert and --tls-key within seconds of a change, so a renewed
+certificate is served without a restart.`,
+		Example: `  tally certs add --dir ./certs --nodes n4
+  tally server --id n4 --tls-cert certs/n4.crt --tls-key certs/n4.key --tls-ca certs/ca.crt --join 127.0.0.1:8001 ...`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			files, err := secure.AddNodeCerts(o.dir, splitList(o.nodes), splitList(o.hosts), time.Now())
+			if err != nil {
+				return err
+			}
+			if a.json {
+				return writeJSON(cmd.OutOrStdout(), files)
+			}
+			t := table.New(cmd.OutOrStdout())
+			table.Row(t, "FOR", "CERTIFICATE", "KEY")
+			for _, n := range slices.Sorted(maps.Keys(files)) {
+				table.Row(t, "node "+n, files[n][0], files[n][1])
+			}
+			return t.Flush()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.dir, "dir", "certs", "directory of the CA (certs init)")
+	f.StringVar(&o.nodes, "nodes", "", "comma-separated node ids")
+	f.StringVar(&o.hosts, "hosts", "127.0.0.1,localhost,::1", "comma-separated host names and IPs the certificates are valid for")
+	cmd.MarkFlagRequired("nodes")
 	return cmd
 }
 

@@ -115,10 +115,13 @@ func (s *security) client() *tls.Config {
 	return s.tls.Client()
 }
 
-// watch reloads the auth file when it changes.
+// watch reloads the auth file and the certificate when they change.
 func (s *security) watch(ctx context.Context, o *secOpts, log *slog.Logger) {
 	if s.tokens != nil {
 		go s.tokens.Watch(ctx, o.authFile, 2*time.Second, log)
+	}
+	if s.serve {
+		go s.tls.Watch(ctx, 2*time.Second, log)
 	}
 }
 

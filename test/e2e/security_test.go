@@ -44,6 +44,7 @@ func TestSecurity(t *testing.T) {
 	t.Run("forged-cert", e.forged)
 	t.Run("bad-start", e.badStart)
 	t.Run("revoke", e.revoke)
+	t.Run("add-node", e.addNode)
 }
 
 // secEnv is the secured cluster the subtests share.
@@ -368,8 +369,9 @@ type secCluster struct {
 		Leader     string `json:"leader"`
 		AppliedSeq uint64 `json:"applied_seq"`
 		Replicas   []struct {
-			Node string `json:"node"`
-			Raft string `json:"raft"`
+			Node     string `json:"node"`
+			Raft     string `json:"raft"`
+			Suffrage string `json:"suffrage"`
 		} `json:"replicas"`
 	} `json:"shards"`
 	Nodes []struct {
@@ -1005,4 +1007,67 @@ func (e *secEnv) revoke(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || !rep.OK {
 		t.Errorf("final audit: exit %d\n%s%s", code, out, errOut)
 	}
+}
+
+// addNode: a fourth node with a certificate from certs add joins the TLS
+// cluster and becomes a voter of every shard; a renewed certificate
+// (certs add again) is served without a restart.
+func (e *secEnv) addNode(t *testing.T) {
+	if out, errOut, code := secCmd(t, nil, "certs", "add", "--dir", e.certs, "--nodes", "n4"); code != 0 {
+		t.Fatalf("certs add n4: exit %d: %s%s", code, out, errOut)
+	}
+	ports, err := proc.FreePorts(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n4 := proc.NewNode(bin, "n4", fmt.Sprintf("127.0.0.1:%d", ports[1]), fmt.Sprintf("127.0.0.1:%d", ports[0]),
+		filepath.Join(e.dir, "n4"), filepath.Join(e.dir, "n4.log"),
+		"--tls-cert", filepath.Join(e.certs, "n4.crt"), "--tls-key", filepath.Join(e.certs, "n4.key"),
+		"--tls-ca", e.ca, "--auth-file", e.auth)
+	n4.Ready = httpsReady(e.client(nil), n4.HTTP, "/healthz")
+	n4.Env = []string{"TALLY_TOKEN=", "TALLY_TLS_CA=", "TALLY_ADDR="}
+	t.Cleanup(func() { proc.StopAll(10*time.Second, n4.Proc) })
+	if err := n4.Start("--join", e.nodes[0].HTTP); err != nil {
+		t.Fatal(err)
+	}
+	secWait(t, 60*time.Second, "n4 a voter of every shard", func() bool {
+		st, ok := e.clusterOf(e.nodes[0].HTTP)
+		if !ok {
+			return false
+		}
+		for _, s := range st.Shards {
+			voter := false
+			for _, r := range s.Replicas {
+				voter = voter || (r.Node == "n4" && r.Suffrage == "voter")
+			}
+			if !voter {
+				return false
+			}
+		}
+		return true
+	})
+
+	n2 := e.nodes[1]
+	if out, errOut, code := secCmd(t, nil, "certs", "add", "--dir", e.certs, "--nodes", "n2"); code != 0 {
+		t.Fatalf("certs add n2: exit %d: %s%s", code, out, errOut)
+	}
+	secWait(t, 10*time.Second, "n2 to reload its certificate", func() bool {
+		b, _ := os.ReadFile(n2.LogPath)
+		return strings.Contains(string(b), "certificate reloaded")
+	})
+	// The renewed certificate is the one n2 now serves.
+	want, err := tls.LoadX509KeyPair(filepath.Join(e.certs, "n2.crt"), filepath.Join(e.certs, "n2.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", n2.HTTP, &tls.Config{RootCAs: e.pool, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := conn.ConnectionState().PeerCertificates[0]
+	conn.Close()
+	if served.SerialNumber.Cmp(want.Leaf.SerialNumber) != 0 {
+		t.Fatalf("n2 serves certificate %v, the renewed one is %v", served.SerialNumber, want.Leaf.SerialNumber)
+	}
+	e.mustCLI(t, e.tok["writer"], "transfer", "alice", "carol", "1", "--id", "after-renewal")
 }

@@ -182,9 +182,10 @@ func writePair(certPath, keyPath string, der []byte, key *ecdsa.PrivateKey) erro
 	return writeFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 }
 
-// writeFile replaces path whole (write, sync, rename).
+// writeFile replaces path whole (write, sync, rename), so that a process
+// rereading it (Watch) sees the old file or the new one, never half.
 func writeFile(path string, b []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".cert-*")
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tally-*")
 	if err != nil {
 		return err
 	}

@@ -86,31 +86,18 @@ func (t *TLS) Watch(ctx context.Context, every time.Duration, log *slog.Logger) 
 	if t.cert.Load() == nil {
 		return
 	}
-	last := stamp(t.certFile) + stamp(t.keyFile)
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		s := stamp(t.certFile) + stamp(t.keyFile)
-		if s == last {
-			continue
-		}
-		last = s
+	onChange(ctx, every, func() {
 		c, err := t.readPair()
 		if err == nil && c.Leaf.Subject.String() != t.cert.Load().Leaf.Subject.String() {
 			err = fmt.Errorf("--tls-cert %s now names %q, not %q", t.certFile, c.Leaf.Subject, t.cert.Load().Leaf.Subject)
 		}
 		if err != nil {
 			log.Error("certificate changed but is not taken; keeping the one loaded before", "err", err)
-			continue
+			return
 		}
 		t.cert.Store(c)
 		log.Info("certificate reloaded", "file", t.certFile, "expires", c.Leaf.NotAfter)
-	}
+	}, t.certFile, t.keyFile)
 }
 
 // IsNode reports whether this party's own certificate is a node's.

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -129,34 +128,14 @@ func RevokeToken(path, name string) error {
 	return writeTokenFile(path, f)
 }
 
-// writeTokenFile replaces the file whole (write, sync, rename), so that a
-// server reading it never sees half of it.
+// writeTokenFile replaces the file whole (writeFile), so that a server
+// reading it never sees half of it.
 func writeTokenFile(path string, f *TokenFile) error {
 	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".auth-*")
-	if err != nil {
-		return fmt.Errorf("auth file: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("auth file: %w", err)
-	}
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("auth file: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("auth file: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("auth file: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := writeFile(path, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("auth file: %w", err)
 	}
 	return nil
@@ -251,7 +230,30 @@ func (t *Tokens) Len() int {
 // that a created or revoked token takes effect without a restart. A file
 // that no longer reads keeps the tokens known before, and is logged.
 func (t *Tokens) Watch(ctx context.Context, path string, every time.Duration, log *slog.Logger) {
-	last := stamp(path)
+	onChange(ctx, every, func() {
+		if err := t.load(path); err != nil {
+			log.Error("auth file changed but does not read; keeping the tokens loaded before", "err", err)
+			return
+		}
+		log.Info("auth file reloaded", "tokens", t.Len())
+	}, path)
+}
+
+// onChange calls fn each time one of paths changes (its modification
+// time or size), looking every interval, until ctx ends.
+func onChange(ctx context.Context, every time.Duration, fn func(), paths ...string) {
+	stamp := func() string {
+		var b strings.Builder
+		for _, p := range paths {
+			if fi, err := os.Stat(p); err == nil {
+				fmt.Fprint(&b, fi.ModTime().UnixNano(), fi.Size(), ";")
+			} else {
+				b.WriteString("-;")
+			}
+		}
+		return b.String()
+	}
+	last := stamp()
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
@@ -260,25 +262,11 @@ func (t *Tokens) Watch(ctx context.Context, path string, every time.Duration, lo
 			return
 		case <-tick.C:
 		}
-		s := stamp(path)
-		if s == last {
-			continue
+		if s := stamp(); s != last {
+			last = s
+			fn()
 		}
-		last = s
-		if err := t.load(path); err != nil {
-			log.Error("auth file changed but does not read; keeping the tokens loaded before", "err", err)
-			continue
-		}
-		log.Info("auth file reloaded", "tokens", t.Len())
 	}
-}
-
-func stamp(path string) string {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return ""
-	}
-	return fmt.Sprint(fi.ModTime().UnixNano(), fi.Size())
 }
 
 // ClusterSecret is the secret by which nodes know each other when TLS is

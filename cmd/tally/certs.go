@@ -2,9 +2,9 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -46,12 +46,7 @@ certificate is served without a restart.`,
 			if a.json {
 				return writeJSON(cmd.OutOrStdout(), files)
 			}
-			t := table.New(cmd.OutOrStdout())
-			table.Row(t, "FOR", "CERTIFICATE", "KEY")
-			for _, n := range slices.Sorted(maps.Keys(files)) {
-				table.Row(t, "node "+n, files[n][0], files[n][1])
-			}
-			return t.Flush()
+			return printCerts(cmd.OutOrStdout(), nil, files)
 		},
 	}
 	f := cmd.Flags()
@@ -93,19 +88,7 @@ own CA and give each node a certificate with OU=tally-node and CN=its id.`,
 			if a.json {
 				return writeJSON(cmd.OutOrStdout(), files)
 			}
-			t := table.New(cmd.OutOrStdout())
-			table.Row(t, "FOR", "CERTIFICATE", "KEY")
-			table.Row(t, "CA", files.CA, files.CAKey)
-			names := make([]string, 0, len(files.Nodes))
-			for n := range files.Nodes {
-				names = append(names, n)
-			}
-			sort.Strings(names)
-			for _, n := range names {
-				table.Row(t, "node "+n, files.Nodes[n][0], files.Nodes[n][1])
-			}
-			table.Row(t, "proxy", files.Proxy[0], files.Proxy[1])
-			return t.Flush()
+			return printCerts(cmd.OutOrStdout(), files, files.Nodes)
 		},
 	}
 	f := cmd.Flags()
@@ -113,6 +96,23 @@ own CA and give each node a certificate with OU=tally-node and CN=its id.`,
 	f.StringVar(&o.nodes, "nodes", "n1,n2,n3", "comma-separated node ids")
 	f.StringVar(&o.hosts, "hosts", "127.0.0.1,localhost,::1", "comma-separated host names and IPs the certificates are valid for")
 	return cmd
+}
+
+// printCerts prints the files written: the CA's and the proxy's when all
+// is set (certs init), and each node's.
+func printCerts(w io.Writer, all *secure.CertFiles, nodes map[string][2]string) error {
+	t := table.New(w)
+	table.Row(t, "FOR", "CERTIFICATE", "KEY")
+	if all != nil {
+		table.Row(t, "CA", all.CA, all.CAKey)
+	}
+	for _, n := range slices.Sorted(maps.Keys(nodes)) {
+		table.Row(t, "node "+n, nodes[n][0], nodes[n][1])
+	}
+	if all != nil {
+		table.Row(t, "proxy", all.Proxy[0], all.Proxy[1])
+	}
+	return t.Flush()
 }
 
 func splitList(s string) []string {

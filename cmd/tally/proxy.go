@@ -68,7 +68,7 @@ func runProxy(ctx context.Context, a *app, o *proxyOpts) error {
 	if err != nil {
 		return err
 	}
-	sec.watch(ctx, &o.sec, log)
+	sec.watch(ctx, log)
 	ln, err := sec.listen(o.listen)
 	if err != nil {
 		return errors.Join(fmt.Errorf("listen: %w", err), p.Close())

@@ -39,11 +39,12 @@ func (o *secOpts) flags(f *pflag.FlagSet, server bool) {
 
 // security is what the flags amount to, checked.
 type security struct {
-	tls    *secure.TLS // nil: plaintext everywhere
-	serve  bool        // this process serves TLS (it has a certificate)
-	guard  *edge.Guard
-	tokens *secure.Tokens
-	secret secure.ClusterSecret
+	tls      *secure.TLS // nil: plaintext everywhere
+	serve    bool        // this process serves TLS (it has a certificate)
+	guard    *edge.Guard
+	tokens   *secure.Tokens
+	authFile string // what tokens were read from
+	secret   secure.ClusterSecret
 }
 
 // load checks the flags against the addresses the process listens on and
@@ -82,7 +83,7 @@ func (o *secOpts) load(caFile string, addrs []string, server bool, log *slog.Log
 		if s.tokens, err = secure.LoadTokens(o.authFile); err != nil {
 			return nil, err
 		}
-		s.guard.Tokens = s.tokens
+		s.guard.Tokens, s.authFile = s.tokens, o.authFile
 	}
 	for _, a := range addrs {
 		if s.serve || secure.Loopback(a) {
@@ -116,9 +117,9 @@ func (s *security) client() *tls.Config {
 }
 
 // watch reloads the auth file and the certificate when they change.
-func (s *security) watch(ctx context.Context, o *secOpts, log *slog.Logger) {
+func (s *security) watch(ctx context.Context, log *slog.Logger) {
 	if s.tokens != nil {
-		go s.tokens.Watch(ctx, o.authFile, 2*time.Second, log)
+		go s.tokens.Watch(ctx, s.authFile, 2*time.Second, log)
 	}
 	if s.serve {
 		go s.tls.Watch(ctx, 2*time.Second, log)

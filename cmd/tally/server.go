@@ -124,7 +124,7 @@ func runServer(ctx context.Context, a *app, o *serverOpts) error {
 		ln.Close()
 		return err
 	}
-	sec.watch(ctx, &o.sec, log)
+	sec.watch(ctx, log)
 	handler := api.New(node.New(host, peer), log, api.WithGuard(sec.guard))
 	srv := edge.NewServer(handler, log)
 	srv.RegisterOnShutdown(handler.StopStreams)

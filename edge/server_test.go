@@ -22,18 +22,7 @@ func TestStalledBodyIsCut(t *testing.T) {
 		t.Fatalf("read timeout %v", srv.ReadTimeout)
 	}
 	srv.ReadTimeout = 300 * time.Millisecond
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer srv.Close()
-
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialServed(t, srv)
 	if _, err := io.WriteString(c, "POST /v1/transfers HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"id\":"); err != nil {
 		t.Fatal(err)
 	}
@@ -61,17 +50,7 @@ func TestStalledReaderIsCut(t *testing.T) {
 			}
 		}
 	}), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer srv.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialServed(t, srv)
 	io.WriteString(c, "GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n") // and never read
 	select {
 	case err := <-got:
@@ -81,4 +60,22 @@ func TestStalledReaderIsCut(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the handler is still writing to a reader that stopped")
 	}
+}
+
+// dialServed serves srv on a loopback port and returns a raw connection to
+// it; both are closed when the test ends.
+func dialServed(t *testing.T, srv *http.Server) net.Conn {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }

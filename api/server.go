@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -152,39 +153,41 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		edge.WriteError(sw, e)
 		return
 	}
-	ctx, cancel := s.deadline(r, d)
+	q := r.URL.Query()
+	long := rt.Unbounded(q)
+	ctx, cancel := s.deadline(r.Context(), q, d, long)
 	defer cancel()
-	if !rt.Unbounded(r) {
-		edge.LimitWrite(sw, d+edge.WriteSlack)
-	} else {
+	if long {
 		var stop context.CancelFunc
 		ctx, stop = s.guard.Revoked(ctx, r, rt)
 		defer stop()
+	} else {
+		edge.LimitWrite(sw, d+edge.WriteSlack)
 	}
 	if n, err := strconv.Atoi(r.Header.Get(edge.HopHeader)); err == nil && n > 0 {
 		ctx = node.WithHops(ctx, n)
 	}
-	if r.URL.Query().Get("forward") == "false" {
+	if q.Get("forward") == "false" {
 		ctx = node.WithoutForwarding(ctx)
 	}
 	r.Body = http.MaxBytesReader(sw, r.Body, edge.MaxBody)
 	s.mux.ServeHTTP(sw, r.WithContext(ctx))
 }
 
-// deadline is a request's context: it ends after d, but a stream
-// (follow=true, a backup) runs until its reader leaves, unless it asked
-// for a deadline, or until the node shuts down.
-func (s *Server) deadline(r *http.Request, d time.Duration) (context.Context, context.CancelFunc) {
-	q := r.URL.Query()
-	if q.Get("follow") != "true" && r.URL.Path != backupPath {
-		return context.WithTimeout(r.Context(), d)
+// deadline is a request's context: it ends after d, but an answer that
+// runs past its deadline (long: a stream that follows the log, a backup,
+// a profile) runs until its reader leaves, unless it asked for a
+// deadline, or until the node shuts down.
+func (s *Server) deadline(parent context.Context, q url.Values, d time.Duration, long bool) (context.Context, context.CancelFunc) {
+	if !long {
+		return context.WithTimeout(parent, d)
 	}
 	var ctx context.Context
 	var cancel context.CancelFunc
 	if q.Get("timeout") != "" {
-		ctx, cancel = context.WithTimeout(r.Context(), d)
+		ctx, cancel = context.WithTimeout(parent, d)
 	} else {
-		ctx, cancel = context.WithCancel(r.Context())
+		ctx, cancel = context.WithCancel(parent)
 	}
 	stop := context.AfterFunc(s.closing, cancel)
 	return ctx, func() { stop(); cancel() }

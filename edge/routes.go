@@ -33,10 +33,11 @@ type Route struct {
 	Long bool
 }
 
-// Unbounded reports whether the answer to r may run past its deadline:
-// a Long route, or an event stream that follows the log.
-func (rt *Route) Unbounded(r *http.Request) bool {
-	return rt.Long || r.URL.Query().Get("follow") == "true"
+// Unbounded reports whether the answer to a request with query q may run
+// past its deadline: a Long route, or an event stream that follows the
+// log.
+func (rt *Route) Unbounded(q url.Values) bool {
+	return rt.Long || q.Get("follow") == "true"
 }
 
 // Needs returns the role a caller must hold for the route.

@@ -256,7 +256,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rt != nil && e == nil {
 		e = p.guard.Admit(r, rt)
 	}
-	if rt != nil && e == nil && !rt.Unbounded(r) {
+	if rt != nil && e == nil && !rt.Unbounded(r.URL.Query()) {
 		edge.LimitWrite(w, timeout+edge.WriteSlack)
 	}
 	switch {

@@ -22,14 +22,21 @@ import (
 // MaxSagaHold bounds a hold's lease.
 const MaxSagaHold = 5 * time.Second
 
-// sagaGate holds back the transfers that would start a saga.
+// sagaGate holds back the transfers that would start a saga. Every
+// transfer command passes it; while no hold is on, passing costs two
+// atomic operations and no look at the command.
 type sagaGate struct {
-	mu     sync.Mutex
-	until  time.Time     // held until then; zero: open
-	opened chan struct{} // closed when a hold is released
-	// crossing counts the saga-starting commands past the gate and not
-	// yet answered: a hold waits for them, as they may start sagas.
-	crossing atomic.Int64
+	// heldUntil is the end of the hold's lease in Unix nanoseconds; 0:
+	// open.
+	heldUntil atomic.Int64
+	// inFlight counts the transfer commands that passed while no hold was
+	// on and are not yet answered: a hold waits for them, as they may
+	// start sagas. Each adds itself before it looks at heldUntil, and a
+	// hold sets heldUntil before it looks at inFlight, so no command can
+	// slip between the two unseen.
+	inFlight atomic.Int64
+	mu       sync.Mutex
+	opened   chan struct{} // closed when a hold is released
 	// holds and waited count the holds and the commands that waited for
 	// one (metrics).
 	holds, waited atomic.Uint64
@@ -38,34 +45,38 @@ type sagaGate struct {
 func (g *sagaGate) hold(lease time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.opened == nil || g.until.IsZero() {
+	if g.heldUntil.Load() == 0 {
 		g.opened = make(chan struct{})
 	}
-	g.until = time.Now().Add(min(lease, MaxSagaHold))
+	g.heldUntil.Store(time.Now().Add(min(lease, MaxSagaHold)).UnixNano())
 	g.holds.Add(1)
 }
 
 func (g *sagaGate) release() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if !g.until.IsZero() {
-		g.until = time.Time{}
+	if g.heldUntil.Swap(0) != 0 {
 		close(g.opened)
 	}
 }
 
-// pass waits while the gate holds, then counts the caller as crossing;
-// the caller calls done when its command is answered. It fails, with
-// nothing applied, when ctx ends first.
-func (g *sagaGate) pass(ctx context.Context) (done func(), err error) {
+// pass lets a transfer command through, waiting while a hold is on if
+// crosses says the command may start a saga; the caller calls done when
+// its command is answered. It fails, with nothing applied, when ctx ends
+// first.
+func (g *sagaGate) pass(ctx context.Context, crosses func() bool) (done func(), err error) {
 	for {
-		g.mu.Lock()
-		wait := time.Until(g.until)
-		if g.until.IsZero() || wait <= 0 {
-			g.crossing.Add(1)
-			g.mu.Unlock()
-			return func() { g.crossing.Add(-1) }, nil
+		g.inFlight.Add(1)
+		until := g.heldUntil.Load()
+		wait := time.Duration(until - time.Now().UnixNano())
+		if until == 0 || wait <= 0 {
+			return func() { g.inFlight.Add(-1) }, nil
 		}
+		g.inFlight.Add(-1)
+		if !crosses() {
+			return func() {}, nil
+		}
+		g.mu.Lock()
 		ch := g.opened
 		g.mu.Unlock()
 		g.waited.Add(1)
@@ -81,11 +92,8 @@ func (g *sagaGate) pass(ctx context.Context) (done func(), err error) {
 	}
 }
 
-// startsSaga reports whether cmd, run on shard i, may start a saga.
+// startsSaga reports whether transfer command cmd may start a saga.
 func (h *Host) startsSaga(cmd *ledger.Command) bool {
-	if cmd.Kind != ledger.CmdTransfers {
-		return false
-	}
 	for k := range cmd.Transfers {
 		if ledger.Crosses(&cmd.Transfers[k], len(h.replicas)) {
 			return true
@@ -95,8 +103,8 @@ func (h *Host) startsSaga(cmd *ledger.Command) bool {
 }
 
 // HoldSagas holds back new sagas on this node for lease, and waits until
-// every shard it leads has no saga in flight and no saga-starting command
-// unanswered. It returns the shards it leads that got there before ctx
+// every shard it leads has no saga in flight and no transfer command that
+// passed before the hold is unanswered. It returns the shards it leads that got there before ctx
 // ended.
 func (h *Host) HoldSagas(ctx context.Context, lease time.Duration) []int {
 	h.gate.hold(lease)
@@ -107,7 +115,7 @@ func (h *Host) HoldSagas(ctx context.Context, lease time.Duration) []int {
 		}
 		for {
 			open, _ := r.FSM.OpenSagas(nil)
-			if len(open) == 0 && h.gate.crossing.Load() == 0 {
+			if len(open) == 0 && h.gate.inFlight.Load() == 0 {
 				drained = append(drained, r.ID)
 				break
 			}

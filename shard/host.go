@@ -261,8 +261,8 @@ func (h *Host) Submit(ctx context.Context, i int, cmd ledger.Command) ([]ledger.
 	if !r.Group.IsLeader() {
 		return nil, h.notLeader(r)
 	}
-	if h.startsSaga(&cmd) {
-		done, err := h.gate.pass(ctx)
+	if cmd.Kind == ledger.CmdTransfers {
+		done, err := h.gate.pass(ctx, func() bool { return h.startsSaga(&cmd) })
 		if err != nil {
 			return nil, fmt.Errorf("shard %d: %w", i, err)
 		}

@@ -9,6 +9,8 @@ import (
 
 	"tally/api/wire"
 	"tally/edge"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // statusTimeout bounds the wait for another node's view in Cluster.
@@ -140,12 +142,25 @@ type MemberQuery struct {
 	HTTP  string `json:"http,omitempty"`
 }
 
-// Member runs a membership change on shard only, or on every shard in
-// turn.
+// Member runs a membership change on shard only, or on every shard: a
+// join on all at once, since each waits until the node has caught up on
+// its shard, and a leave in turn.
 func (s *Service) Member(ctx context.Context, q MemberQuery, only *int) error {
 	shards, err := s.shardsOf(only)
 	if err != nil {
 		return err
+	}
+	if q.Op == MemberJoin {
+		g, gctx := errgroup.WithContext(ctx)
+		for _, i := range shards {
+			g.Go(func() error {
+				q := q
+				q.Shard = i
+				_, err := s.memberOn(gctx, q)
+				return err
+			})
+		}
+		return g.Wait()
 	}
 	for _, i := range shards {
 		q.Shard = i

@@ -2,7 +2,11 @@ package node
 
 import (
 	"context"
+	"time"
 )
+
+// appliedTimeout bounds an opApplied call.
+const appliedTimeout = time.Second
 
 // opApplied asks a node how far its replica of one shard has applied:
 // how a shard's leader sees a non-voter's catch-up (shard.Peers).
@@ -23,6 +27,10 @@ type AppliedAnswer struct {
 // Applied returns the Raft index that the node at addr has applied on
 // shard i.
 func (p *Peer) Applied(ctx context.Context, addr string, i int) (uint64, error) {
+	// A non-voter that does not answer soon is not caught up; the
+	// leader's duty loop that asks must not wait on it.
+	ctx, cancel := context.WithTimeout(ctx, appliedTimeout)
+	defer cancel()
 	var out AppliedAnswer
 	if err := p.Call(ctx, addr, opApplied, AppliedQuery{Shard: i}, &out); err != nil {
 		return 0, err

@@ -89,6 +89,10 @@ type Replica struct {
 	b     *batcher
 	saga  *driver
 	log   *slog.Logger
+	// promoting serialises promotions: a join's own wait and the leader's
+	// duty loop may both find the same non-voter caught up, and only one
+	// may make it a voter.
+	promoting sync.Mutex
 }
 
 type nodeFile struct {

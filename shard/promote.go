@@ -37,6 +37,12 @@ func (p Progress) CaughtUp() bool { return p.Applied+PromoteLag >= p.Commit }
 // promote makes non-voter srv of shard r a voter if it has caught up.
 // The node is asked at httpAddr. It must run on r's leader.
 func (h *Host) promote(ctx context.Context, r *Replica, srv cluster.Server, httpAddr string) (bool, error) {
+	r.promoting.Lock()
+	defer r.promoting.Unlock()
+	// The configuration may have changed since srv was read.
+	if cur, ok := member(r, srv.ID); ok {
+		srv = cur
+	}
 	if srv.Voter {
 		return true, nil
 	}

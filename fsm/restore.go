@@ -191,17 +191,22 @@ func (f *FSM) applyRestore(_ uint64, payload []byte) (any, []kv, error) {
 		return refuse("shard %d is being restored to epoch %d, not %d", f.shard, rs.Epoch, e.epoch)
 	}
 	evs := make([]ledger.Event, len(e.events))
-	seq, head := f.st.Seq, f.st.Head
+	seq, head, tm := f.st.Seq, f.st.Head, f.st.Time
 	for i, raw := range e.events {
 		ev := &evs[i]
 		if err := ledger.DecodeEvent(raw, ev); err != nil {
 			return refuse("shard %d: restored event %d: %v", f.shard, seq+1, err)
 		}
-		if !ledger.StoredHashOK(raw, ev) || ev.Shard != f.shard || ev.Seq != seq+1 || ev.PrevHash != head {
-			return refuse("shard %d: restored event %d does not follow seq %d head %s", f.shard, ev.Seq, seq, head)
+		if !ledger.StoredHashOK(raw, ev) || ev.Shard != f.shard {
+			return refuse("shard %d: restored event %d: not this shard's, or its hash is not that of the event", f.shard, seq+1)
+		}
+		// The links the fold below checks again: a break must be refused
+		// here, with nothing changed, not stop every replica there.
+		if err := ledger.Follows(ev, seq, head, tm); err != nil {
+			return refuse("shard %d: restored event does not follow the chain: %v", f.shard, err)
 		}
 		ev.Raw = append([]byte(nil), raw...)
-		seq, head = ev.Seq, ev.Hash
+		seq, head, tm = ev.Seq, ev.Hash, ev.Time
 	}
 	for i := range evs {
 		// The chain was checked above; a fold that fails now means the

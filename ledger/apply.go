@@ -225,14 +225,8 @@ func (st *State) Replay(e Event) error {
 // again. It keeps nothing of e but copies (Flush returns no events for
 // it), so e may be reused once it returns.
 func (st *State) ReplayHashed(e *Event) error {
-	if e.Seq != st.Seq+1 {
-		return fmt.Errorf("event seq %d after %d", e.Seq, st.Seq)
-	}
-	if e.Time < st.Time {
-		return fmt.Errorf("event %d: time goes back", e.Seq)
-	}
-	if e.PrevHash != st.Head {
-		return fmt.Errorf("event %d: hash chain differs (prev_hash %s, head %s)", e.Seq, e.PrevHash, st.Head)
+	if err := Follows(e, st.Seq, st.Head, st.Time); err != nil {
+		return err
 	}
 	st.Index, st.Time = e.RaftIndex, e.Time
 	touched, err := st.fold(e)
@@ -328,4 +322,19 @@ func (u *undo) rollback(st *State) {
 	}
 	st.Seq, st.Head, st.nextExp = u.seq, u.head, u.nexp
 	st.events = st.events[:u.events]
+}
+
+// Follows checks the links that tie event e to the one before it in its
+// shard's chain, which had seq, hash head and log time t: the next seq,
+// its hash as prev_hash, and a time that does not go back.
+func Follows(e *Event, seq uint64, head Hash, t Time) error {
+	switch {
+	case e.Seq != seq+1:
+		return fmt.Errorf("event seq %d after %d", e.Seq, seq)
+	case e.Time < t:
+		return fmt.Errorf("event %d: time goes back", e.Seq)
+	case e.PrevHash != head:
+		return fmt.Errorf("event %d: hash chain differs (prev_hash %s, head %s)", e.Seq, e.PrevHash, head)
+	}
+	return nil
 }

@@ -50,10 +50,6 @@ type HoldAnswer struct {
 // counted in the header.
 func (s *Service) Backup(ctx context.Context) (backup.Header, func(ctx context.Context, w io.Writer) (backup.Summary, error), error) {
 	heads, err := s.holdSagas(ctx)
-	defer s.releaseSagas()
-	if err != nil {
-		heads = nil
-	}
 	hd, herr := s.h.BackupHeader(ctx, heads)
 	if errors.Is(herr, shard.ErrRestoring) {
 		return hd, nil, edge.Unavailable("this node is being restored: %v", herr)
@@ -74,9 +70,13 @@ func (s *Service) Backup(ctx context.Context) (backup.Header, func(ctx context.C
 // shard's leader has none in flight. Then no saga step is pending
 // anywhere and none can start, so every shard's head read now is a cut
 // with no saga half inside; it returns those heads.
+//
+// The hold ends as soon as the heads are read (or the attempt fails):
+// what follows, choosing the header at those heads, needs no hold.
 func (s *Service) holdSagas(ctx context.Context) ([]uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, holdWait)
 	defer cancel()
+	defer s.releaseSagas()
 	nodes := s.Local().Nodes
 	var mu sync.Mutex
 	var errs []error

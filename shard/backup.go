@@ -39,8 +39,8 @@ func (h *Host) BackupHeader(ctx context.Context, heads []uint64) (backup.Header,
 		logs[i] = &replicaLog{ctx: ctx, f: r.FSM, seen: map[uint64]ledger.Event{}}
 		if heads == nil {
 			_, start[i] = r.FSM.Applied()
-		} else if err := waitApplied(ctx, r, heads[i]); err != nil {
-			return hd, err
+		} else if err := r.FSM.WaitSeq(ctx, heads[i]); err != nil {
+			return hd, fmt.Errorf("shard %d: waiting to apply seq %d: %w", i, heads[i], err)
 		} else {
 			start[i] = heads[i]
 		}
@@ -63,21 +63,6 @@ func (h *Host) BackupHeader(ctx context.Context, heads []uint64) (backup.Header,
 		hd.InFlight += n
 	}
 	return hd, nil
-}
-
-// waitApplied waits until r has applied seq.
-func waitApplied(ctx context.Context, r *Replica, seq uint64) error {
-	for {
-		if _, at := r.FSM.Applied(); at >= seq {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			_, at := r.FSM.Applied()
-			return fmt.Errorf("shard %d: applied seq %d, not yet %d: %w", r.ID, at, seq, ctx.Err())
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
 }
 
 // inFlightAt counts the sagas of source shard r that were in flight at

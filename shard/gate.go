@@ -104,8 +104,8 @@ func (h *Host) startsSaga(cmd *ledger.Command) bool {
 
 // HoldSagas holds back new sagas on this node for lease, and waits until
 // every shard it leads has no saga in flight and no transfer command that
-// passed before the hold is unanswered. It returns the shards it leads that got there before ctx
-// ended.
+// passed before the hold is unanswered. It returns the shards it leads
+// that got there before ctx ended.
 func (h *Host) HoldSagas(ctx context.Context, lease time.Duration) []int {
 	h.gate.hold(lease)
 	var drained []int
@@ -114,15 +114,19 @@ func (h *Host) HoldSagas(ctx context.Context, lease time.Duration) []int {
 			continue
 		}
 		for {
+			// The commands in flight first: one that starts a saga and is
+			// answered between the two looks has its saga open by then.
+			changed := r.FSM.SagasChanged()
+			idle := h.gate.inFlight.Load() == 0
 			open, _ := r.FSM.OpenSagas(nil)
-			if len(open) == 0 && h.gate.inFlight.Load() == 0 {
+			if idle && len(open) == 0 {
 				drained = append(drained, r.ID)
 				break
 			}
 			select {
 			case <-ctx.Done():
 				return drained
-			case <-r.FSM.SagasChanged():
+			case <-changed:
 			case <-time.After(10 * time.Millisecond):
 			}
 		}

@@ -191,7 +191,7 @@ func raftConfig(cfg Config, hl hclog.Logger) *raft.Config {
 	rc.LeaderLeaseTimeout = cfg.Timing.LeaderLease
 	// The 50 ms default adds latency when a pipeline has leftovers.
 	rc.CommitTimeout = 10 * time.Millisecond
-	rc.MaxAppendEntries = 128
+	rc.MaxAppendEntries = MaxAppendEntries
 	// Lets the FSM take committed entries in batches (BatchingFSM).
 	rc.BatchApplyCh = true
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
@@ -435,3 +435,8 @@ func (p *Proposal) Wait(ctx context.Context) (interface{}, error) {
 		return nil, fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
 	}
 }
+
+// MaxAppendEntries is how many entries one AppendEntries carries: a
+// follower within this many entries of the commit index is caught up but
+// for one batch in flight.
+const MaxAppendEntries = 128

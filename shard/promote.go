@@ -20,7 +20,7 @@ import (
 const (
 	// PromoteLag is one AppendEntries batch (cluster's MaxAppendEntries):
 	// a node that close is caught up but for the entries in flight.
-	PromoteLag = 128
+	PromoteLag = cluster.MaxAppendEntries
 	// promoteEvery is how often a join waits before asking again.
 	promoteEvery = 100 * time.Millisecond
 )

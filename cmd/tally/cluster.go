@@ -8,8 +8,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"tally/api/wire"
 	"tally/client"
 	"tally/internal/table"
+	"tally/shard"
 )
 
 func newClusterCmd(a *app) *cobra.Command {
@@ -33,7 +35,7 @@ func newClusterStatusCmd(a *app) *cobra.Command {
 replica reads NODE=STATE@APPLIED_SEQ, with ,lag=N when its applied Raft index
 is N entries behind the leader's commit index. A non-voter is a joining node
 still catching up: the shard's leader promotes it to voter once it is within
-128 entries of the commit index.`,
+` + strconv.Itoa(shard.PromoteLag) + ` entries of the commit index.`,
 		Example: `  tally cluster status
   tally --addr 127.0.0.1:8002 cluster status --json`,
 		Args: cobra.NoArgs,
@@ -61,7 +63,7 @@ func printCluster(w io.Writer, st *client.ClusterStatus) {
 			if r.Lag > 0 {
 				cell += fmt.Sprintf(",lag=%d", r.Lag)
 			}
-			if r.Suffrage == "nonvoter" {
+			if r.Suffrage == wire.Nonvoter {
 				nonvoters = append(nonvoters, cell)
 			} else {
 				voters = append(voters, cell)

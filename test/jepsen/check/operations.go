@@ -244,8 +244,9 @@ func checkRestored(a *Analysis, r *Result, b *Backup, rs *Restored) (int, bool) 
 			return 0, false
 		}
 	}
-	// Every acknowledged write whose events lie inside the cut: each of
-	// them is in the restored log, at its seq, with its hash.
+	// Count the acknowledged writes whose events all lie inside the cut:
+	// restoredDifference has shown the restored log equal to the source's
+	// up to the cut, so each of them is in it.
 	n := 0
 	for i := range a.Pairs {
 		p := &a.Pairs[i]
@@ -258,17 +259,7 @@ func checkRestored(a *Analysis, r *Result, b *Backup, rs *Restored) (int, bool) 
 		}
 		all := true
 		for _, ref := range o.Refs {
-			e := a.Event(ref)
-			if e.Seq > b.Cut[ref.Shard].Seq {
-				all = false
-				continue
-			}
-			got := rs.Events[ref.Shard]
-			if e.Seq > uint64(len(got)) || got[e.Seq-1].Hash != e.Hash {
-				r.fail("backup %d: acknowledged op %d (%s) at shard %d seq %d is not in the restored cluster", b.N, p.Invoke.Index,
-					p.Invoke.Transfer.ID, ref.Shard, e.Seq)
-				return n, false
-			}
+			all = all && a.Event(ref).Seq <= b.Cut[ref.Shard].Seq
 		}
 		if all {
 			n++

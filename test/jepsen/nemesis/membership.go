@@ -28,7 +28,6 @@ type change struct {
 	nonvoter  bool // the target was seen as a non-voter while it caught up
 	voter     bool // the target ended a voter of every shard
 	pid0, pid int
-	problems  []string
 }
 
 func (m member) Name() string      { return m.name }
@@ -108,9 +107,6 @@ func (member) Verify(_ context.Context, _ Cluster, w *Window) {
 		w.Target, ch.left, ch.led, ch.pid0, ch.pid, ch.voter)
 	if ch.nonvoter {
 		w.note("seen as a non-voter while catching up")
-	}
-	for _, p := range ch.problems {
-		w.note("%s", p)
 	}
 }
 

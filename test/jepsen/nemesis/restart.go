@@ -75,7 +75,7 @@ func restartOne(ctx context.Context, c Cluster, n string, st *restarts) error {
 func caughtUp(ctx context.Context, c Cluster, node string, d time.Duration) bool {
 	return WaitFor(d, func() bool {
 		if ctx.Err() != nil {
-			return true
+			return false // a cancelled run proves nothing caught up
 		}
 		ms, err := c.Members(ctx)
 		if err != nil || len(ms) != c.Shards() {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"tally/backup"
+	"tally/edge"
 )
 
 // backupPath is the backup's route. Its answer runs for as long as the
@@ -35,7 +36,7 @@ func (s *Server) backup(r *http.Request) (any, error) {
 	return streamFunc(func(w http.ResponseWriter) error {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Cache-Control", "no-store")
-		w.Header().Set(EpochHeader, strconv.FormatUint(hd.Epoch, 10))
+		w.Header().Set(edge.EpochHeader, strconv.FormatUint(hd.Epoch, 10))
 		w.WriteHeader(http.StatusOK)
 		_, err := write(r.Context(), deadlineWriter{w})
 		return err

@@ -114,7 +114,7 @@ func (s *Server) shardEvents(r *http.Request) (any, error) {
 	}
 	epoch := s.events.Epoch(sh)
 	return streamFunc(func(w http.ResponseWriter) error {
-		w.Header().Set(EpochHeader, strconv.FormatUint(epoch, 10))
+		w.Header().Set(edge.EpochHeader, strconv.FormatUint(epoch, 10))
 		out := newEventWriter(w, eq.sse)
 		o := stream.Options{Filter: eq.filter, Follow: eq.follow, Limit: eq.limit, Flush: out.flush}
 		err := s.events.Follow(r.Context(), sh, after, o,
@@ -170,7 +170,7 @@ func (s *Server) allEvents(r *http.Request) (any, error) {
 	}
 	epoch := s.events.Epoch(-1)
 	return streamFunc(func(w http.ResponseWriter) error {
-		w.Header().Set(EpochHeader, strconv.FormatUint(epoch, 10))
+		w.Header().Set(edge.EpochHeader, strconv.FormatUint(epoch, 10))
 		out := newEventWriter(w, eq.sse)
 		pos := append([]uint64(nil), after...)
 		o := stream.Options{Filter: eq.filter, Follow: eq.follow, Limit: eq.limit, Flush: out.flush}
@@ -222,12 +222,6 @@ type progress struct {
 	// Epoch is the replica's restore epoch, when it was restored.
 	Epoch uint64 `json:"epoch,omitempty"`
 }
-
-// EpochHeader carries, on every event stream, the answering replica's
-// restore epoch (0: never restored; one more at each restore from a
-// backup): a reader that saw another epoch before knows that the seqs it
-// had are of another history.
-const EpochHeader = "Tally-Epoch"
 
 // eventWriter writes a stream as NDJSON or as server-sent events, through
 // a buffer that the stream flushes whenever it has sent all it read.

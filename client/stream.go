@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"tally/edge"
 	"tally/ledger"
 	"tally/stream"
 )
@@ -192,7 +193,7 @@ func (c *Client) stream(ctx context.Context, path string, q url.Values, sse bool
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody)) // a cut body still decodes to an *Error
 		return decodeError(resp.StatusCode, body)
 	}
-	epoch, _ := strconv.ParseUint(resp.Header.Get("Tally-Epoch"), 10, 64) // absent (an older node): 0
+	epoch, _ := strconv.ParseUint(resp.Header.Get(edge.EpochHeader), 10, 64) // absent (an older node): 0
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
 	watchdog.Reset(idle)

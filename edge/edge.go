@@ -26,6 +26,11 @@ const (
 	MaxTimeout = 60 * time.Second
 	// HopHeader counts how often a request was forwarded between nodes.
 	HopHeader = "X-Tally-Hops"
+	// EpochHeader carries, on every event stream and backup, the answering
+	// replica's restore epoch (0: never restored; one more at each restore
+	// from a backup): a reader that saw another epoch before knows that
+	// the seqs it had are of another history.
+	EpochHeader = "Tally-Epoch"
 	// MaxHops bounds forwarding between nodes.
 	MaxHops = 2
 )

@@ -36,26 +36,34 @@ type sagaGate struct {
 	// slip between the two unseen.
 	inFlight atomic.Int64
 	mu       sync.Mutex
-	opened   chan struct{} // closed when a hold is released
+	opened   chan struct{} // closed when the last hold is released
+	holders  int           // holds not yet released; guarded by mu
 	// holds and waited count the holds and the commands that waited for
 	// one (metrics).
 	holds, waited atomic.Uint64
 }
 
+// hold holds the gate for lease. Holds of backups that overlap add up:
+// the gate opens at the last one's release, or when the latest lease
+// ends.
 func (g *sagaGate) hold(lease time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.heldUntil.Load() == 0 {
-		g.opened = make(chan struct{})
+		g.opened, g.holders = make(chan struct{}), 0
 	}
-	g.heldUntil.Store(time.Now().Add(min(lease, MaxSagaHold)).UnixNano())
+	g.holders++
+	g.heldUntil.Store(max(g.heldUntil.Load(), time.Now().Add(min(lease, MaxSagaHold)).UnixNano()))
 	g.holds.Add(1)
 }
 
 func (g *sagaGate) release() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.heldUntil.Swap(0) != 0 {
+	if g.holders > 0 {
+		g.holders--
+	}
+	if g.holders == 0 && g.heldUntil.Swap(0) != 0 {
 		close(g.opened)
 	}
 }

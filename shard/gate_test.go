@@ -67,3 +67,4 @@ func TestSagaHold(t *testing.T) {
 		t.Fatal("ledger.Crosses")
 	}
 }
+

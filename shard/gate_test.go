@@ -67,4 +67,3 @@ func TestSagaHold(t *testing.T) {
 		t.Fatal("ledger.Crosses")
 	}
 }
-

@@ -197,23 +197,46 @@ func (c *cluster) leaderOf(ctx context.Context, sh int) *node {
 // applied seq and state hash.
 func (c *cluster) waitConverged(ctx context.Context) {
 	c.t.Helper()
-	waitFor(c.t, 60*time.Second, "replicas to converge", func() bool {
-		for sh := 0; sh < 4; sh++ {
+	var addrs []string
+	for _, n := range c.nodes {
+		addrs = append(addrs, n.http)
+	}
+	waitConverged(ctx, c.t, addrs, 4)
+}
+
+// waitConverged waits up to 60 s until the replicas at addrs agree on
+// every shard's applied seq, state hash and head hash, and fails the test
+// with the last difference otherwise.
+func waitConverged(ctx context.Context, t *testing.T, addrs []string, shards int) {
+	t.Helper()
+	var why string
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		why = ""
+		for sh := 0; sh < shards && why == ""; sh++ {
 			var first *client.ShardState
-			for _, n := range c.nodes {
-				s, err := client.New(n.http).ShardState(ctx, sh)
+			for _, addr := range addrs {
+				s, err := client.New(addr, client.WithTimeout(3*time.Second)).ShardState(ctx, sh)
 				if err != nil {
-					return false
+					why = fmt.Sprintf("shard %d on %s: %v", sh, addr, err)
+					break
 				}
 				if first == nil {
 					first = s
 				} else if s.AppliedSeq != first.AppliedSeq || s.StateHash != first.StateHash || s.HeadHash != first.HeadHash {
-					return false
+					why = fmt.Sprintf("shard %d: %s at seq %d, %s at seq %d", sh, first.Node, first.AppliedSeq, s.Node, s.AppliedSeq)
+					break
 				}
 			}
 		}
-		return true
-	})
+		if why == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replicas did not converge in 60s: %s", why)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // checkExactlyOnce resolves every transfer the writers sent against the

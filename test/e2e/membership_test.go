@@ -661,16 +661,16 @@ func TestMembershipUnderLoad(t *testing.T) {
 		return err == nil && len(ss) == 0
 	})
 	sagasDone := time.Since(loadEnd)
-	final := []*proc.Node{}
+	var final []string
 	for _, id := range rest {
-		final = append(final, byID[id])
+		final = append(final, byID[id].HTTP)
 	}
-	mbWaitConverged(ctx, t, final)
+	waitConverged(ctx, t, final, mbShards)
 
 	posted, rejected, unknown, resolvedPosted, cross := mbCheckLedger(ctx, t, cl, l, accounts, deposits, total)
 	mbCheckLog(ctx, t, cl, l)
 	mbCheckVerify(ctx, t, proxyAddr, rest)
-	mbCheckAudit(ctx, t, proxyAddr)
+	checkAudit(ctx, t, proxyAddr)
 
 	for _, p := range all {
 		if u := p.Unexpected(); len(u) > 0 {
@@ -695,40 +695,6 @@ func TestMembershipUnderLoad(t *testing.T) {
 		sagasDone.Seconds(), loadEnd.Sub(l.began).Seconds(), time.Since(began).Seconds())
 	if posted == 0 {
 		t.Error("no transfer was acknowledged")
-	}
-}
-
-// mbWaitConverged waits until every replica of every shard on nodes
-// reports the same applied seq, state hash and head hash.
-func mbWaitConverged(ctx context.Context, t *testing.T, nodes []*proc.Node) {
-	t.Helper()
-	var why string
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		why = ""
-		for sh := 0; sh < mbShards && why == ""; sh++ {
-			var first *client.ShardState
-			for _, n := range nodes {
-				s, err := client.New(n.HTTP, client.WithTimeout(3*time.Second)).ShardState(ctx, sh)
-				if err != nil {
-					why = fmt.Sprintf("shard %d on %s: %v", sh, n.ID, err)
-					break
-				}
-				if first == nil {
-					first = s
-				} else if s.AppliedSeq != first.AppliedSeq || s.StateHash != first.StateHash || s.HeadHash != first.HeadHash {
-					why = fmt.Sprintf("shard %d: %s at seq %d, %s at seq %d", sh, first.Node, first.AppliedSeq, s.Node, s.AppliedSeq)
-					break
-				}
-			}
-		}
-		if why == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replicas did not converge in 60s: %s", why)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -888,45 +854,6 @@ func mbCheckVerify(ctx context.Context, t *testing.T, addr string, members []str
 		}
 	}
 	t.Logf("tally verify (exit 0):\n%s", out)
-}
-
-// mbCheckAudit runs tally audit through the proxy: exit 0, a consistent
-// cut, no violation, the clearing accounts netting to 0 with nothing in
-// flight.
-func mbCheckAudit(ctx context.Context, t *testing.T, addr string) {
-	t.Helper()
-	var out []byte
-	var rep ledger.AuditReport
-	for try := 0; try < 5; try++ {
-		var err error
-		out, err = exec.CommandContext(ctx, bin, "--addr", addr, "audit").CombinedOutput()
-		if err != nil {
-			t.Fatalf("tally audit failed: %v\n%s", err, out)
-		}
-		js, err := exec.CommandContext(ctx, bin, "--addr", addr, "--json", "audit").Output()
-		if err != nil {
-			t.Fatalf("tally --json audit failed: %v\n%s", err, js)
-		}
-		if err := json.Unmarshal(js, &rep); err != nil {
-			t.Fatalf("tally --json audit: %v\n%s", err, js)
-		}
-		if rep.Consistent && strings.Contains(string(out), "audit: ok (consistent cut)") {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if !rep.OK || !rep.Consistent || len(rep.Violations) != 0 || !strings.Contains(string(out), "audit: ok (consistent cut)") {
-		t.Fatalf("tally audit: %+v\n%s", rep, out)
-	}
-	for _, x := range rep.Currencies {
-		if x.InFlight != "0" || x.Net != "0" {
-			t.Errorf("audit of %s: clearing net %s, in flight %s; want 0 and 0", x.Currency, x.Net, x.InFlight)
-		}
-	}
-	if len(rep.Currencies) == 0 {
-		t.Error("tally audit saw no clearing accounts: no saga ran")
-	}
-	t.Logf("tally audit (exit 0):\n%s", out)
 }
 
 func (o mbOutcome) String() string {

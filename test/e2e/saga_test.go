@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -564,38 +565,42 @@ func checkSagaLog(ctx context.Context, t *testing.T, cl *client.Client, w *sagaW
 // checkAudit runs tally audit on the real binary against the proxy: it
 // must exit 0 and report a consistent cut with nothing in flight and the
 // clearing accounts netting to 0.
-func (c *cluster) checkAudit(ctx context.Context) {
-	c.t.Helper()
-	var out string
-	var err error
+func (c *cluster) checkAudit(ctx context.Context) { checkAudit(ctx, c.t, c.proxy) }
+
+// checkAudit runs tally audit against addr: exit 0, a consistent cut, no
+// violation, and every clearing account at net 0 with nothing in flight.
+func checkAudit(ctx context.Context, t *testing.T, addr string) {
+	t.Helper()
+	var out []byte
 	var rep ledger.AuditReport
 	for try := 0; try < 5; try++ {
-		out, err = c.run(ctx, "audit")
+		var err error
+		out, err = exec.CommandContext(ctx, bin, "--addr", addr, "audit").CombinedOutput()
 		if err != nil {
-			c.t.Fatalf("tally audit failed: %v\n%s", err, out)
+			t.Fatalf("tally audit failed: %v\n%s", err, out)
 		}
-		js, err := c.run(ctx, "--json", "audit")
+		js, err := exec.CommandContext(ctx, bin, "--addr", addr, "--json", "audit").Output()
 		if err != nil {
-			c.t.Fatalf("tally --json audit failed: %v\n%s", err, js)
+			t.Fatalf("tally --json audit failed: %v\n%s", err, js)
 		}
-		if err := json.Unmarshal([]byte(js), &rep); err != nil {
-			c.t.Fatalf("tally --json audit: %v\n%s", err, js)
+		if err := json.Unmarshal(js, &rep); err != nil {
+			t.Fatalf("tally --json audit: %v\n%s", err, js)
 		}
-		if rep.Consistent && strings.Contains(out, "audit: ok (consistent cut)") {
+		if rep.Consistent && strings.Contains(string(out), "audit: ok (consistent cut)") {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if !rep.OK || !rep.Consistent || len(rep.Violations) != 0 || !strings.Contains(out, "audit: ok (consistent cut)") {
-		c.t.Fatalf("tally audit: %+v\n%s", rep, out)
+	if !rep.OK || !rep.Consistent || len(rep.Violations) != 0 || !strings.Contains(string(out), "audit: ok (consistent cut)") {
+		t.Fatalf("tally audit: %+v\n%s", rep, out)
 	}
 	for _, x := range rep.Currencies {
 		if x.InFlight != "0" || x.Net != "0" {
-			c.t.Errorf("audit of %s: clearing net %s, in flight %s; want 0 and 0", x.Currency, x.Net, x.InFlight)
+			t.Errorf("audit of %s: clearing net %s, in flight %s; want 0 and 0", x.Currency, x.Net, x.InFlight)
 		}
 	}
 	if len(rep.Currencies) == 0 {
-		c.t.Error("tally audit saw no clearing accounts: no saga ran")
+		t.Error("tally audit saw no clearing accounts: no saga ran")
 	}
-	c.t.Logf("tally audit (exit 0):\n%s", out)
+	t.Logf("tally audit (exit 0):\n%s", out)
 }

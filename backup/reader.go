@@ -141,13 +141,8 @@ func (r *Reader) endShard() error {
 	if r.seq != c.Seq || r.head != c.Head {
 		return r.corrupt("shard %d ends at seq %d head %s, the cut says seq %d head %s", r.shard, r.seq, r.head, c.Seq, c.Head)
 	}
-	for cur, sum := range r.st.Sums() {
-		if sum.Sign() != 0 {
-			return r.corrupt("shard %d: currency %s sums to %s, not 0", r.shard, cur, sum)
-		}
-	}
-	if o := r.st.Overdrawn(); len(o) > 0 {
-		return r.corrupt("shard %d: overdrawn accounts %v", r.shard, o)
+	if err := r.st.CheckBooks(); err != nil {
+		return r.corrupt("shard %d: %v", r.shard, err)
 	}
 	r.stats[r.shard].Shard, r.stats[r.shard].Seq = r.shard, r.seq
 	r.shard++

@@ -44,7 +44,7 @@ func (f *FSM) Verify(ctx context.Context) (Report, error) {
 			return fmt.Errorf("replay ends at seq %d head %s, state says seq %d head %s", st.Seq, st.Head, m.Seq, m.Head)
 		}
 		rep.AppliedSeq, rep.Head, rep.StateHash = m.Seq, m.Head, st.StateHash()
-		if err := checkBooks(st); err != nil {
+		if err := st.CheckBooks(); err != nil {
 			return err
 		}
 		rep.Accounts = len(st.Accounts)
@@ -185,18 +185,6 @@ func seqOfKey(k []byte) uint64 {
 		return 0
 	}
 	return binary.BigEndian.Uint64(k[len(preEvent):])
-}
-
-func checkBooks(st *ledger.State) error {
-	for cur, s := range st.Sums() {
-		if s.Sign() != 0 {
-			return fmt.Errorf("currency %s sums to %s, not 0", cur, s)
-		}
-	}
-	if o := st.Overdrawn(); len(o) > 0 {
-		return fmt.Errorf("overdrawn accounts: %v", o)
-	}
-	return nil
 }
 
 // compareStored checks the stored derived state against the replay and

@@ -338,3 +338,17 @@ func Follows(e *Event, seq uint64, head Hash, t Time) error {
 	}
 	return nil
 }
+
+// CheckBooks checks what every state must keep: each currency's balances
+// sum to 0, and no account is overdrawn against its rules.
+func (st *State) CheckBooks() error {
+	for cur, s := range st.Sums() {
+		if s.Sign() != 0 {
+			return fmt.Errorf("currency %s sums to %s, not 0", cur, s)
+		}
+	}
+	if o := st.Overdrawn(); len(o) > 0 {
+		return fmt.Errorf("overdrawn accounts: %v", o)
+	}
+	return nil
+}

@@ -178,17 +178,11 @@ func (f *FSM) applyRestore(_ uint64, payload []byte) (any, []kv, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if why := f.restoreRefusal(e.epoch); why != "" {
+		return refuse("%s", why)
+	}
 	if e.op == restoreFinish {
 		return f.finishRestore(e)
-	}
-	rs := f.rest
-	switch {
-	case rs.Epoch != 0 && !rs.Restoring:
-		return refuse("shard %d was restored already (epoch %d)", f.shard, rs.Epoch)
-	case !rs.Restoring && f.st.Seq != 0:
-		return refuse("shard %d has %d events: a restore needs an empty shard", f.shard, f.st.Seq)
-	case rs.Restoring && rs.Epoch != e.epoch:
-		return refuse("shard %d is being restored to epoch %d, not %d", f.shard, rs.Epoch, e.epoch)
 	}
 	evs := make([]ledger.Event, len(e.events))
 	seq, head, tm := f.st.Seq, f.st.Head, f.st.Time
@@ -229,13 +223,7 @@ func (f *FSM) applyRestore(_ uint64, payload []byte) (any, []kv, error) {
 
 // finishRestore ends a restore at the cut it names.
 func (f *FSM) finishRestore(e restoreEntry) (any, []kv, error) {
-	rs := f.rest
-	switch {
-	case rs.Epoch != 0 && !rs.Restoring:
-		return refuse("shard %d was restored already (epoch %d)", f.shard, rs.Epoch)
-	case rs.Restoring && rs.Epoch != e.epoch:
-		return refuse("shard %d is being restored to epoch %d, not %d", f.shard, rs.Epoch, e.epoch)
-	case f.st.Seq != e.seq || f.st.Head != e.head:
+	if f.st.Seq != e.seq || f.st.Head != e.head {
 		return refuse("shard %d is at seq %d head %s, the cut is seq %d head %s", f.shard, f.st.Seq, f.st.Head, e.seq, e.head)
 	}
 	f.setRest(RestoreState{Epoch: e.epoch, Seq: e.seq, Head: e.head})
@@ -243,6 +231,22 @@ func (f *FSM) finishRestore(e restoreEntry) (any, []kv, error) {
 		f.sagaDelta = append(f.sagaDelta, copySaga(&r))
 	}
 	return &RestoreResponse{}, []kv{{k: keyRestore, v: f.rest.encode()}}, nil
+}
+
+// restoreRefusal says why no restore entry of epoch may apply now, or ""
+// when one may: the shard must be empty or being restored to that epoch,
+// and never restored before. Event entries and the finish entry alike.
+func (f *FSM) restoreRefusal(epoch uint64) string {
+	rs := f.rest
+	switch {
+	case rs.Epoch != 0 && !rs.Restoring:
+		return fmt.Sprintf("shard %d was restored already (epoch %d)", f.shard, rs.Epoch)
+	case !rs.Restoring && f.st.Seq != 0:
+		return fmt.Sprintf("shard %d has %d events: a restore needs an empty shard", f.shard, f.st.Seq)
+	case rs.Restoring && rs.Epoch != epoch:
+		return fmt.Sprintf("shard %d is being restored to epoch %d, not %d", f.shard, rs.Epoch, epoch)
+	}
+	return ""
 }
 
 func refuse(format string, args ...any) (any, []kv, error) {

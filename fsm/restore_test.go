@@ -139,4 +139,12 @@ func TestRestoreRefusesShardWithState(t *testing.T) {
 	if e := refusal(t, applyAt(f, 2, EncodeRestoreEvents(1, sourceLog()))); !strings.Contains(e, "needs an empty shard") {
 		t.Fatalf("restore onto a shard with events: %q", e)
 	}
+	// A finish naming the shard's own head must not mark it restored.
+	st := status(t, f)
+	if e := refusal(t, applyAt(f, 3, EncodeRestoreFinish(1, st.AppliedSeq, st.Head))); !strings.Contains(e, "needs an empty shard") {
+		t.Fatalf("finish on a shard with events of its own: %q", e)
+	}
+	if f.Epoch() != 0 {
+		t.Fatalf("epoch %d after a refused finish", f.Epoch())
+	}
 }

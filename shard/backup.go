@@ -36,7 +36,7 @@ func (h *Host) BackupHeader(ctx context.Context, heads []uint64) (backup.Header,
 		if r.FSM.Restoring() {
 			return hd, fmt.Errorf("shard %d: %w", i, ErrRestoring)
 		}
-		logs[i] = &replicaLog{ctx: ctx, f: r.FSM, seen: map[uint64]ledger.Event{}}
+		logs[i] = &replicaLog{ctx: ctx, f: r.FSM, seen: map[uint64]ledger.Event{}, recs: map[string]uint64{}}
 		if heads == nil {
 			_, start[i] = r.FSM.Applied()
 		} else if err := r.FSM.WaitSeq(ctx, heads[i]); err != nil {
@@ -158,6 +158,9 @@ type replicaLog struct {
 	ctx  context.Context
 	f    *fsm.FSM
 	seen map[uint64]ledger.Event
+	// recs keeps the record seqs read: they never change, and each pass
+	// of the rule asks again for the same sagas.
+	recs map[string]uint64
 }
 
 func (l *replicaLog) Event(seq uint64) (ledger.Event, error) {
@@ -195,12 +198,18 @@ const (
 )
 
 func (l *replicaLog) RecordSeq(id string) (uint64, bool, error) {
+	if seq, ok := l.recs[id]; ok {
+		return seq, true, nil
+	}
 	r, _, err := l.f.Transfer(id)
 	if errors.Is(err, fsm.ErrNotFound) {
 		return 0, false, nil
 	}
 	if err != nil {
 		return 0, false, err
+	}
+	if len(l.recs) < cutCache {
+		l.recs[id] = r.Seq
 	}
 	return r.Seq, true, nil
 }
